@@ -1,0 +1,92 @@
+"""The normalised model record and the catalog of them: what the API serves and opencode gets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The Anthropic Models API says "unknown" with the epoch.
+UNKNOWN_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+MAX_MODEL_ID_LENGTH = 256
+
+
+class ModelInfo(BaseModel):
+    """One model in the Anthropic Models API shape, with the limits opencode needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: Literal["model"] = "model"
+    display_name: str
+    created_at: datetime = UNKNOWN_DATE
+    max_input_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+
+    def identity(self) -> tuple[object, ...]:
+        """What makes two records the same model for opencode: everything but the volatile date."""
+        return (self.id, self.display_name, self.max_input_tokens, self.max_tokens)
+
+
+def invalid_model_id_reason(model_id: object) -> str | None:
+    """Why a name cannot be a model id, or None when it can."""
+    if not isinstance(model_id, str):
+        return "not a string"
+    if not model_id.strip():
+        return "empty"
+    if len(model_id) > MAX_MODEL_ID_LENGTH:
+        return f"longer than {MAX_MODEL_ID_LENGTH} characters"
+    if not model_id.isprintable():
+        return "contains control characters"
+    return None
+
+
+class Catalog:
+    """An immutable set of models, ordered newest first, then by id."""
+
+    __slots__ = ("_models", "_by_id", "fingerprint")
+
+    def __init__(self, models: Iterable[ModelInfo] = ()) -> None:
+        unique = {model.id: model for model in models}
+        ordered = sorted(unique.values(), key=lambda m: m.id)
+        ordered.sort(key=lambda m: m.created_at, reverse=True)
+        self._models: tuple[ModelInfo, ...] = tuple(ordered)
+        self._by_id = {model.id: model for model in self._models}
+        identities = sorted(model.identity() for model in self._models)
+        digest = hashlib.sha256(json.dumps(identities, default=str).encode())
+        self.fingerprint = digest.hexdigest()
+
+    def __iter__(self) -> Iterator[ModelInfo]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._by_id
+
+    def get(self, model_id: str) -> ModelInfo | None:
+        return self._by_id.get(model_id)
+
+    def index(self, model_id: str) -> int:
+        return self._models.index(self._by_id[model_id])
+
+    @property
+    def ids(self) -> list[str]:
+        return [model.id for model in self._models]
+
+    def same_models(self, other: Catalog) -> bool:
+        """True when opencode would need no change to go from one to the other."""
+        return self.fingerprint == other.fingerprint
+
+    def to_json(self) -> str:
+        return json.dumps([model.model_dump(mode="json") for model in self._models], indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Catalog:
+        return cls(ModelInfo.model_validate(item) for item in json.loads(text))

@@ -1,0 +1,1 @@
+"""Everything that touches opencode: its config file, its process and its HTTP API."""

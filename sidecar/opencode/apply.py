@@ -1,0 +1,179 @@
+"""Apply a rewritten config to the running opencode without aborting a prompt.
+
+opencode reads its config when it builds the instance for a directory, and every way of making
+it read again aborts the prompts generating in the directories it drops. So each directory is
+dropped (`/instance/dispose`) at once when it is idle, and a busy one as soon as it goes idle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from sidecar.opencode.child import OpencodeChild
+from sidecar.opencode.client import OpencodeClient, OpencodeError
+from sidecar.settings import Settings
+
+log = structlog.get_logger("sidecar.apply")
+
+# How often busy directories are looked at again when no event has said they went idle.
+RECHECK_INTERVAL = 1.0
+CONFIRM_ATTEMPTS = 5
+
+
+def event_directory_and_type(event: dict[str, Any]) -> tuple[str | None, str | None]:
+    """`/global/event` wraps each directory's event as `{"directory": D, "payload": {"type": ...}}`."""
+    directory = event.get("directory")
+    payload = event.get("payload")
+    kind = payload.get("type") if isinstance(payload, dict) else event.get("type")
+    return (directory if isinstance(directory, str) else None, kind if isinstance(kind, str) else None)
+
+
+class Applier:
+    """The one task that reloads opencode; the reconciler tells it what it has written."""
+
+    def __init__(
+        self, settings: Settings, client: OpencodeClient, child: OpencodeChild, default_directory: Path
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._child = child
+        self.default_directory = str(default_directory)
+        self.directories: set[str] = {self.default_directory}
+        self._expected: set[str] | None = None
+        self.version = 0  # of the config written
+        self.applied_version = 0  # confirmed in opencode
+        self._pending: set[str] = set()
+        self._confirmed_generation = 0
+        self._wake = anyio.Event()
+
+    @property
+    def applied(self) -> bool:
+        return (
+            self.version > 0
+            and self.applied_version == self.version
+            and self._confirmed_generation == self._child.generation
+        )
+
+    def config_written(self, expected_model_ids: set[str]) -> None:
+        """A new config is on disk; opencode must end up listing exactly these models."""
+        self.version += 1
+        self._expected = expected_model_ids
+        self._pending = set(self.directories)
+        self._wake.set()
+
+    def note_event(self, event: dict[str, Any]) -> None:
+        directory, kind = event_directory_and_type(event)
+        if directory is None:
+            return
+        self.directories.add(directory)
+        if directory in self._pending and kind in {"session.idle", "session.status"}:
+            self._wake.set()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._follow_events)
+            seen_generation = 0
+            while True:
+                await self._child.wait_healthy()
+                generation = self._child.generation
+                if generation != seen_generation:
+                    # A new process read the file as it started: nothing to reload, only to check.
+                    seen_generation = generation
+                    self._pending = set()
+                try:
+                    if self._pending:
+                        await self._reload_pending(generation)
+                    if self.version and not self.applied:
+                        await self._confirm_where_reloaded(generation)
+                except (OpencodeError, httpx.HTTPError) as exc:
+                    log.warning("opencode.reload_failed", error=str(exc) or type(exc).__name__)
+                if self.applied and not self._pending:
+                    await self._wait_for_work()
+                else:
+                    with anyio.move_on_after(RECHECK_INTERVAL):
+                        await self._wait_for_work()
+
+    async def _wait_for_work(self) -> None:
+        await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def _reload_pending(self, generation: int) -> None:
+        if self._settings.reload == "restart":
+            await self._restart_when_idle(generation)
+            return
+        for directory in sorted(self._pending):
+            busy = await self._client.busy_sessions(directory)
+            if busy:
+                log.info("opencode.reload_deferred", directory=directory, busy_sessions=len(busy))
+                continue
+            await self._client.dispose(directory)
+            self._pending.discard(directory)
+            log.info("opencode.reloaded", directory=directory, version=self.version)
+
+    async def _confirm_where_reloaded(self, generation: int) -> None:
+        """Check in a directory that already reads the new file; busy ones may still lag."""
+        current = self.directories - self._pending
+        if not current:
+            return
+        directory = self.default_directory if self.default_directory in current else min(current)
+        await self._confirm(generation, directory)
+
+    async def _restart_when_idle(self, generation: int) -> None:
+        with anyio.move_on_after(self._settings.reload_timeout) as scope:
+            while True:
+                busy = 0
+                for directory in sorted(self.directories):
+                    busy += len(await self._client.busy_sessions(directory))
+                if not busy:
+                    break
+                log.info("opencode.restart_deferred", busy_sessions=busy)
+                await anyio.sleep(RECHECK_INTERVAL)
+        if scope.cancelled_caught:
+            log.warning("opencode.restart_forced", waited=self._settings.reload_timeout)
+        self._pending = set()
+        self._child.request_restart()
+        while self._child.generation == generation:
+            await anyio.sleep(0.05)
+
+    async def _confirm(self, generation: int, directory: str) -> None:
+        version, expected = self.version, self._expected
+        for attempt in range(1, CONFIRM_ATTEMPTS + 1):
+            try:
+                listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
+            except (OpencodeError, httpx.HTTPError) as exc:
+                log.warning("opencode.confirm_failed", error=str(exc) or type(exc).__name__)
+                listed = None
+            if listed == expected or (not expected and listed is None):
+                self.applied_version = version
+                self._confirmed_generation = generation
+                log.info("opencode.applied", version=version, models=len(expected or ()), directory=directory)
+                return
+            if listed is not None:
+                log.warning(
+                    "opencode.apply_mismatch",
+                    missing=len((expected or set()) - listed),
+                    unexpected=len(listed - (expected or set())),
+                    attempt=attempt,
+                )
+            await anyio.sleep(min(0.2 * 2**attempt, 5.0))
+            try:
+                await self._client.dispose(directory)
+            except (OpencodeError, httpx.HTTPError):
+                pass
+
+    async def _follow_events(self) -> None:
+        """Learn which directories opencode has loaded, and when their sessions go idle."""
+        while True:
+            await self._child.wait_healthy()
+            try:
+                async for event in self._client.global_events():
+                    self.note_event(event)
+            except (OpencodeError, httpx.HTTPError) as exc:
+                log.debug("opencode.events_reconnect", error=str(exc) or type(exc).__name__)
+            await anyio.sleep(0.2)
+

@@ -1,0 +1,246 @@
+"""The opencode child process: spawn it, wait for health, restart it when it dies, stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import anyio
+import structlog
+from anyio.abc import Process, TaskStatus
+
+from sidecar.backoff import restart_delay
+from sidecar.opencode.client import OpencodeClient
+from sidecar.opencode.config import API_KEY_ENV
+from sidecar.settings import ENV_PREFIX, Settings
+
+log = structlog.get_logger("sidecar.child")
+
+
+class OpencodeStartError(Exception):
+    """opencode could not be started; the message says why in one line."""
+
+
+class SpawnProcess(Protocol):
+    def __call__(
+        self, command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, output: IO[Any]
+    ) -> Awaitable[Process]: ...
+
+
+async def spawn_process(
+    command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, output: IO[Any]
+) -> Process:
+    # A process group of its own, so that stopping it reaches everything it started.
+    return await anyio.open_process(
+        list(command),
+        env=dict(env),
+        cwd=cwd,
+        stdin=None,
+        stdout=output,
+        stderr=output,
+        start_new_session=True,
+    )
+
+
+def resolve_binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise OpencodeStartError(
+            f"opencode not found: {ENV_PREFIX}OPENCODE_BIN={name} is not an executable file or on PATH"
+        )
+    return found
+
+
+def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
+    """The child's environment: ours without SIDECAR_* variables, plus what opencode needs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    opencode_home = settings.state_dir / "opencode"
+    for name in ("DATA", "CONFIG", "CACHE", "STATE"):
+        env[f"XDG_{name}_HOME"] = str(opencode_home / name.lower())
+    env["OPENCODE_CONFIG"] = str(config_path)
+    assert settings.opencode_password is not None
+    env["OPENCODE_SERVER_PASSWORD"] = settings.opencode_password.get_secret_value()
+    env.pop("OPENCODE_SERVER_USERNAME", None)
+    if settings.gateway_api_key is not None:
+        env[API_KEY_ENV] = settings.gateway_api_key.get_secret_value()
+    return env
+
+
+class OpencodeChild:
+    """The one owner of the opencode process.
+
+    Other tasks read `healthy` and `generation`, wait for `wait_healthy()`, and ask for a restart
+    with `request_restart()`; only `run()` touches the process.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path,
+        client: OpencodeClient,
+        *,
+        spawn: SpawnProcess = spawn_process,
+        clock: Callable[[], float] = anyio.current_time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._config_path = config_path
+        self._client = client
+        self._spawn = spawn
+        self._clock = clock
+        self._sleep = sleep
+        self._process: Process | None = None
+        self._restart_requested = anyio.Event()
+        self._healthy_event = anyio.Event()
+        self.healthy = False
+        self.generation = 0  # counts processes that became healthy
+        self.restarts = 0
+        self.log_path = settings.state_dir / "opencode.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def wait_healthy(self) -> None:
+        while not self.healthy:
+            await self._healthy_event.wait()
+
+    def request_restart(self) -> None:
+        self._restart_requested.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Keep opencode running until cancelled; the first start failing raises OpencodeStartError."""
+        binary = resolve_binary(self._settings.opencode_bin)
+        command = [
+            binary,
+            "serve",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            str(self._settings.opencode_port),
+        ]
+        started = False
+        crashes = 0
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as output:
+            while True:
+                try:
+                    healthy_since = await self._start(command, output)
+                except OpencodeStartError:
+                    if not started:
+                        raise
+                    crashes += 1
+                else:
+                    if not started:
+                        started = True
+                        task_status.started()
+                    reason = await self._watch()
+                    if reason == "restart":
+                        crashes = 0
+                        continue
+                    if self._clock() - healthy_since >= self._settings.restart_backoff_reset:
+                        crashes = 0
+                    crashes += 1
+                delay = restart_delay(
+                    crashes,
+                    initial=self._settings.restart_backoff_initial,
+                    cap=self._settings.restart_backoff_max,
+                )
+                log.warning("child.restart_scheduled", delay=delay, crashes=crashes)
+                await self._sleep(delay)
+
+    async def _start(self, command: list[str], output: IO[Any]) -> float:
+        env = child_environment(self._settings, self._config_path)
+        try:
+            process = await self._spawn(
+                command, env=env, cwd=self._settings.opencode_directory, output=output
+            )
+        except OSError as exc:
+            raise OpencodeStartError(f"cannot start opencode: {exc.strerror}") from None
+        self._process = process
+        log.info("child.started", pid=process.pid, port=self._settings.opencode_port)
+        deadline = self._clock() + self._settings.opencode_start_timeout
+        while True:
+            if process.returncode is not None:
+                self._process = None
+                raise OpencodeStartError(
+                    f"opencode exited with code {process.returncode} before it became healthy; "
+                    f"its output is in {self.log_path}"
+                )
+            if await self._client.healthy():
+                break
+            if self._clock() > deadline:
+                await self._stop_process(process)
+                raise OpencodeStartError(
+                    f"opencode did not become healthy within {self._settings.opencode_start_timeout}s; "
+                    f"its output is in {self.log_path}"
+                )
+            with anyio.move_on_after(0.1):
+                await process.wait()
+        self.generation += 1
+        self.healthy = True
+        self._healthy_event.set()
+        log.info("child.healthy", pid=process.pid, generation=self.generation)
+        return self._clock()
+
+    async def _watch(self) -> str:
+        """Wait until the process exits or a restart is asked for; say which."""
+        process = self._process
+        assert process is not None
+        reason = "exited"
+        async with anyio.create_task_group() as group:
+
+            async def restart_on_request() -> None:
+                nonlocal reason
+                await self._restart_requested.wait()
+                reason = "restart"
+                group.cancel_scope.cancel()
+
+            group.start_soon(restart_on_request)
+            await process.wait()
+            group.cancel_scope.cancel()
+        self._mark_down()
+        if reason == "restart":
+            self._restart_requested = anyio.Event()
+            log.info("child.restarting", pid=process.pid)
+            await self._stop_process(process)
+        else:
+            self.restarts += 1
+            log.warning("child.exited", pid=process.pid, returncode=process.returncode)
+            _signal_group(process.pid, signal.SIGKILL)
+        self._process = None
+        return reason
+
+    def _mark_down(self) -> None:
+        self.healthy = False
+        self._healthy_event = anyio.Event()
+
+    async def stop(self) -> None:
+        """Stop the child: SIGTERM to its group, the grace period, then SIGKILL."""
+        self._mark_down()
+        if self._process is not None:
+            await self._stop_process(self._process)
+            self._process = None
+
+    async def _stop_process(self, process: Process) -> None:
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                _signal_group(process.pid, signal.SIGTERM)
+                with anyio.move_on_after(self._settings.stop_grace):
+                    await process.wait()
+            # Whatever opencode started in its group goes too, even after opencode itself exited.
+            _signal_group(process.pid, signal.SIGKILL)
+            if process.returncode is None:
+                await process.wait()
+            log.info("child.stopped", pid=process.pid, returncode=process.returncode)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,100 @@
+"""The few calls the sidecar makes to opencode's HTTP API.
+
+Some of opencode's answers (`/config/providers` among them) carry the gateway key resolved, so
+nothing here logs a response body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from sidecar.settings import Settings
+
+
+class OpencodeError(Exception):
+    """opencode answered a call in a way we can't use; the message is safe to log."""
+
+
+class OpencodeClient:
+    def __init__(
+        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        assert settings.opencode_password is not None
+        self.base_url = f"http://127.0.0.1:{settings.opencode_port}"
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            auth=httpx.BasicAuth("opencode", settings.opencode_password.get_secret_value()),
+            timeout=httpx.Timeout(10.0),
+            transport=transport,
+        )
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self._http
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def healthy(self) -> bool:
+        try:
+            response = await self._http.get("/global/health", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def busy_sessions(self, directory: str) -> set[str]:
+        """Sessions generating in `directory` (busy or waiting to retry)."""
+        statuses = await self._get_json("/session/status", directory)
+        if not isinstance(statuses, dict):
+            raise OpencodeError("/session/status did not answer an object")
+        return {sid for sid, status in statuses.items() if _is_busy(status)}
+
+    async def dispose(self, directory: str) -> None:
+        """Drop opencode's instance for `directory`; the next request there reloads its config."""
+        response = await self._http.post("/instance/dispose", params={"directory": directory})
+        if response.status_code != 200:
+            raise OpencodeError(f"/instance/dispose answered HTTP {response.status_code}")
+
+    async def provider_model_ids(self, directory: str, provider_id: str) -> set[str] | None:
+        """The model ids opencode lists for `provider_id` in `directory`; None if it lists no such provider."""
+        answer = await self._get_json("/config/providers", directory)
+        providers = answer.get("providers") if isinstance(answer, dict) else None
+        if not isinstance(providers, list):
+            raise OpencodeError("/config/providers did not answer a provider list")
+        for provider in providers:
+            if isinstance(provider, dict) and provider.get("id") == provider_id:
+                return set(provider.get("models") or {})
+        return None
+
+    async def global_events(self) -> AsyncIterator[dict[str, Any]]:
+        """opencode's `/global/event` stream: every directory's events, each with its `directory`."""
+        timeout = httpx.Timeout(10.0, read=None)
+        async with self._http.stream("GET", "/global/event", timeout=timeout) as response:
+            if response.status_code != 200:
+                raise OpencodeError(f"/global/event answered HTTP {response.status_code}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                try:
+                    event = json.loads(line[5:])
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    yield event
+
+    async def _get_json(self, path: str, directory: str) -> Any:
+        response = await self._http.get(path, params={"directory": directory})
+        if response.status_code != 200:
+            raise OpencodeError(f"{path} answered HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise OpencodeError(f"{path} did not answer JSON") from None
+
+
+def _is_busy(status: Any) -> bool:
+    return isinstance(status, dict) and status.get("type") in {"busy", "retry"}

@@ -1,0 +1,174 @@
+"""The sidecar's settings: one frozen object, read from `SIDECAR_*` variables and checked at start."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SIDECAR_"
+
+# opencode provider ids end up in model names (`litellm/gpt-5`) and in the config file.
+PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+Seconds = Annotated[float, Field(ge=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "opencode-sidecar"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    gateway_url: AnyHttpUrl
+    gateway_api_key: SecretStr | None = None
+    gateway_timeout: Annotated[float, Field(gt=0)] = 10.0
+    gateway_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    provider_id: str = "litellm"
+    provider_name: str = "LiteLLM"
+    poll_interval: Annotated[float, Field(gt=0)] = 30.0
+    listen: str = "127.0.0.1:4097"
+    opencode_bin: str = "opencode"
+    opencode_port: Port = 4096
+    opencode_password: SecretStr | None = None
+    opencode_start_timeout: Annotated[float, Field(gt=0)] = 60.0
+    opencode_directory: Path | None = None
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    base_config: Path | None = None
+    default_model: str | None = None
+    default_context_limit: Annotated[int, Field(gt=0)] = 128_000
+    default_output_limit: Annotated[int, Field(gt=0)] = 8_192
+    reload: Literal["auto", "restart"] = "auto"
+    reload_timeout: Annotated[float, Field(gt=0)] = 600.0
+    restart_backoff_initial: Seconds = 10.0
+    restart_backoff_max: Seconds = 300.0
+    restart_backoff_reset: Seconds = 600.0
+    stop_grace: Seconds = 10.0
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: AnyHttpUrl) -> AnyHttpUrl:
+        if url.username or url.password:
+            raise ValueError("put the key in SIDECAR_GATEWAY_API_KEY, not in the URL")
+        return url
+
+    @field_validator("provider_id")
+    @classmethod
+    def _provider_id_shape(cls, value: str) -> str:
+        if not PROVIDER_ID.fullmatch(value):
+            raise ValueError(
+                "must be lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_shape(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("opencode_password")
+    @classmethod
+    def _password_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("base_config")
+    @classmethod
+    def _base_config_readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return path
+
+    @field_validator("default_model")
+    @classmethod
+    def _default_model_shape(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or not value.isprintable()):
+            raise ValueError("must be a model name without control characters")
+        return value or None
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Settings:
+        if self.restart_backoff_max < self.restart_backoff_initial:
+            raise ValueError(
+                "SIDECAR_RESTART_BACKOFF_MAX must not be below SIDECAR_RESTART_BACKOFF_INITIAL"
+            )
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def listen_port(self) -> int:
+        return split_listen(self.listen)[1]
+
+    @property
+    def gateway_base(self) -> str:
+        return str(self.gateway_url).rstrip("/")
+
+    def default_model_ref(self) -> str | None:
+        """`SIDECAR_DEFAULT_MODEL` as opencode's `provider/model`: a bare name joins our provider."""
+        if self.default_model is None:
+            return None
+        if self.default_model.startswith(f"{self.provider_id}/"):
+            return self.default_model
+        return f"{self.provider_id}/{self.default_model}"
+
+    def with_password(self) -> Settings:
+        """These settings with an opencode password: the given one, or a fresh random one."""
+        if self.opencode_password is not None:
+            return self
+        return self.model_copy(update={"opencode_password": SecretStr(secrets.token_urlsafe(32))})
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so that logs can scrub them wherever they turn up."""
+        values = [self.gateway_api_key, self.opencode_password]
+        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, for example 127.0.0.1:4097")
+    return host.strip("[]"), int(port)
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names the variable and never echoes a secret."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "is required"
+        problems.append(f"{name}: {message}")
+    return "; ".join(problems)

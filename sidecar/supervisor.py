@@ -1,0 +1,103 @@
+"""Wires the parts together and owns the sidecar's lifetime and its signals."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import CancelScope
+from watchfiles import awatch
+
+from sidecar.api import ApiServer, HealthView, bind_socket, create_app
+from sidecar.gateway.client import GatewayClient
+from sidecar.opencode.apply import Applier
+from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
+from sidecar.opencode.client import OpencodeClient
+from sidecar.opencode.config import BaseConfigError, load_base_config
+from sidecar.reconcile import Reconciler, StatePaths
+from sidecar.settings import ENV_PREFIX, Settings
+
+log = structlog.get_logger("sidecar")
+
+
+class StartError(Exception):
+    """The sidecar cannot start; the message says why in one line."""
+
+
+class Sidecar:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.with_password()
+        self.directory = (self.settings.opencode_directory or Path.cwd()).resolve()
+        try:
+            base = load_base_config(self.settings.base_config)
+        except BaseConfigError as exc:
+            raise StartError(f"{ENV_PREFIX}BASE_CONFIG: {exc}") from None
+        try:
+            resolve_binary(self.settings.opencode_bin)
+        except OpencodeStartError as exc:
+            raise StartError(str(exc)) from None
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.gateway = GatewayClient(self.settings)
+        self.opencode = OpencodeClient(self.settings)
+        self.paths = StatePaths(self.settings.state_dir)
+        self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
+        self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
+        self.reconciler = Reconciler(self.settings, self.gateway, self.applier, self.paths, base)
+        self.api: ApiServer | None = None
+
+    def readiness(self) -> dict[str, Any]:
+        report = {
+            "opencode_healthy": self.child.healthy,
+            "catalog_applied": self.applier.applied,
+            "models": len(self.reconciler.catalog),
+            "last_poll_ok": self.reconciler.last_poll_ok,
+        }
+        return {"ready": self.child.healthy and self.applier.applied, **report}
+
+    async def run(self) -> None:
+        host, port = self.settings.listen_host, self.settings.listen_port
+        try:
+            sock = bind_socket(host, port)
+        except OSError as exc:
+            raise StartError(f"{ENV_PREFIX}LISTEN: cannot listen on {host}:{port}: {exc.strerror}") from None
+        view = HealthView(lambda: self.reconciler.catalog, self.readiness)
+        self.api = ApiServer(create_app(view), sock)
+        log.info("sidecar.starting", listen=f"{host}:{port}", gateway=self.settings.gateway_base)
+        try:
+            await self.reconciler.poll_once()
+            await self.reconciler.publish()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._stop_on_signal, group.cancel_scope)
+                await group.start(self.child.run)
+                group.start_soon(self.applier.run)
+                group.start_soon(self.reconciler.run)
+                group.start_soon(self.api.run_until_stopped)
+                if self.settings.base_config is not None:
+                    group.start_soon(self._watch_base_config, self.settings.base_config)
+                log.info("sidecar.started", opencode_port=self.settings.opencode_port)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.child.stop()
+                await self.gateway.aclose()
+                await self.opencode.aclose()
+                sock.close()
+                log.info("sidecar.stopped")
+
+    async def _stop_on_signal(self, scope: CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("sidecar.stopping", signal=signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    async def _watch_base_config(self, path: Path) -> None:
+        # Watch the directory: editors and ConfigMap updates replace the file rather than write it.
+        async for changes in awatch(path.parent, debounce=200):
+            if not any(Path(changed).name == path.name for _, changed in changes):
+                continue
+            if self.reconciler.reload_base_config():
+                log.info("base_config.changed", path=str(path))
+                await self.reconciler.publish()
