@@ -1,0 +1,97 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sidecar.catalog import Catalog, ModelInfo
+from sidecar.opencode.config import (
+    BaseConfigError,
+    dump_config,
+    load_base_config,
+    render_config,
+    rendered_model_ids,
+    write_atomically,
+)
+from sidecar.settings import Settings
+
+
+def settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {"gateway_url": "http://gw:4000", "gateway_api_key": "sk-secret-1"}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+CATALOG = Catalog([
+    ModelInfo(id="claude-sonnet-4-5", display_name="Claude Sonnet 4.5", max_input_tokens=200000, max_tokens=64000),
+    ModelInfo(id="openai/gpt-5.5", display_name="openai/gpt-5.5"),
+])
+
+
+def test_render_lists_every_model_with_limits_and_no_key() -> None:
+    config = render_config(CATALOG, settings(default_model="claude-sonnet-4-5"), {})
+    text = dump_config(config)
+    parsed = json.loads(text)
+    assert parsed["$schema"] == "https://opencode.ai/config.json"
+    assert parsed["enabled_providers"] == ["litellm"]
+    assert parsed["model"] == "litellm/claude-sonnet-4-5"
+    provider = parsed["provider"]["litellm"]
+    assert provider["npm"] == "@ai-sdk/openai-compatible"
+    assert provider["options"] == {"baseURL": "http://gw:4000/v1", "apiKey": "{env:SIDECAR_GATEWAY_API_KEY}"}
+    assert provider["models"]["claude-sonnet-4-5"] == {
+        "name": "Claude Sonnet 4.5", "limit": {"context": 200000, "output": 64000}
+    }
+    assert provider["models"]["openai/gpt-5.5"]["limit"] == {"context": 128000, "output": 8192}
+    assert "sk-secret-1" not in text
+    assert rendered_model_ids(config, "litellm") == {"claude-sonnet-4-5", "openai/gpt-5.5"}
+
+
+@pytest.mark.parametrize("hostile", ["{env:SIDECAR_GATEWAY_API_KEY}", "{file:/etc/hostname}", "a}{env:HOME}{"])
+def test_gateway_strings_cannot_trigger_substitution(hostile: str) -> None:
+    catalog = Catalog([ModelInfo(id=hostile, display_name=hostile)])
+    text = dump_config(render_config(catalog, settings(), {}))
+    # The text opencode substitutes in holds no pattern but our own key reference ...
+    assert text.count("{env:") == 1 and "{file:" not in text
+    # ... and the parsed config still carries the name as the gateway gave it.
+    parsed = json.loads(text)
+    assert parsed["provider"]["litellm"]["models"][hostile]["name"] == hostile
+
+
+def test_base_config_is_merged_under_and_its_providers_stay_enabled(tmp_path: Path) -> None:
+    base_file = tmp_path / "opencode.jsonc"
+    base_file.write_text("""{
+      // the operator's own
+      "theme": "dark",
+      "enabled_providers": ["anthropic"],
+      "provider": {
+        "litellm": {"options": {"headers": {"x-team": "{env:TEAM}"}}},
+        "ollama": {"options": {"baseURL": "http://ollama:11434/v1"}},
+      },
+      "model": "anthropic/claude-opus",
+    }""")
+    base = load_base_config(base_file)
+    config = render_config(CATALOG, settings(), base)
+    assert config["theme"] == "dark"
+    assert config["enabled_providers"] == ["litellm", "anthropic", "ollama"]
+    assert config["model"] == "anthropic/claude-opus"
+    litellm = config["provider"]["litellm"]
+    assert litellm["options"]["headers"] == {"x-team": "{env:TEAM}"}
+    assert litellm["options"]["baseURL"] == "http://gw:4000/v1"
+    # The operator's own references are theirs to use: they stay live.
+    assert '"{env:TEAM}"' in dump_config(config)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '"text"'])
+def test_bad_base_config_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "base.json"
+    path.write_text(content)
+    with pytest.raises(BaseConfigError, match=str(path)):
+        load_base_config(path)
+
+
+def test_write_atomically_replaces_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "state" / "opencode.json"
+    write_atomically(target, "one")
+    write_atomically(target, "two")
+    assert target.read_text() == "two"
+    assert os.listdir(target.parent) == ["opencode.json"]

@@ -1,0 +1,82 @@
+import pytest
+
+from sidecar.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SIDECAR_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000/")
+    settings = load_settings()
+    assert settings.provider_id == "litellm"
+    assert settings.poll_interval == 30
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 4097)
+    assert settings.opencode_port == 4096
+    assert settings.reload == "auto"
+    assert settings.gateway_base == "http://gw:4000"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("SIDECAR_POLL_INTERVAL", "soon", "SIDECAR_POLL_INTERVAL"),
+        ("SIDECAR_POLL_INTERVAL", "0", "SIDECAR_POLL_INTERVAL"),
+        ("SIDECAR_LISTEN", "4097", "SIDECAR_LISTEN: must be HOST:PORT"),
+        ("SIDECAR_LISTEN", "127.0.0.1:99999", "SIDECAR_LISTEN"),
+        ("SIDECAR_OPENCODE_PORT", "0", "SIDECAR_OPENCODE_PORT"),
+        ("SIDECAR_RELOAD", "sometimes", "SIDECAR_RELOAD"),
+        ("SIDECAR_PROVIDER_ID", "Lite LLM", "SIDECAR_PROVIDER_ID"),
+        ("SIDECAR_BASE_CONFIG", "/nonexistent/opencode.json", "SIDECAR_BASE_CONFIG: no such file"),
+        ("SIDECAR_GATEWAY_URL", "not a url", "SIDECAR_GATEWAY_URL"),
+    ],
+)
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, fragment: str
+) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_missing_gateway_url_is_reported() -> None:
+    with pytest.raises(SettingsError, match="SIDECAR_GATEWAY_URL: is required"):
+        load_settings()
+
+
+def test_key_in_url_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://user:sk-very-secret@gw:4000")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "sk-very-secret" not in str(caught.value)
+    assert "SIDECAR_GATEWAY_URL" in str(caught.value)
+
+
+def test_password_is_generated_once_per_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_GATEWAY_API_KEY", "sk-1")
+    first = load_settings().with_password()
+    second = load_settings().with_password()
+    assert first.opencode_password is not None and second.opencode_password is not None
+    assert first.opencode_password.get_secret_value() != second.opencode_password.get_secret_value()
+    assert first.with_password() is first
+    assert "sk-1" in first.secrets()
+    assert "sk-1" not in repr(first)
+
+
+def test_default_model_joins_our_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_DEFAULT_MODEL", "claude-sonnet-4-5")
+    assert load_settings().default_model_ref() == "litellm/claude-sonnet-4-5"
+    monkeypatch.setenv("SIDECAR_DEFAULT_MODEL", "litellm/openai/gpt-5")
+    assert load_settings().default_model_ref() == "litellm/openai/gpt-5"
