@@ -90,7 +90,7 @@ class GatewayClient:
             message = str(exc) if isinstance(exc, MalformedModelList) else "body is not JSON"
             raise GatewayError(f"malformed model list: {message}") from None
         if parsed.rejected:
-            log.warning("gateway.entries_rejected", count=len(parsed.rejected), reasons=parsed.rejected[:10])
+            log.debug("gateway.entries_rejected", count=len(parsed.rejected), reasons=parsed.rejected[:10])
         if parsed.skipped_non_chat:
-            log.info("gateway.non_chat_skipped", models=parsed.skipped_non_chat)
+            log.debug("gateway.non_chat_skipped", models=parsed.skipped_non_chat)
         return Catalog(parsed.models)

@@ -1,0 +1,169 @@
+"""A tiny OpenAI-compatible upstream for tests: slow, streaming, deterministic.
+
+Run it as ``python -m tests.support.fake_upstream --port P [--delay S] [--chunks N]``;
+it prints ``ready`` once the socket is listening. Or import it and call
+``start_in_thread()``. It stands behind LiteLLM as the upstream of a "slow" model, so
+tests can keep a prompt generating in opencode for as long as they need.
+
+Streaming answers send ``chunks`` content chunks ``delay`` seconds apart, then a chunk
+with ``finish_reason: "stop"`` and ``usage``, then ``data: [DONE]``. The full text is
+``"chunk 0 chunk 1 ... chunk N-1 "``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CREATED = 1700000000
+
+
+def answer_text(chunks: int) -> str:
+    return "".join(f"chunk {i} " for i in range(chunks))
+
+
+class FakeUpstream(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int = 0, delay: float = 0.5, chunks: int = 5) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.delay = delay
+        self.chunks = chunks
+        # Every chat request body received, for assertions in tests.
+        self.requests: list[dict] = []
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeUpstream
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # keep test output quiet
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] in ("/v1/models", "/models"):
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": "slow", "object": "model", "created": CREATED, "owned_by": "fake"}],
+                },
+            )
+        else:
+            self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+
+    def do_POST(self) -> None:
+        if self.path.split("?")[0] not in ("/v1/chat/completions", "/chat/completions"):
+            self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.requests.append(body)
+        model = body.get("model", "slow")
+        if body.get("stream"):
+            self._stream(model)
+        else:
+            self._send_json(200, self._completion(model))
+
+    def _completion(self, model: str) -> dict:
+        chunks = self.server.chunks
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer_text(chunks)},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(chunks),
+        }
+
+    def _stream(self, model: str) -> None:
+        # HTTP/1.0 without Content-Length: the body ends when the connection closes.
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+
+        def chunk(delta: dict, finish_reason: str | None = None, **extra: object) -> dict:
+            return {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                **extra,
+            }
+
+        chunks = self.server.chunks
+        try:
+            self._event(chunk({"role": "assistant", "content": ""}))
+            for i in range(chunks):
+                if i:
+                    time.sleep(self.server.delay)
+                self._event(chunk({"content": f"chunk {i} "}))
+            self._event(chunk({}, "stop", usage=_usage(chunks)))
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (an aborted prompt): nothing to do
+
+    def _event(self, payload: dict) -> None:
+        self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        self.wfile.flush()
+
+    def _send_json(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _usage(chunks: int) -> dict:
+    return {"prompt_tokens": 10, "completion_tokens": 2 * chunks, "total_tokens": 10 + 2 * chunks}
+
+
+def start_in_thread(port: int = 0, delay: float = 0.5, chunks: int = 5) -> FakeUpstream:
+    """Listen on 127.0.0.1 (a free port by default) and serve from a daemon thread.
+
+    Stop it with ``server.shutdown(); server.server_close()``.
+    """
+    server = FakeUpstream(port, delay, chunks)
+    threading.Thread(target=server.serve_forever, name="fake-upstream", daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.5, help="seconds between chunks")
+    parser.add_argument("--chunks", type=int, default=5, help="content chunks per answer")
+    args = parser.parse_args(argv)
+    server = FakeUpstream(args.port, args.delay, args.chunks)
+    print("ready", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Run the real `opencode-sidecar run` as a child process of a test, and talk to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.litellm_proxy import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+OPENCODE_BIN = Path(
+    os.environ.get("SIDECAR_TEST_OPENCODE", ROOT / "tools" / "opencode" / "node_modules" / ".bin" / "opencode")
+)
+
+
+@dataclass
+class SidecarProcess:
+    process: subprocess.Popen
+    workdir: Path
+    env: dict[str, str]
+    log_path: Path
+    api_url: str
+    opencode_url: str
+    password: str
+    state_dir: Path
+    directory: Path
+    _stopped: bool = field(default=False)
+
+    def opencode(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.opencode_url, auth=("opencode", self.password), timeout=timeout)
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=10.0)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The sidecar's JSON log lines so far, or those with one event name."""
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and (name is None or entry.get("event") == name):
+                lines.append(entry)
+        return lines
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            if self.process.poll() is not None:
+                raise AssertionError(f"sidecar exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log_text()[-3000:]}")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.api_url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self.wait_for(ready, timeout, "/readyz")
+
+    def opencode_pid(self) -> int:
+        started = self.events("child.started")
+        assert started, "the sidecar never started opencode"
+        return started[-1]["pid"]
+
+    def stop(self, grace: float = 20.0) -> int:
+        if self._stopped:
+            return self.process.returncode
+        self._stopped = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        # Whatever the sidecar failed to stop goes now, so no test leaves a process behind.
+        for pid in [e["pid"] for e in self.events("child.started")]:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return self.process.returncode
+
+
+def start_sidecar(
+    workdir: Path, gateway_url: str, api_key: str | None, *, wait: bool = True, **settings: str
+) -> SidecarProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    state_dir = workdir / "state"
+    directory = workdir / "project"
+    directory.mkdir(exist_ok=True)
+    api_port, opencode_port = free_port(), free_port()
+    password = "test-password-" + os.urandom(8).hex()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update(
+        {
+            "HOME": str(workdir / "home"),
+            "OPENCODE_DISABLE_MODELS_FETCH": "1",
+            "SIDECAR_GATEWAY_URL": gateway_url,
+            "SIDECAR_LISTEN": f"127.0.0.1:{api_port}",
+            "SIDECAR_OPENCODE_PORT": str(opencode_port),
+            "SIDECAR_OPENCODE_PASSWORD": password,
+            "SIDECAR_OPENCODE_BIN": str(OPENCODE_BIN),
+            "SIDECAR_OPENCODE_DIRECTORY": str(directory),
+            "SIDECAR_STATE_DIR": str(state_dir),
+            "SIDECAR_POLL_INTERVAL": "1",
+            "SIDECAR_GATEWAY_RETRIES": "1",
+            "SIDECAR_GATEWAY_TIMEOUT": "3",
+            "SIDECAR_RESTART_BACKOFF_INITIAL": "0.1",
+            "SIDECAR_RESTART_BACKOFF_MAX": "0.5",
+            "SIDECAR_STOP_GRACE": "5",
+            "SIDECAR_LOG_LEVEL": "debug",
+        }
+    )
+    if api_key is not None:
+        env["SIDECAR_GATEWAY_API_KEY"] = api_key
+    env.update({f"SIDECAR_{k.upper()}": v for k, v in settings.items()})
+    log_path = workdir / "sidecar.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "run"],
+            env=env,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    sidecar = SidecarProcess(
+        process=process,
+        workdir=workdir,
+        env=env,
+        log_path=log_path,
+        api_url=f"http://127.0.0.1:{api_port}",
+        opencode_url=f"http://127.0.0.1:{opencode_port}",
+        password=password,
+        state_dir=state_dir,
+        directory=directory,
+    )
+    if wait:
+        try:
+            sidecar.wait_ready()
+        except BaseException:
+            sidecar.stop()
+            raise
+    return sidecar
