@@ -20,7 +20,7 @@ from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.apply")
 
-# How often busy directories are looked at again when no event has said they went idle.
+# How often the applier looks again when nothing woke it: busy directories, a restarted child.
 RECHECK_INTERVAL = 1.0
 CONFIRM_ATTEMPTS = 5
 
@@ -92,11 +92,9 @@ class Applier:
                         await self._confirm_where_reloaded(generation)
                 except (OpencodeError, httpx.HTTPError) as exc:
                     log.warning("opencode.reload_failed", error=str(exc) or type(exc).__name__)
-                if self.applied and not self._pending:
+                # Woken by a new config or an idle event; the timeout also notices a new process.
+                with anyio.move_on_after(RECHECK_INTERVAL):
                     await self._wait_for_work()
-                else:
-                    with anyio.move_on_after(RECHECK_INTERVAL):
-                        await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
         await self._wake.wait()
