@@ -58,7 +58,8 @@ class Reconciler:
         self.writes = 0
         self.polls = 0
         self.last_poll_ok: bool | None = None
-        self._poll_now = anyio.Event()
+        self._wake = anyio.Event()
+        self._base_dirty = False
 
     def _load_saved_catalog(self) -> Catalog:
         """The last good list from an earlier run, so a gateway that is down at start loses nothing."""
@@ -88,9 +89,8 @@ class Reconciler:
             return False
         added = len(set(catalog.ids) - set(self.catalog.ids))
         removed = len(set(self.catalog.ids) - set(catalog.ids))
-        self.catalog = catalog
         log.info("catalog.changed", models=len(catalog), added=added, removed=removed)
-        await self.publish()
+        await self.publish(catalog)
         return True
 
     def reload_base_config(self) -> bool:
@@ -103,29 +103,42 @@ class Reconciler:
         self.base_config = base
         return changed
 
-    async def publish(self) -> None:
-        """Render the config; write it and tell the applier only when the text changed."""
-        config = render_config(self.catalog, self._settings, self.base_config)
+    async def publish(self, catalog: Catalog | None = None) -> None:
+        """Render the config; write it and tell the applier only when the text changed.
+
+        The new catalog is served only once its config is written and the applier told, so
+        `/v1/models` never lists a model that `/readyz` would call applied before it is.
+        """
+        catalog = self.catalog if catalog is None else catalog
+        config = render_config(catalog, self._settings, self.base_config)
         text = dump_config(config) + "\n"
-        if text == self._written_text:
-            return
-        await anyio.to_thread.run_sync(self._write, text)
-        self._written_text = text
-        self.writes += 1
-        log.info("opencode.config_written", path=str(self.paths.config), models=len(self.catalog))
-        self._listener.config_written(rendered_model_ids(config, self._settings.provider_id))
+        if text != self._written_text:
+            await anyio.to_thread.run_sync(self._write, text, catalog)
+            self._written_text = text
+            self.writes += 1
+            log.info("opencode.config_written", path=str(self.paths.config), models=len(catalog))
+            self._listener.config_written(rendered_model_ids(config, self._settings.provider_id))
+        self.catalog = catalog
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str, catalog: Catalog) -> None:
         write_atomically(self.paths.config, text)
-        write_atomically(self.paths.catalog, self.catalog.to_json())
+        write_atomically(self.paths.catalog, catalog.to_json())
 
-    def poll_soon(self) -> None:
-        self._poll_now.set()
+    def base_config_changed(self) -> None:
+        """Called by the file watcher; the change is applied by `run()`, the one writer."""
+        self._base_dirty = True
+        self._wake.set()
 
     async def run(self) -> None:
-        """Poll forever, every `poll_interval`, or at once when asked."""
+        """Poll every `poll_interval`; re-render at once when the operator's config changes."""
         while True:
-            with anyio.move_on_after(self._settings.poll_interval):
-                await self._poll_now.wait()
-            self._poll_now = anyio.Event()
-            await self.poll_once()
+            with anyio.move_on_after(self._settings.poll_interval) as scope:
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if self._base_dirty:
+                self._base_dirty = False
+                if self.reload_base_config():
+                    log.info("base_config.changed", path=str(self._settings.base_config))
+                    await self.publish()
+            if scope.cancelled_caught:
+                await self.poll_once()

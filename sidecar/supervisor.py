@@ -98,6 +98,4 @@ class Sidecar:
         async for changes in awatch(path.parent, debounce=200):
             if not any(Path(changed).name == path.name for _, changed in changes):
                 continue
-            if self.reconciler.reload_base_config():
-                log.info("base_config.changed", path=str(path))
-                await self.reconciler.publish()
+            self.reconciler.base_config_changed()
