@@ -77,10 +77,12 @@ def main() -> int:
 
     state = args.state.resolve()
     (state / "project").mkdir(parents=True, exist_ok=True)
-    password_file = state / "opencode-password"
     password = secrets.token_urlsafe(24)
-    password_file.write_text(password)
-    password_file.chmod(0o600)
+    # A curl config file, so that trying opencode's API never puts the password in a process listing.
+    curl_config = state / "opencode.curlrc"
+    curl_config.touch(mode=0o600)
+    curl_config.chmod(0o600)
+    curl_config.write_text(f'user = "opencode:{password}"\n')
     api_port, opencode_port = port_or_free(4097), port_or_free(4096)
     api, opencode_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{opencode_port}"
 
@@ -132,8 +134,8 @@ def main() -> int:
         say(f"  curl {api}/v1/models                  # the catalog, Anthropic Models API shape")
         say(f"  curl {api}/v1/models/claude-sonnet-4-5")
         say(f"  curl {api}/readyz")
-        say(f"  opencode's own API: {opencode_url}  (user 'opencode', password in {password_file})")
-        say(f"    curl -u opencode:$(cat {password_file}) '{opencode_url}/session?directory={directory}'")
+        say(f"  opencode's own API: {opencode_url}  (user 'opencode', password in {curl_config})")
+        say(f"    curl -K {curl_config} '{opencode_url}/session?directory={directory}'")
         say(f"  gateway (LiteLLM): {gateway.url}  key {gateway.master_key} (a demo key)")
         say(f"  the sidecar's log: {log_path}; the config it writes: {state / 'sidecar' / 'opencode.json'}")
         if args.check:

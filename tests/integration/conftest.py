@@ -11,17 +11,9 @@ from tests.support import fake_upstream
 from tests.support import litellm_proxy as lp
 from tests.support.sidecar_process import OPENCODE_BIN, SidecarProcess, start_sidecar
 
-pytestmark = pytest.mark.integration
-
 # A model whose answer streams for several seconds: long enough to change the list under it.
 SLOW_CHUNKS = 45
 SLOW_DELAY = 1.0
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "integration" in str(item.fspath):
-            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,6 +20,8 @@ from tests.support.fake_upstream import answer_text as answer_of_upstream
 from tests.support.opencode_api import answer_text, busy_sessions, create_session, prompt, provider_models
 from tests.support.sidecar_process import SidecarProcess
 
+pytestmark = pytest.mark.integration
+
 
 def test_reported_failure_is_fixed_by_one_poll(
     make_gateway: Callable[..., lp.LiteLLMProxy], make_sidecar: Callable[..., SidecarProcess]
