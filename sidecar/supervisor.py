@@ -95,7 +95,7 @@ class Sidecar:
 
     async def _watch_base_config(self, path: Path) -> None:
         # Watch the directory: editors and ConfigMap updates replace the file rather than write it.
-        async for changes in awatch(path.parent, debounce=200):
-            if not any(Path(changed).name == path.name for _, changed in changes):
-                continue
-            self.reconciler.base_config_changed()
+        target = path.resolve()
+        async for changes in awatch(target.parent, debounce=200, recursive=False):
+            if any(Path(changed).resolve() == target for _, changed in changes):
+                self.reconciler.base_config_changed()

@@ -7,6 +7,7 @@ dropped (`/instance/dispose`) at once when it is idle, and a busy one as soon as
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,12 @@ CONFIRM_ATTEMPTS = 5
 def event_directory_and_type(event: dict[str, Any]) -> tuple[str | None, str | None]:
     """`/global/event` wraps each directory's event as `{"directory": D, "payload": {"type": ...}}`."""
     directory = event.get("directory")
+    # Only real project paths: opencode also tags events with markers such as "global".
+    if not isinstance(directory, str) or not os.path.isabs(directory):
+        directory = None
     payload = event.get("payload")
     kind = payload.get("type") if isinstance(payload, dict) else event.get("type")
-    return (directory if isinstance(directory, str) else None, kind if isinstance(kind, str) else None)
+    return directory, kind if isinstance(kind, str) else None
 
 
 class Applier:
@@ -89,7 +93,8 @@ class Applier:
                     if self._pending:
                         await self._reload_pending(generation)
                     if self.version and not self.applied:
-                        await self._confirm_where_reloaded(generation)
+                        # A restart-mode reload has started a new process meanwhile.
+                        await self._confirm_where_reloaded(self._child.generation)
                 except (OpencodeError, httpx.HTTPError) as exc:
                     log.warning("opencode.reload_failed", error=str(exc) or type(exc).__name__)
                 # Woken by a new config or an idle event; the timeout also notices a new process.
