@@ -41,9 +41,16 @@ class Applier:
     """The one task that reloads opencode; the reconciler tells it what it has written."""
 
     def __init__(
-        self, settings: Settings, client: OpencodeClient, child: OpencodeChild, default_directory: Path
+        self,
+        settings: Settings,
+        client: OpencodeClient,
+        child: OpencodeChild,
+        default_directory: Path,
+        *,
+        recheck_interval: float = RECHECK_INTERVAL,
     ) -> None:
         self._settings = settings
+        self._recheck = recheck_interval
         self._client = client
         self._child = child
         self.default_directory = str(default_directory)
@@ -53,6 +60,7 @@ class Applier:
         self.applied_version = 0  # confirmed in opencode
         self._pending: set[str] = set()
         self._confirmed_generation = 0
+        self._mismatches = 0
         self._wake = anyio.Event()
 
     @property
@@ -68,6 +76,7 @@ class Applier:
         self.version += 1
         self._expected = expected_model_ids
         self._pending = set(self.directories)
+        self._mismatches = 0
         self._wake.set()
 
     def note_event(self, event: dict[str, Any]) -> None:
@@ -98,7 +107,7 @@ class Applier:
                 except (OpencodeError, httpx.HTTPError) as exc:
                     log.warning("opencode.reload_failed", error=str(exc) or type(exc).__name__)
                 # Woken by a new config or an idle event; the timeout also notices a new process.
-                with anyio.move_on_after(RECHECK_INTERVAL):
+                with anyio.move_on_after(self._recheck):
                     await self._wait_for_work()
 
     async def _wait_for_work(self) -> None:
@@ -135,7 +144,7 @@ class Applier:
                 if not busy:
                     break
                 log.info("opencode.restart_deferred", busy_sessions=busy)
-                await anyio.sleep(RECHECK_INTERVAL)
+                await anyio.sleep(self._recheck)
         if scope.cancelled_caught:
             log.warning("opencode.restart_forced", waited=self._settings.reload_timeout)
         self._pending = set()
@@ -144,30 +153,30 @@ class Applier:
             await anyio.sleep(0.05)
 
     async def _confirm(self, generation: int, directory: str) -> None:
-        version, expected = self.version, self._expected
-        for attempt in range(1, CONFIRM_ATTEMPTS + 1):
-            try:
-                listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
-            except (OpencodeError, httpx.HTTPError) as exc:
-                log.warning("opencode.confirm_failed", error=str(exc) or type(exc).__name__)
-                listed = None
-            if listed == expected or (not expected and listed is None):
-                self.applied_version = version
-                self._confirmed_generation = generation
-                log.info("opencode.applied", version=version, models=len(expected or ()), directory=directory)
-                return
-            if listed is not None:
-                log.warning(
-                    "opencode.apply_mismatch",
-                    missing=len((expected or set()) - listed),
-                    unexpected=len(listed - (expected or set())),
-                    attempt=attempt,
-                )
-            await anyio.sleep(min(0.2 * 2**attempt, 5.0))
-            try:
-                await self._client.dispose(directory)
-            except (OpencodeError, httpx.HTTPError):
-                pass
+        """Check that opencode lists exactly the rendered models; on a mismatch, reload again
+        (through the idle-aware path, never under a generating prompt), a bounded number of times."""
+        version, expected = self.version, self._expected or set()
+        if self._mismatches >= CONFIRM_ATTEMPTS:
+            return
+        listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
+        if listed == expected or (not expected and listed is None):
+            self.applied_version = version
+            self._confirmed_generation = generation
+            log.info("opencode.applied", version=version, models=len(expected), directory=directory)
+            return
+        self._mismatches += 1
+        listed = listed or set()
+        log.warning(
+            "opencode.apply_mismatch",
+            directory=directory,
+            missing=sorted(expected - listed)[:20],
+            unexpected=sorted(listed - expected)[:20],
+            attempt=self._mismatches,
+        )
+        if self._mismatches >= CONFIRM_ATTEMPTS:
+            log.error("opencode.apply_failed", version=version, directory=directory)
+        else:
+            self._pending.add(directory)
 
     async def _follow_events(self) -> None:
         """Learn which directories opencode has loaded, and when their sessions go idle."""

@@ -1,0 +1,143 @@
+"""The applier against a fake opencode: who is reloaded when, and when the catalog counts as applied."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from sidecar.opencode.apply import CONFIRM_ATTEMPTS, Applier, event_directory_and_type
+from sidecar.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeOpencode:
+    def __init__(self) -> None:
+        self.busy: dict[str, set[str]] = {}
+        self.disposed: list[str] = []
+        self.models: set[str] = set()
+        self.loaded_models: dict[str, set[str]] = {}
+
+    async def busy_sessions(self, directory: str) -> set[str]:
+        return set(self.busy.get(directory, set()))
+
+    async def dispose(self, directory: str) -> None:
+        assert not self.busy.get(directory), f"disposed {directory} while it was generating"
+        self.disposed.append(directory)
+        self.loaded_models[directory] = set(self.models)
+
+    async def provider_model_ids(self, directory: str, provider_id: str) -> set[str] | None:
+        return self.loaded_models.get(directory, set())
+
+    async def global_events(self) -> AsyncIterator[dict[str, Any]]:
+        await anyio.sleep_forever()
+        yield {}
+
+
+class FakeChild:
+    def __init__(self) -> None:
+        self.healthy = True
+        self.generation = 1
+        self.restarts_requested = 0
+
+    async def wait_healthy(self) -> None:
+        return None
+
+    def request_restart(self) -> None:
+        self.restarts_requested += 1
+        self.generation += 1
+
+
+def make(tmp_path: Path, **settings: Any) -> tuple[Applier, FakeOpencode, FakeChild]:
+    opencode, child = FakeOpencode(), FakeChild()
+    config = Settings(gateway_url="http://gw", opencode_password="pw", **settings)  # type: ignore[arg-type]
+    applier = Applier(config, opencode, child, tmp_path / "a", recheck_interval=0.01)  # type: ignore[arg-type]
+    return applier, opencode, child
+
+
+async def start(group, applier: Applier) -> None:
+    """Run the applier and let it take in the running process, as the sidecar does at start."""
+    group.start_soon(applier.run)
+    await anyio.sleep(0.05)
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.005)
+
+
+async def test_idle_directories_reload_at_once_and_busy_ones_when_idle(tmp_path: Path) -> None:
+    applier, opencode, _ = make(tmp_path)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    applier.note_event({"directory": b, "payload": {"type": "session.created"}})
+    opencode.busy[a] = {"ses_1"}
+    opencode.models = {"m1", "m2"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier)
+        applier.config_written({"m1", "m2"})
+        await wait_until(lambda: b in opencode.disposed)
+        assert applier.applied, "confirmed in the idle directory"
+        await anyio.sleep(0.1)
+        assert a not in opencode.disposed
+        opencode.busy[a] = set()
+        applier.note_event({"directory": a, "payload": {"type": "session.idle"}})
+        await wait_until(lambda: a in opencode.disposed)
+        group.cancel_scope.cancel()
+    assert opencode.disposed.count(a) == 1 and opencode.disposed.count(b) == 1
+
+
+async def test_mismatch_is_not_applied(tmp_path: Path) -> None:
+    applier, opencode, _ = make(tmp_path)
+    opencode.models = {"m1"}  # opencode ends up without m2
+    async with anyio.create_task_group() as group:
+        await start(group, applier)
+        applier.config_written({"m1", "m2"})
+        await wait_until(lambda: len(opencode.disposed) >= CONFIRM_ATTEMPTS)
+        await anyio.sleep(0.2)
+        assert not applier.applied
+        assert len(opencode.disposed) == CONFIRM_ATTEMPTS, "retries are bounded"
+        group.cancel_scope.cancel()
+
+
+async def test_new_process_is_confirmed_without_reload(tmp_path: Path) -> None:
+    applier, opencode, child = make(tmp_path)
+    opencode.models = {"m1"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier)
+        applier.config_written({"m1"})
+        await wait_until(lambda: applier.applied)
+        reloads = len(opencode.disposed)
+        child.generation += 1  # opencode crashed and came back, reading the file as it started
+        opencode.loaded_models = {str(tmp_path / "a"): {"m1"}}
+        assert not applier.applied
+        await wait_until(lambda: applier.applied)
+        assert len(opencode.disposed) == reloads
+        group.cancel_scope.cancel()
+
+
+async def test_restart_mode_waits_for_idle_then_restarts(tmp_path: Path) -> None:
+    applier, opencode, child = make(tmp_path, reload="restart")
+    a = str(tmp_path / "a")
+    opencode.busy[a] = {"ses_1"}
+    opencode.models = {"m1"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier)
+        applier.config_written({"m1"})
+        await anyio.sleep(0.1)
+        assert child.restarts_requested == 0
+        opencode.busy[a] = set()
+        opencode.loaded_models = {a: {"m1"}}
+        await wait_until(lambda: applier.applied)
+        assert child.restarts_requested == 1 and opencode.disposed == []
+        group.cancel_scope.cancel()
+
+
+def test_event_directories_must_be_absolute() -> None:
+    assert event_directory_and_type({"directory": "global", "payload": {"type": "x"}}) == (None, "x")
+    assert event_directory_and_type({"directory": "/p", "payload": {"type": "session.idle"}}) == ("/p", "session.idle")
+    assert event_directory_and_type({"payload": "junk"}) == (None, None)
