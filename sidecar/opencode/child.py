@@ -86,7 +86,9 @@ class OpencodeChild:
         spawn: SpawnProcess = spawn_process,
         clock: Callable[[], float] = anyio.current_time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        signal_group: Callable[[int, signal.Signals], None] | None = None,
     ) -> None:
+        self._signal_group = signal_group or _signal_group
         self._settings = settings
         self._config_path = config_path
         self._client = client
@@ -123,35 +125,41 @@ class OpencodeChild:
             "--port",
             str(self._settings.opencode_port),
         ]
-        started = False
-        crashes = 0
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as output:
-            while True:
-                try:
-                    healthy_since = await self._start(command, output)
-                except OpencodeStartError:
-                    if not started:
-                        raise
-                    crashes += 1
-                else:
-                    if not started:
-                        started = True
-                        task_status.started()
-                    reason = await self._watch()
-                    if reason == "restart":
-                        crashes = 0
-                        continue
-                    if self._clock() - healthy_since >= self._settings.restart_backoff_reset:
-                        crashes = 0
-                    crashes += 1
-                delay = restart_delay(
-                    crashes,
-                    initial=self._settings.restart_backoff_initial,
-                    cap=self._settings.restart_backoff_max,
-                )
-                log.warning("child.restart_scheduled", delay=delay, crashes=crashes)
-                await self._sleep(delay)
+            try:
+                await self._keep_running(command, output, task_status)
+            finally:
+                await self.stop()
+
+    async def _keep_running(self, command: list[str], output: IO[Any], task_status: TaskStatus[None]) -> None:
+        started = False
+        crashes = 0
+        while True:
+            try:
+                healthy_since = await self._start(command, output)
+            except OpencodeStartError:
+                if not started:
+                    raise
+                crashes += 1
+            else:
+                if not started:
+                    started = True
+                    task_status.started()
+                reason = await self._watch()
+                if reason == "restart":
+                    crashes = 0
+                    continue
+                if self._clock() - healthy_since >= self._settings.restart_backoff_reset:
+                    crashes = 0
+                crashes += 1
+            delay = restart_delay(
+                crashes,
+                initial=self._settings.restart_backoff_initial,
+                cap=self._settings.restart_backoff_max,
+            )
+            log.warning("child.restart_scheduled", delay=delay, crashes=crashes)
+            await self._sleep(delay)
 
     async def _start(self, command: list[str], output: IO[Any]) -> float:
         env = child_environment(self._settings, self._config_path)
@@ -211,7 +219,7 @@ class OpencodeChild:
         else:
             self.restarts += 1
             log.warning("child.exited", pid=process.pid, returncode=process.returncode)
-            _signal_group(process.pid, signal.SIGKILL)
+            self._signal_group(process.pid, signal.SIGKILL)
         self._process = None
         return reason
 
@@ -229,11 +237,11 @@ class OpencodeChild:
     async def _stop_process(self, process: Process) -> None:
         with anyio.CancelScope(shield=True):
             if process.returncode is None:
-                _signal_group(process.pid, signal.SIGTERM)
+                self._signal_group(process.pid, signal.SIGTERM)
                 with anyio.move_on_after(self._settings.stop_grace):
                     await process.wait()
             # Whatever opencode started in its group goes too, even after opencode itself exited.
-            _signal_group(process.pid, signal.SIGKILL)
+            self._signal_group(process.pid, signal.SIGKILL)
             if process.returncode is None:
                 await process.wait()
             log.info("child.stopped", pid=process.pid, returncode=process.returncode)
