@@ -140,17 +140,17 @@ def test_hostile_model_names_leak_nothing(shared_sidecar: SidecarProcess) -> Non
 
 
 def test_anthropic_sdk_lists_and_retrieves(shared_sidecar: SidecarProcess) -> None:
-    client = anthropic.Anthropic(base_url=shared_sidecar.api_url, api_key="unused", max_retries=0)
-    ids = [model.id for model in client.models.list(limit=2)]
-    assert sorted(ids) == sorted([
-        "claude-sonnet-4-5", "claude-haiku-4-5", "openai/gpt-4o-mini", "slow",
-        "{env:SIDECAR_GATEWAY_API_KEY}", "{file:/etc/hostname}",
-    ])
-    model = client.models.retrieve("openai/gpt-4o-mini")
-    assert model.id == "openai/gpt-4o-mini" and model.type == "model"
-    assert client.models.retrieve("claude-sonnet-4-5").max_input_tokens == 200000
-    with pytest.raises(anthropic.NotFoundError):
-        client.models.retrieve("no-such-model")
+    with anthropic.Anthropic(base_url=shared_sidecar.api_url, api_key="unused", max_retries=0) as client:
+        ids = [model.id for model in client.models.list(limit=2)]
+        assert sorted(ids) == sorted([
+            "claude-sonnet-4-5", "claude-haiku-4-5", "openai/gpt-4o-mini", "slow",
+            "{env:SIDECAR_GATEWAY_API_KEY}", "{file:/etc/hostname}",
+        ])
+        model = client.models.retrieve("openai/gpt-4o-mini")
+        assert model.id == "openai/gpt-4o-mini" and model.type == "model"
+        assert client.models.retrieve("claude-sonnet-4-5").max_input_tokens == 200000
+        with pytest.raises(anthropic.NotFoundError):
+            client.models.retrieve("no-such-model")
 
 
 def test_health_endpoints(shared_sidecar: SidecarProcess) -> None:
