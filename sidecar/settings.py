@@ -97,6 +97,13 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {path}")
         return path
 
+    @field_validator("opencode_directory")
+    @classmethod
+    def _directory_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_dir():
+            raise ValueError(f"no such directory: {path}")
+        return path
+
     @field_validator("default_model")
     @classmethod
     def _default_model_shape(cls, value: str | None) -> str | None:

@@ -39,7 +39,12 @@ class Sidecar:
             resolve_binary(self.settings.opencode_bin)
         except OpencodeStartError as exc:
             raise StartError(str(exc)) from None
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartError(
+                f"{ENV_PREFIX}STATE_DIR: cannot create {self.settings.state_dir}: {exc.strerror}"
+            ) from None
         self.gateway = GatewayClient(self.settings)
         self.opencode = OpencodeClient(self.settings)
         self.paths = StatePaths(self.settings.state_dir)

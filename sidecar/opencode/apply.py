@@ -59,6 +59,8 @@ class Applier:
         self.version = 0  # of the config written
         self.applied_version = 0  # confirmed in opencode
         self._pending: set[str] = set()
+        self._deferred: set[str] = set()  # busy directories already logged for this version
+        self._unverified: set[str] = set()
         self._confirmed_generation = 0
         self._mismatches = 0
         self._wake = anyio.Event()
@@ -76,6 +78,7 @@ class Applier:
         self.version += 1
         self._expected = expected_model_ids
         self._pending = set(self.directories)
+        self._deferred: set[str] = set()
         self._mismatches = 0
         self._wake.set()
 
@@ -83,7 +86,11 @@ class Applier:
         directory, kind = event_directory_and_type(event)
         if directory is None:
             return
-        self.directories.add(directory)
+        if directory not in self.directories:
+            # opencode announces no instance loads: this one may have read an older file.
+            self.directories.add(directory)
+            self._unverified.add(directory)
+            self._wake.set()
         if directory in self._pending and kind in {"session.idle", "session.status"}:
             self._wake.set()
 
@@ -99,6 +106,8 @@ class Applier:
                     seen_generation = generation
                     self._pending = set()
                 try:
+                    if self._unverified and self.version:
+                        await self._verify_new_directories()
                     if self._pending:
                         await self._reload_pending(generation)
                     if self.version and not self.applied:
@@ -119,13 +128,30 @@ class Applier:
             await self._restart_when_idle(generation)
             return
         for directory in sorted(self._pending):
-            busy = await self._client.busy_sessions(directory)
-            if busy:
-                log.info("opencode.reload_deferred", directory=directory, busy_sessions=len(busy))
+            try:
+                busy = await self._client.busy_sessions(directory)
+                if busy:
+                    if directory not in self._deferred:
+                        self._deferred.add(directory)
+                        log.info("opencode.reload_deferred", directory=directory, busy_sessions=len(busy))
+                    continue
+                await self._client.dispose(directory)
+            except (OpencodeError, httpx.HTTPError) as exc:
+                log.warning("opencode.reload_failed", directory=directory, error=str(exc) or type(exc).__name__)
                 continue
-            await self._client.dispose(directory)
             self._pending.discard(directory)
             log.info("opencode.reloaded", directory=directory, version=self.version)
+
+    async def _verify_new_directories(self) -> None:
+        """A directory first seen now gets reloaded (when idle) if it lists other models."""
+        for directory in sorted(self._unverified):
+            self._unverified.discard(directory)
+            if directory in self._pending:
+                continue
+            listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
+            if (listed or set()) != (self._expected or set()):
+                log.info("opencode.stale_directory", directory=directory, version=self.version)
+                self._pending.add(directory)
 
     async def _confirm_where_reloaded(self, generation: int) -> None:
         """Check in a directory that already reads the new file; busy ones may still lag."""

@@ -31,6 +31,7 @@ def run_sidecar(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[
         ({"gateway_url": "http://127.0.0.1:1", "poll_interval": "often"}, "SIDECAR_POLL_INTERVAL"),
         ({"gateway_url": "http://127.0.0.1:1", "reload": "never"}, "SIDECAR_RELOAD"),
         ({"gateway_url": "http://127.0.0.1:1", "listen": "localhost"}, "SIDECAR_LISTEN"),
+        ({"gateway_url": "http://127.0.0.1:1", "state_dir": "/proc/nope", "opencode_bin": str(OPENCODE_BIN)}, "SIDECAR_STATE_DIR"),
     ],
 )
 def test_bad_setting_is_one_line_and_exit_2(tmp_path: Path, settings: dict[str, str], named: str) -> None:

@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from sidecar.opencode.apply import CONFIRM_ATTEMPTS, Applier, event_directory_and_type
+from sidecar.opencode.client import OpencodeError
 from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -141,3 +142,44 @@ def test_event_directories_must_be_absolute() -> None:
     assert event_directory_and_type({"directory": "global", "payload": {"type": "x"}}) == (None, "x")
     assert event_directory_and_type({"directory": "/p", "payload": {"type": "session.idle"}}) == ("/p", "session.idle")
     assert event_directory_and_type({"payload": "junk"}) == (None, None)
+
+
+async def test_directory_first_seen_with_an_older_config_is_reloaded(tmp_path: Path) -> None:
+    applier, opencode, _ = make(tmp_path)
+    late = str(tmp_path / "late")
+    opencode.models = {"m1", "m2"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier)
+        applier.config_written({"m1", "m2"})
+        await wait_until(lambda: applier.applied)
+        # A directory loaded before the write, by requests that sent no event, shows up now.
+        opencode.loaded_models[late] = {"m1"}
+        applier.note_event({"directory": late, "payload": {"type": "session.created"}})
+        await wait_until(lambda: late in opencode.disposed)
+        # One that already reads the current file is left alone.
+        fresh = str(tmp_path / "fresh")
+        opencode.loaded_models[fresh] = {"m1", "m2"}
+        applier.note_event({"directory": fresh, "payload": {"type": "session.created"}})
+        await anyio.sleep(0.1)
+        assert fresh not in opencode.disposed
+        group.cancel_scope.cancel()
+
+
+async def test_a_failing_directory_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    applier, opencode, _ = make(tmp_path)
+    broken, fine = str(tmp_path / "broken"), str(tmp_path / "fine")
+    applier.directories |= {broken, fine}
+    opencode.models = {"m1"}
+    original = opencode.busy_sessions
+
+    async def busy_sessions(directory: str) -> set[str]:
+        if directory == broken:
+            raise OpencodeError("/session/status answered HTTP 500")
+        return await original(directory)
+
+    opencode.busy_sessions = busy_sessions  # type: ignore[method-assign]
+    async with anyio.create_task_group() as group:
+        await start(group, applier)
+        applier.config_written({"m1"})
+        await wait_until(lambda: fine in opencode.disposed)
+        group.cancel_scope.cancel()

@@ -80,3 +80,10 @@ def test_default_model_joins_our_provider(monkeypatch: pytest.MonkeyPatch) -> No
     assert load_settings().default_model_ref() == "litellm/claude-sonnet-4-5"
     monkeypatch.setenv("SIDECAR_DEFAULT_MODEL", "litellm/openai/gpt-5")
     assert load_settings().default_model_ref() == "litellm/openai/gpt-5"
+
+
+def test_opencode_directory_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_OPENCODE_DIRECTORY", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError, match="SIDECAR_OPENCODE_DIRECTORY: no such directory"):
+        load_settings()
