@@ -72,14 +72,15 @@ class Sidecar:
         self.api = ApiServer(create_app(view), sock)
         log.info("sidecar.starting", listen=f"{host}:{port}", gateway=self.settings.gateway_base)
         try:
-            await self.reconciler.poll_once()
-            await self.reconciler.publish()
             async with anyio.create_task_group() as group:
                 group.start_soon(self._stop_on_signal, group.cancel_scope)
+                # The API first: /livez answers while a slow gateway holds up the first poll.
+                group.start_soon(self.api.run_until_stopped)
+                await self.reconciler.poll_once()
+                await self.reconciler.publish()
                 await group.start(self.child.run)
                 group.start_soon(self.applier.run)
                 group.start_soon(self.reconciler.run)
-                group.start_soon(self.api.run_until_stopped)
                 if self.settings.base_config is not None:
                     group.start_soon(self._watch_base_config, self.settings.base_config)
                 log.info("sidecar.started", opencode_port=self.settings.opencode_port)
