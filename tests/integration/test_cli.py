@@ -52,7 +52,7 @@ def test_bad_base_config_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_opencode_is_a_clear_error(tmp_path: Path) -> None:
     result = run_sidecar(tmp_path, gateway_url="http://127.0.0.1:1", opencode_bin="/nonexistent/opencode")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "opencode not found" in result.stderr and "Traceback" not in result.stderr
 
 
