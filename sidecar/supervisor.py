@@ -56,6 +56,7 @@ class Sidecar:
     def readiness(self) -> dict[str, Any]:
         report = {
             "opencode_healthy": self.child.healthy,
+            "opencode_restarts": self.child.restarts,
             "catalog_applied": self.applier.applied,
             "models": len(self.reconciler.catalog),
             "last_poll_ok": self.reconciler.last_poll_ok,
