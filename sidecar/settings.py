@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 ENV_PREFIX = "SIDECAR_"
 
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     default_model: str | None = None
     default_context_limit: Annotated[int, Field(gt=0)] = 128_000
     default_output_limit: Annotated[int, Field(gt=0)] = 8_192
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    probe_models: bool = False
+    resolve_timeout: Annotated[float, Field(gt=0)] = 120.0
+    api_key: SecretStr | None = None
     reload: Literal["auto", "restart"] = "auto"
     reload_timeout: Annotated[float, Field(gt=0)] = 600.0
     restart_backoff_initial: Seconds = 10.0
@@ -104,6 +109,26 @@ class Settings(BaseSettings):
             raise ValueError(f"no such directory: {path}")
         return path
 
+    @field_validator("model_aliases")
+    @classmethod
+    def _aliases_are_names(cls, aliases: dict[str, str]) -> dict[str, str]:
+        from sidecar.naming import InvalidModelName, check_model_name
+
+        for alias, target in aliases.items():
+            try:
+                check_model_name(alias, "an alias")
+                check_model_name(target, f"the target of {alias!r}")
+            except InvalidModelName as exc:
+                raise ValueError(str(exc)) from None
+        return aliases
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be blank; unset it to turn authentication off")
+        return value
+
     @field_validator("default_model")
     @classmethod
     def _default_model_shape(cls, value: str | None) -> str | None:
@@ -146,8 +171,8 @@ class Settings(BaseSettings):
         return self.model_copy(update={"opencode_password": SecretStr(secrets.token_urlsafe(32))})
 
     def secrets(self) -> list[str]:
-        """Every secret value, so that logs can scrub them wherever they turn up."""
-        values = [self.gateway_api_key, self.opencode_password]
+        """Every secret value, so that logs and forwarded answers can scrub them wherever they turn up."""
+        values = [self.gateway_api_key, self.opencode_password, self.api_key]
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
@@ -167,6 +192,11 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(describe_validation_error(exc)) from None
+    except PydanticSettingsError as exc:
+        # Raised for a complex value (a JSON object) that doesn't parse.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"{ENV_PREFIX}{field.group(1).upper()}" if field else "settings"
+        raise SettingsError(f"{name}: is not valid JSON") from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -87,3 +87,25 @@ def test_opencode_directory_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("SIDECAR_OPENCODE_DIRECTORY", str(tmp_path / "missing"))
     with pytest.raises(SettingsError, match="SIDECAR_OPENCODE_DIRECTORY: no such directory"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("{bad", "SIDECAR_MODEL_ALIASES: is not valid JSON"),
+        ('{"sonnet": ""}', "SIDECAR_MODEL_ALIASES"),
+        ('{"x": "{env:SIDECAR_GATEWAY_API_KEY}"}', "substitution"),
+        ('["a"]', "SIDECAR_MODEL_ALIASES"),
+    ],
+)
+def test_bad_aliases(monkeypatch: pytest.MonkeyPatch, value: str, fragment: str) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_MODEL_ALIASES", value)
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings()
+
+
+def test_aliases_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_MODEL_ALIASES", '{"sonnet": "claude-sonnet-4-5"}')
+    assert load_settings().model_aliases == {"sonnet": "claude-sonnet-4-5"}

@@ -1,0 +1,87 @@
+"""Turn whatever model name an agent sends into opencode's `provider/model`: a pure function."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.catalog import MAX_MODEL_ID_LENGTH
+
+# opencode expands these anywhere in its config text; a model name must never carry one in.
+SUBSTITUTION = re.compile(r"\{(env|file):", re.IGNORECASE)
+
+
+class InvalidModelName(ValueError):
+    """The name can't be a model; the message says why and is safe to show the caller."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    provider_id: str
+    model_id: str
+
+    def __str__(self) -> str:
+        return f"{self.provider_id}/{self.model_id}"
+
+    def as_pair(self) -> dict[str, str]:
+        return {"providerID": self.provider_id, "modelID": self.model_id}
+
+
+def check_model_name(name: object, what: str = "model") -> str:
+    if not isinstance(name, str):
+        raise InvalidModelName(f"{what} must be a string")
+    if not name.strip():
+        raise InvalidModelName(f"{what} is empty")
+    if len(name) > MAX_MODEL_ID_LENGTH:
+        raise InvalidModelName(f"{what} is longer than {MAX_MODEL_ID_LENGTH} characters")
+    if not name.isprintable():
+        raise InvalidModelName(f"{what} contains control characters")
+    if SUBSTITUTION.search(name):
+        raise InvalidModelName(f"{what} contains an opencode substitution pattern ({{env:...}} or {{file:...}})")
+    return name
+
+
+def requested_name(requested: Any) -> str:
+    """The model as one string, from `"name"`, `{"providerID", "modelID"}` or `{"providerID", "id"}`."""
+    if isinstance(requested, str):
+        return check_model_name(requested)
+    if isinstance(requested, Mapping):
+        model_id = requested.get("modelID", requested.get("id"))
+        check_model_name(model_id, "modelID")
+        provider_id = requested.get("providerID")
+        if provider_id in (None, ""):
+            return model_id
+        check_model_name(provider_id, "providerID")
+        return check_model_name(f"{provider_id}/{model_id}")
+    raise InvalidModelName('model must be a string or an object with "providerID" and "modelID"')
+
+
+def normalise_model(
+    requested: Any,
+    *,
+    default_provider: str,
+    managed_providers: Collection[str],
+    known_ids: Collection[str],
+    aliases: Mapping[str, str] | None = None,
+) -> ModelRef:
+    """Resolve a requested model, in this order:
+
+    1. an alias is expanded;
+    2. `provider/model` whose provider the sidecar manages stays as it is;
+    3. a whole string that is a known gateway id (ids may contain `/`) joins the default provider;
+    4. a prefix naming another provider is dropped when the rest is a known gateway id;
+    5. anything else goes through the gateway as `<default provider>/<whole string>`.
+    """
+    name = requested_name(requested)
+    if aliases and name in aliases:
+        name = check_model_name(aliases[name], f"alias {name!r}")
+    provider, slash, rest = name.partition("/")
+    if slash and rest and provider in managed_providers:
+        return ModelRef(provider, rest)
+    if name in known_ids:
+        return ModelRef(default_provider, name)
+    if slash and rest in known_ids:
+        return ModelRef(default_provider, rest)
+    return ModelRef(default_provider, name)
