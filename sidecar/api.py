@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hmac
 import secrets
 import socket
 from collections.abc import Callable
@@ -12,11 +14,16 @@ import uvicorn
 from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.catalog import Catalog, ModelInfo
+from sidecar.passthrough import Passthrough, PassthroughError
+from sidecar.reconcile import Reconciler
+from sidecar.resolve import ResolveError, Resolver
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
@@ -102,9 +109,64 @@ def error_response(status: int, message: str) -> JSONResponse:
 class HealthView:
     """What the API asks of the rest of the sidecar; the supervisor fills it in."""
 
-    def __init__(self, catalog: Callable[[], Catalog], readiness: Callable[[], dict[str, Any]]):
+    def __init__(
+        self,
+        catalog: Callable[[], Catalog],
+        readiness: Callable[[], dict[str, Any]],
+        *,
+        resolver: Resolver | None = None,
+        reconciler: Reconciler | None = None,
+        passthrough: Passthrough | None = None,
+        api_key: str | None = None,
+    ):
         self.catalog = catalog
         self.readiness = readiness
+        self.resolver = resolver
+        self.reconciler = reconciler
+        self.passthrough = passthrough
+        self.api_key = api_key
+
+
+# Probes answer without a key, so that a kubelet needs none.
+OPEN_PATHS = frozenset({"/livez", "/readyz"})
+
+
+def authorised(request: Request, api_key: str) -> bool:
+    """`x-api-key`, `Authorization: Bearer`, HTTP Basic (any user), or opencode's `?auth_token=`."""
+    offered: list[str] = []
+    if "x-api-key" in request.headers:
+        offered.append(request.headers["x-api-key"])
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        offered.append(credentials.strip())
+    elif scheme.lower() == "basic":
+        offered.append(_basic_password(credentials.strip()))
+    if "auth_token" in request.query_params:
+        offered.append(_basic_password(request.query_params["auth_token"]))
+    return any(hmac.compare_digest(o.encode(), api_key.encode()) for o in offered)
+
+
+def _basic_password(token: str) -> str:
+    try:
+        return base64.b64decode(token, validate=True).decode().partition(":")[2]
+    except (ValueError, UnicodeDecodeError):
+        return ""
+
+
+class RequireKey:
+    """Plain ASGI, so that streamed answers (server-sent events) pass untouched."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            if not authorised(Request(scope), self.api_key):
+                response = error_response(401, "missing or wrong API key (x-api-key, Bearer or Basic)")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(view: HealthView) -> Starlette:
@@ -125,6 +187,33 @@ def create_app(view: HealthView) -> Starlette:
             raise ApiError(404, f"model {model_id!r} is not listed by this sidecar")
         return JSONResponse(model.model_dump(mode="json"))
 
+    async def delete_model(request: Request) -> Response:
+        model_id = request.path_params["model_id"]
+        model = view.catalog().get(model_id)
+        if model is None:
+            raise ApiError(404, f"model {model_id!r} is not listed by this sidecar")
+        if not model.registered:
+            raise ApiError(409, f"model {model_id!r} is listed by the gateway; only registered models can be removed")
+        assert view.reconciler is not None
+        await view.reconciler.unregister(model_id)
+        return JSONResponse({"id": model_id, "type": "model_deleted"})
+
+    async def resolve_model(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "the body must be JSON") from None
+        if not isinstance(body, dict) or "model" not in body:
+            raise ApiError(400, 'the body must be an object with "model"')
+        assert view.resolver is not None
+        resolution = await view.resolver.resolve(body["model"], body.get("directory"))
+        return JSONResponse(resolution.as_json())
+
+    async def forward(request: Request) -> Response:
+        if view.passthrough is None:
+            raise ApiError(404, f"no route for {request.method} {request.url.path}")
+        return await view.passthrough.forward(request)
+
     async def livez(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -133,7 +222,7 @@ def create_app(view: HealthView) -> Starlette:
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     async def api_error(_request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
+        assert isinstance(exc, (ApiError, ResolveError, PassthroughError))
         return error_response(exc.status, exc.message)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -147,14 +236,25 @@ def create_app(view: HealthView) -> Starlette:
     async def server_error(_request: Request, _exc: Exception) -> Response:
         return error_response(500, "internal error in the sidecar; see its log")
 
+    every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return Starlette(
         routes=[
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/resolve", resolve_model, methods=["POST"]),
             Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", delete_model, methods=["DELETE"]),
             Route("/livez", livez, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/{path:path}", forward, methods=every_method),
         ],
-        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: server_error},
+        middleware=[Middleware(RequireKey, api_key=view.api_key)] if view.api_key else [],
+        exception_handlers={
+            ApiError: api_error,
+            ResolveError: api_error,
+            PassthroughError: api_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
     )
 
 

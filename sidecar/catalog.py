@@ -27,10 +27,12 @@ class ModelInfo(BaseModel):
     created_at: datetime = UNKNOWN_DATE
     max_input_tokens: int | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=0)
+    # Not listed by the gateway: registered because an agent asked for it.
+    registered: bool = False
 
     def identity(self) -> tuple[object, ...]:
         """What makes two records the same model for opencode: everything but the volatile date."""
-        return (self.id, self.display_name, self.max_input_tokens, self.max_tokens)
+        return (self.id, self.display_name, self.max_input_tokens, self.max_tokens, self.registered)
 
 
 def invalid_model_id_reason(model_id: object) -> str | None:

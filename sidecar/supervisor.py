@@ -17,7 +17,10 @@ from sidecar.opencode.apply import Applier
 from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
 from sidecar.opencode.client import OpencodeClient
 from sidecar.opencode.config import BaseConfigError, load_base_config
+from sidecar.naming import ModelRef
+from sidecar.passthrough import Passthrough
 from sidecar.reconcile import Reconciler, StatePaths
+from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
 
 log = structlog.get_logger("sidecar")
@@ -51,7 +54,18 @@ class Sidecar:
         self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
         self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
         self.reconciler = Reconciler(self.settings, self.gateway, self.applier, self.paths, base)
+        self.resolver = Resolver(self.settings, self.reconciler, self.applier, self.gateway)
+        assert self.settings.opencode_password is not None
+        self.passthrough = Passthrough(
+            self.opencode.base_url,
+            self.settings.opencode_password.get_secret_value(),
+            self._resolve_ref,
+            self.settings.secrets(),
+        )
         self.api: ApiServer | None = None
+
+    async def _resolve_ref(self, requested: object, directory: str | None) -> ModelRef:
+        return (await self.resolver.resolve(requested, directory)).ref
 
     def readiness(self) -> dict[str, Any]:
         report = {
@@ -69,7 +83,15 @@ class Sidecar:
             sock = bind_socket(host, port)
         except OSError as exc:
             raise StartError(f"{ENV_PREFIX}LISTEN: cannot listen on {host}:{port}: {exc.strerror}") from None
-        view = HealthView(lambda: self.reconciler.catalog, self.readiness)
+        api_key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+        view = HealthView(
+            lambda: self.reconciler.catalog,
+            self.readiness,
+            resolver=self.resolver,
+            reconciler=self.reconciler,
+            passthrough=self.passthrough,
+            api_key=api_key,
+        )
         self.api = ApiServer(create_app(view), sock)
         log.info("sidecar.starting", listen=f"{host}:{port}", gateway=self.settings.gateway_base)
         try:
@@ -90,6 +112,7 @@ class Sidecar:
                 await self.child.stop()
                 await self.gateway.aclose()
                 await self.opencode.aclose()
+                await self.passthrough.aclose()
                 sock.close()
                 log.info("sidecar.stopped")
 

@@ -29,6 +29,14 @@ class _Retryable(GatewayError):
     pass
 
 
+class ModelRejected(GatewayError):
+    """The gateway refused a probe request for a model; the message carries its reason."""
+
+
+# The longest part of a gateway's error message passed on to a caller.
+MAX_REASON = 300
+
+
 class GatewayClient:
     def __init__(
         self,
@@ -94,3 +102,32 @@ class GatewayClient:
         if parsed.skipped_non_chat:
             log.debug("gateway.non_chat_skipped", models=parsed.skipped_non_chat)
         return Catalog(parsed.models)
+
+    async def probe(self, model_id: str) -> None:
+        """Ask the gateway to accept `model_id` with the smallest chat request there is.
+
+        Raises ModelRejected when it refuses the model, GatewayError when it can't be asked.
+        """
+        body = {"model": model_id, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        try:
+            response = await self._http.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise GatewayError(f"the gateway could not be asked: {type(exc).__name__}") from None
+        if response.is_success:
+            return
+        if 400 <= response.status_code < 500:
+            raise ModelRejected(f"the gateway rejected model {model_id!r}: {_reason(response)}")
+        raise GatewayError(f"the gateway answered HTTP {response.status_code} to a probe of {model_id!r}")
+
+
+def _reason(response: httpx.Response) -> str:
+    """The gateway's own error message (OpenAI and LiteLLM shapes), or its status."""
+    try:
+        error = response.json().get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+    except (ValueError, AttributeError):
+        message = None
+    if not isinstance(message, str) or not message.strip():
+        return f"HTTP {response.status_code}"
+    message = " ".join(message.split())
+    return message[:MAX_REASON] + ("..." if len(message) > MAX_REASON else "")

@@ -94,6 +94,29 @@ class Applier:
         if directory in self._pending and kind in {"session.idle", "session.status"}:
             self._wake.set()
 
+    async def wait_usable(self, directory: str, model_id: str, timeout: float) -> bool:
+        """Wait until `directory` lists `model_id`: at once when it is idle, after its prompts
+        finish when it is busy; False after `timeout`. Never reloads under a generating prompt."""
+        with anyio.move_on_after(timeout):
+            while True:
+                await self._child.wait_healthy()
+                if directory not in self._pending:
+                    try:
+                        # Builds the directory's instance from the current file if it has none.
+                        listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
+                    except (OpencodeError, httpx.HTTPError) as exc:
+                        log.warning("opencode.check_failed", directory=directory, error=str(exc) or type(exc).__name__)
+                        listed = None
+                    if listed is not None and model_id in listed:
+                        return True
+                    if listed is not None:
+                        # Loaded from an older file without our hearing of it: reload it when idle.
+                        self.directories.add(directory)
+                        self._pending.add(directory)
+                        self._wake.set()
+                await anyio.sleep(0.05)
+        return False
+
     async def run(self) -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(self._follow_events)

@@ -76,4 +76,4 @@ async def test_health_endpoints(client: httpx.AsyncClient) -> None:
 async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
     assert (await client.get("/nope")).json()["error"]["type"] == "not_found_error"
     response = await client.post("/v1/models")
-    assert response.status_code == 405 and response.json()["type"] == "error"
+    assert response.status_code == 404 and response.json()["type"] == "error"
