@@ -100,7 +100,9 @@ class GatewayClient:
         if parsed.rejected:
             log.debug("gateway.entries_rejected", count=len(parsed.rejected), reasons=parsed.rejected[:10])
         if parsed.skipped_non_chat:
-            log.debug("gateway.non_chat_skipped", models=parsed.skipped_non_chat)
+            log.debug(
+                "gateway.non_chat_skipped", count=len(parsed.skipped_non_chat), first=parsed.skipped_non_chat[:10]
+            )
         return Catalog(parsed.models)
 
     async def probe(self, model_id: str) -> None:

@@ -68,8 +68,11 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., lp.LiteLLMProxy]]:
 def make_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
     started: list[SidecarProcess] = []
 
-    def make(gateway_url: str, api_key: str | None = lp.MASTER_KEY, **settings: str) -> SidecarProcess:
-        sidecar = start_sidecar(tmp_path / f"sidecar-{len(started)}", gateway_url, api_key, wait=False, **settings)
+    def make(
+        gateway_url: str, gateway_key: str | None = lp.MASTER_KEY, *, workdir: Path | None = None, **settings: str
+    ) -> SidecarProcess:
+        workdir = workdir or tmp_path / f"sidecar-{len(started)}"
+        sidecar = start_sidecar(workdir, gateway_url, gateway_key, wait=False, **settings)
         started.append(sidecar)
         sidecar.wait_ready()
         return sidecar

@@ -102,7 +102,7 @@ class SidecarProcess:
 
 
 def start_sidecar(
-    workdir: Path, gateway_url: str, api_key: str | None, *, wait: bool = True, **settings: str
+    workdir: Path, gateway_url: str, gateway_key: str | None, *, wait: bool = True, **settings: str
 ) -> SidecarProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "state"
@@ -131,8 +131,8 @@ def start_sidecar(
             "SIDECAR_LOG_LEVEL": "debug",
         }
     )
-    if api_key is not None:
-        env["SIDECAR_GATEWAY_API_KEY"] = api_key
+    if gateway_key is not None:
+        env["SIDECAR_GATEWAY_API_KEY"] = gateway_key
     env.update({f"SIDECAR_{k.upper()}": v for k, v in settings.items()})
     log_path = workdir / "sidecar.log"
     with open(log_path, "ab") as log:
