@@ -243,3 +243,32 @@ def test_api_key_and_opencode_run_attach(
     assert (answer["info"]["providerID"], answer["info"]["modelID"]) == ("litellm", "gpt-5.5")
     assert answer["info"].get("error") is None
     assert [p["text"] for p in answer["parts"] if p["type"] == "text"] == ["gpt-5.5 answer"]
+
+
+def test_probe_and_busy_bound(
+    wildcard_gateway: lp.LiteLLMProxy, make_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    sidecar = make_sidecar(wildcard_gateway.url, probe_models="true", resolve_timeout="3")
+    directory = str(sidecar.directory)
+    with httpx.Client(base_url=sidecar.api_url, timeout=60) as client, sidecar.opencode(timeout=120) as opencode:
+        rejected = client.post("/v1/models/resolve", json={"model": "no-such-model"})
+        assert rejected.status_code == 400
+        assert "the gateway rejected model 'no-such-model'" in rejected.json()["error"]["message"]
+        assert client.get("/v1/models/no-such-model").status_code == 404
+        assert sidecar.events("registry.registered") == []
+        accepted = client.post("/v1/models/resolve", json={"model": "openai/probed-model"})
+        assert accepted.status_code == 200 and accepted.json()["registered"] is True
+
+        # A directory still generating after the bound: 409, and its prompt is not aborted.
+        session = create_session(opencode, directory)
+        result: dict[str, httpx.Response] = {}
+        worker = threading.Thread(target=lambda: result.setdefault("r", prompt(opencode, session, directory, "litellm/slow")))
+        worker.start()
+        sidecar.wait_for(lambda: busy_sessions(opencode, directory), 30, "the slow prompt to start")
+        busy = client.post("/v1/models/resolve", json={"model": "openai/while-busy", "directory": directory})
+        assert busy.status_code == 409, busy.text
+        assert "still generating" in busy.json()["error"]["message"]
+        worker.join(120)
+        assert "chunk 44" in answer_text(result["r"])
+        # Registered all the same, and usable there once the prompt is done.
+        sidecar.wait_for(lambda: "openai/while-busy" in provider_models(opencode, directory), 30, "reload after idle")

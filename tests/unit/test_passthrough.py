@@ -1,0 +1,79 @@
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from sidecar.naming import ModelRef
+from sidecar.passthrough import Passthrough, Redactor, model_form, requested_model, with_model
+
+REF = ModelRef("litellm", "openai/gpt-5.5")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "form"),
+    [
+        ("POST", "/session/ses_1/message", "pair"),
+        ("POST", "/session/ses_1/prompt_async", "pair"),
+        ("POST", "/session/ses_1/shell", "pair"),
+        ("POST", "/session/ses_1/command", "string"),
+        ("POST", "/session/ses_1/init", "fields"),
+        ("POST", "/session/ses_1/summarize", "fields"),
+        ("POST", "/session", "id"),
+        ("POST", "/api/session", "id"),
+        ("POST", "/api/session/ses_1/model", "id"),
+        ("GET", "/session/ses_1/message", None),
+        ("POST", "/session/ses_1/abort", None),
+    ],
+)
+def test_routes_that_carry_a_model(method: str, path: str, form: str | None) -> None:
+    assert model_form(method, path) == form
+
+
+def test_model_rewritten_in_the_form_opencode_wants() -> None:
+    assert with_model({"model": "gpt-5.5", "parts": []}, "pair", REF) == {
+        "model": {"providerID": "litellm", "modelID": "openai/gpt-5.5"}, "parts": []
+    }
+    assert with_model({"model": {"providerID": "x", "modelID": "y"}}, "string", REF) == {"model": "litellm/openai/gpt-5.5"}
+    assert with_model({"modelID": "y", "providerID": "x", "messageID": "m"}, "fields", REF) == {
+        "modelID": "openai/gpt-5.5", "providerID": "litellm", "messageID": "m"
+    }
+    assert with_model({"model": {"id": "y", "providerID": "x", "variant": "high"}}, "id", REF) == {
+        "model": {"id": "openai/gpt-5.5", "providerID": "litellm", "variant": "high"}
+    }
+    assert requested_model({"parts": []}, "pair") is None
+    assert requested_model({"providerID": "p"}, "fields") is None
+
+
+def test_redactor_replaces_every_secret() -> None:
+    redact = Redactor(["sk-abc", "pw-1"])
+    assert redact(b'{"apiKey":"sk-abc","x":"pw-1pw-1"}') == b'{"apiKey":"[redacted]","x":"[redacted][redacted]"}'
+
+
+@pytest.mark.anyio
+async def test_forward_rewrites_model_adds_password_and_redacts() -> None:
+    seen: list[httpx.Request] = []
+
+    def opencode(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"echo": request.content.decode(), "key": "sk-abc"})
+
+    async def resolve(requested: object, directory: str | None) -> ModelRef:
+        assert directory == "/work/p"
+        return REF
+
+    passthrough = Passthrough("http://opencode", "pw-1", resolve, ["sk-abc", "pw-1"], transport=httpx.MockTransport(opencode))
+    app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["GET", "POST"])])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
+        answer = await client.post(
+            "/session/ses_1/message?directory=/work/p&auth_token=abc",
+            json={"model": "gpt-5.5", "parts": []},
+            headers={"authorization": "Bearer caller-key", "x-api-key": "caller-key"},
+        )
+    assert answer.status_code == 200
+    assert "sk-abc" not in answer.text and "[redacted]" in answer.text
+    forwarded = seen[0]
+    assert forwarded.url.params["directory"] == "/work/p" and "auth_token" not in forwarded.url.params
+    assert forwarded.headers["authorization"].startswith("Basic ")  # opencode's own, not the caller's
+    assert "x-api-key" not in forwarded.headers
+    assert b'"modelID": "openai/gpt-5.5"' in forwarded.content
+    await passthrough.aclose()
