@@ -230,7 +230,7 @@ def test_gateway_faults_keep_the_last_good_list(
                     front.close()
                 else:
                     front.mode = mode
-                sidecar.wait_for(lambda: len(sidecar.events("gateway.poll_failed")) >= failures + 2, 60, f"polls failing ({mode})")
+                sidecar.wait_for(lambda seen=failures: len(sidecar.events("gateway.poll_failed")) >= seen + 2, 60, f"polls failing ({mode})")
                 assert set(provider_models(opencode, directory)) == good
                 listed = api.get("/v1/models", params={"limit": 100})
                 assert listed.status_code == 200
