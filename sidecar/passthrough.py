@@ -97,6 +97,7 @@ def with_model(body: dict[str, Any], form: str, ref: ModelRef) -> dict[str, Any]
 class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         self._secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
+        self.longest = len(self._secrets[0]) if self._secrets else 0
 
     def __call__(self, data: bytes) -> bytes:
         for secret in self._secrets:
@@ -131,13 +132,18 @@ class Passthrough:
         query = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k != "auth_token"]
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         headers.append(("accept-encoding", "identity"))  # redaction needs the plain text
-        body = await request.body()
+        content: bytes | AsyncIterator[bytes] | None = None
         form = model_form(request.method, path)
-        if form is not None and body:
-            body = await self._rewrite_model(body, form, _directory(request, query))
+        if form is not None:
+            body = await request.body()
+            content = await self._rewrite_model(body, form, _directory(request, query)) if body else None
+        elif "content-length" in request.headers or "transfer-encoding" in request.headers:
+            content = request.stream()
+            if "content-length" in request.headers:
+                headers.append(("content-length", request.headers["content-length"]))
         raw_path = request.scope.get("raw_path") or path.encode()
         target = raw_path.decode("latin-1") + (f"?{urlencode(query)}" if query else "")
-        upstream = self._http.build_request(request.method, target, headers=headers, content=body or None)
+        upstream = self._http.build_request(request.method, target, headers=headers, content=content)
         try:
             answer = await self._http.send(upstream, stream=True)
         except httpx.HTTPError as exc:
@@ -148,11 +154,24 @@ class Passthrough:
             return StreamingResponse(
                 self._events(answer), status_code=answer.status_code, headers=response_headers
             )
+        return StreamingResponse(self._body(answer), status_code=answer.status_code, headers=response_headers)
+
+    async def _body(self, answer: httpx.Response) -> AsyncIterator[bytes]:
+        """Any other answer, streamed; the last bytes of each chunk wait for the next one, so that
+        a secret split between two chunks is still redacted."""
+        hold = self._redact.longest - 1
+        tail = b""
         try:
-            content = await answer.aread()
+            async for chunk in answer.aiter_bytes():
+                data = self._redact(tail + chunk)
+                cut = max(len(data) - hold, 0)
+                tail = data[cut:]
+                if cut:
+                    yield data[:cut]
+            if tail:
+                yield tail
         finally:
             await answer.aclose()
-        return Response(self._redact(content), status_code=answer.status_code, headers=response_headers)
 
     async def _events(self, answer: httpx.Response) -> AsyncIterator[bytes]:
         """Server-sent events, passed on line by line as opencode sends them."""

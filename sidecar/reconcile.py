@@ -64,6 +64,7 @@ class Reconciler:
         }
         self.catalog = self._combined(self.gateway_catalog)
         self._written_text: str | None = None
+        self._written_state: tuple[str, str] | None = None
         self._lock = anyio.Lock()
         self.writes = 0
         self.last_poll_ok: bool | None = None
@@ -142,9 +143,14 @@ class Reconciler:
         catalog = self._combined(gateway)
         config = render_config(catalog, self._settings, self.base_config)
         text = dump_config(config) + "\n"
+        state = (gateway.to_json(), Catalog(self.registered.values()).to_json())
+        if state != self._written_state:
+            # The saved lists can change while the config stays the same (a registered model
+            # that the gateway now lists).
+            await anyio.to_thread.run_sync(self._write_state, state)
+            self._written_state = state
         if text != self._written_text:
-            registered = Catalog(self.registered.values())
-            await anyio.to_thread.run_sync(self._write, text, gateway, registered)
+            await anyio.to_thread.run_sync(write_atomically, self.paths.config, text)
             self._written_text = text
             self.writes += 1
             log.info("opencode.config_written", path=str(self.paths.config), models=len(catalog))
@@ -152,10 +158,9 @@ class Reconciler:
         self.gateway_catalog = gateway
         self.catalog = catalog
 
-    def _write(self, text: str, gateway: Catalog, registered: Catalog) -> None:
-        write_atomically(self.paths.config, text)
-        write_atomically(self.paths.catalog, gateway.to_json())
-        write_atomically(self.paths.registered, registered.to_json())
+    def _write_state(self, state: tuple[str, str]) -> None:
+        write_atomically(self.paths.catalog, state[0])
+        write_atomically(self.paths.registered, state[1])
 
     def base_config_changed(self) -> None:
         """Called by the file watcher; the change is applied by `run()`."""

@@ -77,3 +77,29 @@ async def test_forward_rewrites_model_adds_password_and_redacts() -> None:
     assert "x-api-key" not in forwarded.headers
     assert b'"modelID": "openai/gpt-5.5"' in forwarded.content
     await passthrough.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 64])
+async def test_streamed_answer_is_redacted_across_chunk_boundaries(chunk_size: int) -> None:
+    body = b'{"options": {"apiKey": "sk-abcdef"}, "pw": "password-1", "tail": "x"}' * 3
+
+    async def chunks():
+        for i in range(0, len(body), chunk_size):
+            yield body[i : i + chunk_size]
+
+    def opencode(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=chunks(), headers={"content-type": "application/json"})
+
+    async def resolve(requested: object, directory: str | None) -> ModelRef:
+        raise AssertionError("no model here")
+
+    passthrough = Passthrough(
+        "http://opencode", "password-1", resolve, ["sk-abcdef", "password-1"], transport=httpx.MockTransport(opencode)
+    )
+    app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["GET"])])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
+        answer = await client.get("/config")
+    expected = body.replace(b"sk-abcdef", b"[redacted]").replace(b"password-1", b"[redacted]")
+    assert answer.content == expected
+    await passthrough.aclose()
