@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
-from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sidecar.catalog import Catalog, ModelInfo
+from sidecar.catalog import Catalog, ModelList
 from sidecar.passthrough import Passthrough, PassthroughError
 from sidecar.reconcile import Reconciler
 from sidecar.resolve import ResolveError, Resolver
@@ -38,15 +37,6 @@ ERROR_TYPES = {
     429: "rate_limit_error",
     503: "overloaded_error",
 }
-
-
-class ModelList(BaseModel):
-    """A page of models, as Anthropic's `GET /v1/models` answers it."""
-
-    data: list[ModelInfo]
-    has_more: bool
-    first_id: str | None
-    last_id: str | None
 
 
 class ApiError(Exception):

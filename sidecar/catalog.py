@@ -27,12 +27,23 @@ class ModelInfo(BaseModel):
     created_at: datetime = UNKNOWN_DATE
     max_input_tokens: int | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=0)
+    # Required by the anthropic SDK's own ModelInfo since 2.x; gateways don't say, so "active".
+    lifecycle: Literal["active", "deprecated", "retired"] = "active"
     # Not listed by the gateway: registered because an agent asked for it.
     registered: bool = False
 
     def identity(self) -> tuple[object, ...]:
         """What makes two records the same model for opencode: everything but the volatile date."""
         return (self.id, self.display_name, self.max_input_tokens, self.max_tokens, self.registered)
+
+
+class ModelList(BaseModel):
+    """A page of models, as Anthropic's `GET /v1/models` answers it."""
+
+    data: list[ModelInfo]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
 
 
 def invalid_model_id_reason(model_id: object) -> str | None:
