@@ -7,8 +7,10 @@ import sys
 
 import anyio
 
+from sidecar.catalog import ModelList
 from sidecar.log import configure_logging
 from sidecar.opencode.child import OpencodeStartError
+from sidecar.sdk import RUNTIMES, ModelsError, models
 from sidecar.settings import SettingsError, load_settings
 from sidecar.supervisor import Sidecar, StartError
 
@@ -45,6 +47,76 @@ def run() -> int:
     return 0
 
 
+def list_models(args: argparse.Namespace) -> int:
+    """`opencode-sidecar models`: one runtime's models as a table or as the Anthropic JSON."""
+    options: dict[str, object] = {}
+    if args.base_url is not None:
+        options[_BASE_URL_OPTION[args.runtime]] = args.base_url
+    if args.gateway_url is not None:
+        if args.runtime not in ("opencode", "opencode-anthropic"):
+            return _fail("--gateway-url is for --runtime opencode", EXIT_SETTINGS)
+        options["gateway_url"] = args.gateway_url
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    try:
+        client = models(**options)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_SETTINGS)
+    # stdout is the answer: logs, if asked for, go to stderr.
+    configure_logging("debug" if args.verbose else "error", client.options.secrets(), stream=sys.stderr)
+    try:
+        listed = client.list(args.runtime, limit=args.limit)
+    except ModelsError as exc:
+        return _fail(str(exc), EXIT_START)
+    print(listed.model_dump_json(indent=2) if args.json else render_table(listed))
+    return 0
+
+
+# Which option --base-url sets, per runtime.
+_BASE_URL_OPTION = {
+    "anthropic": "anthropic_base_url",
+    "cursor": "cursor_base_url",
+    "opencode": "sidecar_url",
+    "opencode-anthropic": "sidecar_url",
+}
+
+
+def render_table(listed: ModelList) -> str:
+    """Id, display name and context window, in aligned columns; a note when the list was cut."""
+    rows = [("ID", "DISPLAY NAME", "CONTEXT")]
+    rows += [
+        (model.id, model.display_name, "-" if model.max_input_tokens is None else str(model.max_input_tokens))
+        for model in listed.data
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}".rstrip() for row in rows]
+    if not listed.data:
+        lines.append("(no models)")
+    if listed.has_more:
+        lines.append(f"(more models than these {len(listed.data)}: raise --limit, or leave it out for all)")
+    return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1, not {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {text!r}")
+    return value
+
+
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
@@ -58,9 +130,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start opencode and keep its models in step with the gateway")
+    listing = commands.add_parser(
+        "models",
+        help="list a runtime's models in the Anthropic Models API shape",
+        description="List a runtime's models: anthropic, cursor, or opencode (a running sidecar, or a gateway).",
+        epilog="Keys and URLs come from ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, CURSOR_API_KEY, CURSOR_BASE_URL, "
+        "CURSOR_API_VERSION, SIDECAR_URL, SIDECAR_API_KEY and SIDECAR_GATEWAY_API_KEY; see the README.",
+    )
+    listing.add_argument("--runtime", choices=RUNTIMES, default="opencode", help="whose models (default: opencode)")
+    listing.add_argument("--json", action="store_true", help="print the Anthropic Models API JSON instead of a table")
+    listing.add_argument("--limit", type=_positive_int, help="at most this many models (default: all)")
+    listing.add_argument("--base-url", help="the runtime's base URL, over its environment variable")
+    listing.add_argument("--gateway-url", help="opencode only: read this OpenAI-compatible gateway, not the sidecar")
+    listing.add_argument("--timeout", type=_seconds, help="seconds one request may take (default: 30)")
+    listing.add_argument("--verbose", action="store_true", help="log retries and skipped entries on stderr")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run()
+    if args.command == "models":
+        return list_models(args)
     return 2
 
 

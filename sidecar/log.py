@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -37,7 +37,8 @@ class SecretScrubber:
         return self._scrub(str(value))
 
 
-def configure_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
+def configure_logging(level: str = "info", secrets: Iterable[str] = (), stream: TextIO | None = None) -> None:
+    """JSON lines on `stream` (stdout by default; a command whose stdout is its answer passes stderr)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -48,6 +49,6 @@ def configure_logging(level: str = "info", secrets: Iterable[str] = ()) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
