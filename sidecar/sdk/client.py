@@ -23,7 +23,14 @@ import structlog
 from sidecar.backoff import retry_delay
 from sidecar.catalog import ModelList
 from sidecar.sdk.config import Options, resolve_options
-from sidecar.sdk.errors import ModelsError, RateLimitedError, UnavailableError, error_for_status, where
+from sidecar.sdk.errors import (
+    MalformedResponseError,
+    ModelsError,
+    RateLimitedError,
+    UnavailableError,
+    error_for_status,
+    where,
+)
 from sidecar.sdk.runtimes import Listing, listing_for
 
 log = structlog.get_logger("sidecar.sdk")
@@ -86,9 +93,11 @@ class _Policy:
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock())
         return error_for_status(runtime, response, retry_after=retry_after, secrets=self.options.secrets())
 
-    def failed(self, runtime: str, request: httpx.Request, exc: httpx.TransportError) -> ModelsError:
+    def failed(self, runtime: str, request: httpx.Request, exc: httpx.HTTPError) -> ModelsError:
         if isinstance(exc, httpx.TimeoutException):
             return UnavailableError(runtime, f"no answer from {where(request)} within {self.options.timeout:g} s")
+        if isinstance(exc, httpx.DecodingError):
+            return MalformedResponseError(runtime, f"the answer from {where(request)} could not be decoded")
         return UnavailableError(runtime, f"could not reach {where(request)} ({type(exc).__name__})")
 
     def delay(self, error: ModelsError, attempt: int) -> float | None:
@@ -142,7 +151,7 @@ class Models:
         for attempt in itertools.count(1):
             try:
                 response = http.send(request)
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 error = self._policy.failed(runtime, request, exc)
             else:
                 if response.is_success:
@@ -188,7 +197,7 @@ class AsyncModels:
         for attempt in itertools.count(1):
             try:
                 response = await http.send(request)
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 error = self._policy.failed(runtime, request, exc)
             else:
                 if response.is_success:

@@ -86,7 +86,9 @@ def resolve_options(
         named = "CURSOR_API_VERSION" if version_source == "CURSOR_API_VERSION" else "cursor_api_version="
         raise ValueError(f"{named} must be one of {', '.join(CURSOR_API_VERSIONS)}, not {version!r}")
     return Options(
-        anthropic_base_url=url(anthropic_base_url, "anthropic_base_url", "ANTHROPIC_BASE_URL", DEFAULT_ANTHROPIC_BASE_URL),
+        anthropic_base_url=url(
+            anthropic_base_url, "anthropic_base_url", "ANTHROPIC_BASE_URL", DEFAULT_ANTHROPIC_BASE_URL
+        ),
         anthropic_api_key=pick(anthropic_api_key, "ANTHROPIC_API_KEY", None)[0],
         anthropic_version=anthropic_version or DEFAULT_ANTHROPIC_VERSION,
         cursor_base_url=url(cursor_base_url, "cursor_base_url", "CURSOR_BASE_URL", DEFAULT_CURSOR_BASE_URL),

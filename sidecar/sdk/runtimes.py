@@ -209,7 +209,8 @@ def listing_for(runtime: str, options: Options, limit: int | None) -> Listing:
         headers = {"anthropic-version": options.anthropic_version}
         if options.anthropic_api_key:
             headers["x-api-key"] = options.anthropic_api_key
-        endpoint = Endpoint(runtime, options.anthropic_base_url, headers, _unless(options.anthropic_api_key, "ANTHROPIC_API_KEY"))
+        key_variable = _unless(options.anthropic_api_key, "ANTHROPIC_API_KEY")
+        endpoint = Endpoint(runtime, options.anthropic_base_url, headers, key_variable)
         return list_anthropic_shape(endpoint, limit)
     if name == "cursor":
         return list_cursor(runtime, options, limit)
@@ -242,7 +243,9 @@ def list_anthropic_shape(endpoint: Endpoint, limit: int | None) -> Listing:
         if not page.has_more or enough:
             return first(collected, limit, more=page.has_more)
         if page.last_id is None or page.last_id in asked_after:
-            raise MalformedResponseError(endpoint.runtime, "has_more is true but the list does not move on past last_id")
+            raise MalformedResponseError(
+                endpoint.runtime, "has_more is true but the list does not move on past last_id"
+            )
         asked_after.add(page.last_id)
         after_id = page.last_id
 

@@ -138,7 +138,8 @@ def test_cursor_v1_items_become_anthropic_models(cursor_server: FakeRuntime) -> 
 
 
 def test_cursor_v0_ids_when_v1_is_not_there() -> None:
-    with running(FakeRuntime("cursor", ["claude-4-sonnet-thinking", "o3", "gpt-5"], key=KEY, versions=("v0",))) as server:
+    ids = ["claude-4-sonnet-thinking", "o3", "gpt-5"]
+    with running(FakeRuntime("cursor", ids, key=KEY, versions=("v0",))) as server:
         listed = models(env={}, cursor_api_key=KEY, cursor_base_url=server.url).list("cursor", limit=2)
     assert [s.path for s in server.seen] == ["/v1/models", "/v0/models"]
     assert server.seen[1].headers["authorization"] == f"Bearer {KEY}"
@@ -172,6 +173,8 @@ ERROR_ANSWERS = [
                  id="400"),
     pytest.param(Canned(200, b"<html>proxy login</html>"), MalformedResponseError, "not JSON", id="html"),
     pytest.param(Canned(200, b'{"data": [{"id": "x"'), MalformedResponseError, "not JSON", id="truncated-json"),
+    pytest.param(Canned(200, b"not gzip", {"Content-Encoding": "gzip"}), MalformedResponseError,
+                 "could not be decoded", id="bad-encoding"),
     pytest.param(Canned(200, {"models": ["x"]}), MalformedResponseError, "'data' list", id="wrong-shape"),
     pytest.param(Canned(200, {"data": [], "has_more": "yes"}), MalformedResponseError, "has_more", id="bad-has-more"),
 ]
