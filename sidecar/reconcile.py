@@ -66,7 +66,6 @@ class Reconciler:
         self._written_text: str | None = None
         self._written_state: tuple[str, str] | None = None
         self._lock = anyio.Lock()
-        self.writes = 0
         self.last_poll_ok: bool | None = None
         self._wake = anyio.Event()
         self._base_dirty = False
@@ -152,7 +151,6 @@ class Reconciler:
         if text != self._written_text:
             await anyio.to_thread.run_sync(write_atomically, self.paths.config, text)
             self._written_text = text
-            self.writes += 1
             log.info("opencode.config_written", path=str(self.paths.config), models=len(catalog))
             self._listener.config_written(rendered_model_ids(config, self._settings.provider_id))
         self.gateway_catalog = gateway

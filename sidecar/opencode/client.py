@@ -32,10 +32,6 @@ class OpencodeClient:
             transport=transport,
         )
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        return self._http
-
     async def aclose(self) -> None:
         await self._http.aclose()
 
