@@ -111,10 +111,10 @@ def test_resolve_in_another_directory_while_one_generates(sidecar: SidecarProces
         worker = threading.Thread(target=generate)
         worker.start()
         sidecar.wait_for(lambda: busy_sessions(opencode, busy_dir), 30, "the slow prompt to start")
-        started = time.monotonic()
         resolved = client.post("/v1/models/resolve", json={"model": "openai/resolved-while-busy", "directory": other_dir})
         assert resolved.status_code == 200, resolved.text
-        assert time.monotonic() - started < 15, "an idle directory gets the model at once"
+        # It answered without waiting for the busy directory: that prompt still generates.
+        assert busy_sessions(opencode, busy_dir), "the resolve should not have waited for the busy directory"
         other_session = create_session(opencode, other_dir)
         assert answer_text(prompt(opencode, other_session, other_dir, "litellm/openai/resolved-while-busy")) == "wildcard answer"
         assert busy_sessions(opencode, busy_dir), "the slow prompt should still be generating"
