@@ -12,6 +12,7 @@ import structlog
 
 from sidecar.backoff import retry_delay
 from sidecar.catalog import Catalog
+from sidecar.reasons import server_reason
 from sidecar.gateway.openai_list import MalformedModelList, parse_model_list
 from sidecar.settings import Settings
 
@@ -31,10 +32,6 @@ class _Retryable(GatewayError):
 
 class ModelRejected(GatewayError):
     """The gateway refused a probe request for a model; the message carries its reason."""
-
-
-# The longest part of a gateway's error message passed on to a caller.
-MAX_REASON = 300
 
 
 class GatewayClient:
@@ -118,18 +115,7 @@ class GatewayClient:
         if response.is_success:
             return
         if 400 <= response.status_code < 500:
-            raise ModelRejected(f"the gateway rejected model {model_id!r}: {_reason(response)}")
+            reason = server_reason(response, self._settings.secrets()) or f"HTTP {response.status_code}"
+            raise ModelRejected(f"the gateway rejected model {model_id!r}: {reason}")
         raise GatewayError(f"the gateway answered HTTP {response.status_code} to a probe of {model_id!r}")
 
-
-def _reason(response: httpx.Response) -> str:
-    """The gateway's own error message (OpenAI and LiteLLM shapes), or its status."""
-    try:
-        error = response.json().get("error")
-        message = error.get("message") if isinstance(error, dict) else error
-    except (ValueError, AttributeError):
-        message = None
-    if not isinstance(message, str) or not message.strip():
-        return f"HTTP {response.status_code}"
-    message = " ".join(message.split())
-    return message[:MAX_REASON] + ("..." if len(message) > MAX_REASON else "")

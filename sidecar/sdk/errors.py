@@ -5,14 +5,13 @@ Messages are safe to print and log: they name the runtime and what happened, nev
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from typing import Any
 
 import httpx
 
+from sidecar.reasons import server_reason
+
 # The longest part of a server's own error message passed on to a caller.
-MAX_REASON = 300
 
 
 class ModelsError(Exception):
@@ -66,26 +65,6 @@ def error_for_status(
     if status >= 500 or status == 408:
         return UnavailableError(runtime, f"the server failed ({detail})", status=status)
     return ModelsError(runtime, f"unexpected answer ({detail})", status=status)
-
-
-def server_reason(response: httpx.Response, secrets: Iterable[str] = ()) -> str | None:
-    """The server's own error message: Anthropic's and Cursor's `{"error": {"message"}}`, OpenAI's too.
-
-    A server may echo what it was sent, so every known secret is blanked out of it.
-    """
-    try:
-        body: Any = json.loads(response.content)
-    except (ValueError, RecursionError):
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error
-    if not isinstance(message, str) or not message.strip():
-        return None
-    message = " ".join(message.split())
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
-    return message[:MAX_REASON] + ("..." if len(message) > MAX_REASON else "")
 
 
 def where(request: httpx.Request) -> str:
