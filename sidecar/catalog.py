@@ -47,13 +47,13 @@ class ModelList(BaseModel):
 
 
 def invalid_model_id_reason(model_id: object) -> str | None:
-    """Why a name cannot be a model id, or None when it can."""
+    """Why a name cannot be a model id ("is empty", ...), or None when it can."""
     if not isinstance(model_id, str):
-        return "not a string"
+        return "is not a string"
     if not model_id.strip():
-        return "empty"
+        return "is empty"
     if len(model_id) > MAX_MODEL_ID_LENGTH:
-        return f"longer than {MAX_MODEL_ID_LENGTH} characters"
+        return f"is longer than {MAX_MODEL_ID_LENGTH} characters"
     if not model_id.isprintable():
         return "contains control characters"
     return None

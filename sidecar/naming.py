@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sidecar.catalog import MAX_MODEL_ID_LENGTH
+from sidecar.catalog import invalid_model_id_reason
 
 # opencode expands these anywhere in its config text; a model name must never carry one in.
 SUBSTITUTION = re.compile(r"\{(env|file):", re.IGNORECASE)
@@ -32,12 +32,9 @@ class ModelRef:
 def check_model_name(name: object, what: str = "model") -> str:
     if not isinstance(name, str):
         raise InvalidModelName(f"{what} must be a string")
-    if not name.strip():
-        raise InvalidModelName(f"{what} is empty")
-    if len(name) > MAX_MODEL_ID_LENGTH:
-        raise InvalidModelName(f"{what} is longer than {MAX_MODEL_ID_LENGTH} characters")
-    if not name.isprintable():
-        raise InvalidModelName(f"{what} contains control characters")
+    reason = invalid_model_id_reason(name)
+    if reason is not None:
+        raise InvalidModelName(f"{what} {reason}")
     if SUBSTITUTION.search(name):
         raise InvalidModelName(f"{what} contains an opencode substitution pattern ({{env:...}} or {{file:...}})")
     return name
