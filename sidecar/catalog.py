@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +14,21 @@ from pydantic import BaseModel, ConfigDict, Field
 UNKNOWN_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 MAX_MODEL_ID_LENGTH = 256
+
+# The modalities opencode's config accepts; any other value makes it reject the whole file.
+Modality = Literal["text", "audio", "image", "video", "pdf"]
+MODALITIES: frozenset[str] = frozenset(Modality.__args__)  # type: ignore[attr-defined]
+
+
+class ModelCost(BaseModel):
+    """Price in US dollars per million tokens, as opencode's `cost` field holds it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
 
 
 class ModelInfo(BaseModel):
@@ -31,10 +46,17 @@ class ModelInfo(BaseModel):
     lifecycle: Literal["active", "deprecated", "retired"] = "active"
     # Not listed by the gateway: registered because an agent asked for it.
     registered: bool = False
+    # What the gateway publishes beyond the Anthropic shape; None where it doesn't say.
+    cost: ModelCost | None = None
+    input_modalities: tuple[Modality, ...] | None = None
+    output_modalities: tuple[Modality, ...] | None = None
+    tool_call: bool | None = None
+    reasoning: bool | None = None
+    release_date: date | None = None
 
-    def identity(self) -> tuple[object, ...]:
+    def identity(self) -> str:
         """What makes two records the same model for opencode: everything but the volatile date."""
-        return (self.id, self.display_name, self.max_input_tokens, self.max_tokens, self.registered)
+        return self.model_dump_json(exclude={"created_at"})
 
 
 class ModelList(BaseModel):
