@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 import anyio
 
 from sidecar.catalog import ModelList
+from sidecar.gateway.client import GatewayClient, GatewayError
 from sidecar.log import configure_logging
 from sidecar.opencode.child import OpencodeStartError
+from sidecar.opencode.config import BaseConfigError, dump_config, load_base_config
+from sidecar.reconcile import Reconciler, StatePaths
 from sidecar.sdk import RUNTIMES, ModelsError, models
-from sidecar.settings import SettingsError, load_settings
+from sidecar.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from sidecar.supervisor import Sidecar, StartError
 
 EXIT_SETTINGS = 2
@@ -23,9 +28,14 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def run() -> int:
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {"config": args.config} if args.config is not None else {}
+    return load_settings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings()
+        settings = _settings(args)
     except SettingsError as exc:
         return _fail(str(exc), EXIT_SETTINGS)
     configure_logging(settings.log_level, settings.secrets())
@@ -45,6 +55,52 @@ def run() -> int:
             raise
         return _fail(str(_first_leaf(failed)), EXIT_START)
     return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    """`opencode-sidecar render`: print the opencode config the sidecar would write now."""
+    try:
+        settings = _settings(args)
+        base = load_base_config(settings.base_config)
+    except SettingsError as exc:
+        return _fail(str(exc), EXIT_SETTINGS)
+    except BaseConfigError as exc:
+        return _fail(f"{ENV_PREFIX}BASE_CONFIG: {exc}", EXIT_SETTINGS)
+    configure_logging("debug" if args.verbose else "error", settings.secrets(), stream=sys.stderr)
+    failed = anyio.run(_render, settings, base)
+    return EXIT_START if failed else 0
+
+
+async def _render(settings: Settings, base: dict[str, Any]) -> bool:
+    clients = {gateway.id: GatewayClient(gateway, settings) for gateway in settings.gateways}
+    # Reads the saved lists and registered models; writes nothing.
+    reconciler = Reconciler(settings, clients, _NoListener(), StatePaths(settings.state_dir), base)
+    failed = False
+    try:
+        for gateway_id, client in clients.items():
+            try:
+                reconciler.gateways[gateway_id].catalog = await client.fetch_catalog()
+            except GatewayError as exc:
+                failed = True
+                kept = len(reconciler.gateways[gateway_id].catalog)
+                print(
+                    f"opencode-sidecar: gateway {gateway_id}: {exc}; showing its {kept} saved models",
+                    file=sys.stderr,
+                )
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    text = dump_config(reconciler.render())
+    # The sidecar's own part names secrets only by variable; the operator's file might not.
+    for secret in settings.secrets():
+        text = text.replace(secret, "[redacted]")
+    print(text)
+    return failed
+
+
+class _NoListener:
+    def config_written(self, expected: dict[str, set[str]]) -> None:
+        pass
 
 
 def list_models(args: argparse.Namespace) -> int:
@@ -129,7 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Settings come from SIDECAR_* environment variables; see the README.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="start opencode and keep its models in step with the gateway")
+    running = commands.add_parser("run", help="start opencode and keep its models in step with the gateways")
+    running.add_argument("--config", type=Path, help="a TOML file of [[gateways]] (over SIDECAR_CONFIG)")
+    rendering = commands.add_parser(
+        "render",
+        help="print the opencode config the sidecar would write, keys shown only as references",
+        description="Read every gateway once and print the opencode config the sidecar would write. "
+        "A gateway that can't be read shows its saved models (exit 1).",
+    )
+    rendering.add_argument("--config", type=Path, help="a TOML file of [[gateways]] (over SIDECAR_CONFIG)")
+    rendering.add_argument("--verbose", action="store_true", help="log what the gateways answered on stderr")
     listing = commands.add_parser(
         "models",
         help="list a runtime's models in the Anthropic Models API shape",
@@ -146,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--verbose", action="store_true", help="log retries and skipped entries on stderr")
     args = parser.parse_args(argv)
     if args.command == "run":
-        return run()
+        return run(args)
+    if args.command == "render":
+        return render(args)
     if args.command == "models":
         return list_models(args)
     return 2

@@ -60,16 +60,17 @@ def normalise_model(
     *,
     default_provider: str,
     managed_providers: Collection[str],
-    known_ids: Collection[str],
+    owners: Mapping[str, str],
     aliases: Mapping[str, str] | None = None,
 ) -> ModelRef:
     """Resolve a requested model, in this order:
 
     1. an alias is expanded;
     2. `provider/model` whose provider the sidecar manages stays as it is;
-    3. a whole string that is a known gateway id (ids may contain `/`) joins the default provider;
-    4. a prefix naming another provider is dropped when the rest is a known gateway id;
-    5. anything else goes through the gateway as `<default provider>/<whole string>`.
+    3. a whole string that a gateway lists (ids may contain `/`) joins that gateway, the first
+       in `owners` (model id -> provider) when several list it;
+    4. a prefix naming another provider is dropped when the rest is a listed id;
+    5. anything else goes through the default gateway as `<default provider>/<whole string>`.
     """
     name = requested_name(requested)
     if aliases and name in aliases:
@@ -77,8 +78,8 @@ def normalise_model(
     provider, slash, rest = name.partition("/")
     if slash and rest and provider in managed_providers:
         return ModelRef(provider, rest)
-    if name in known_ids:
-        return ModelRef(default_provider, name)
-    if slash and rest in known_ids:
-        return ModelRef(default_provider, rest)
+    if name in owners:
+        return ModelRef(owners[name], name)
+    if slash and rest in owners:
+        return ModelRef(owners[rest], rest)
     return ModelRef(default_provider, name)

@@ -1,7 +1,11 @@
-"""The sync loop: poll the gateway, keep the last good catalog, render and write opencode's config."""
+"""The sync loop: poll each gateway, keep its last good catalog, render and write opencode's config."""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -10,6 +14,7 @@ import structlog
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.gateway.client import GatewayError
+from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
     BaseConfigError,
     dump_config,
@@ -28,96 +33,176 @@ class CatalogSource(Protocol):
 
 
 class ConfigListener(Protocol):
-    def config_written(self, expected_model_ids: set[str]) -> None: ...
+    def config_written(self, expected: dict[str, set[str]]) -> None: ...
 
 
 class StatePaths:
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.config = state_dir / "opencode.json"
-        self.catalog = state_dir / "catalog.json"  # the gateway's last good list
         self.registered = state_dir / "registered.json"  # models registered on request
+        self.legacy_catalog = state_dir / "catalog.json"  # one gateway's list, before several
+
+    def catalog(self, gateway_id: str) -> Path:
+        """A gateway's last good list."""
+        return self.state_dir / f"catalog-{gateway_id}.json"
+
+
+@dataclass
+class GatewayState:
+    catalog: Catalog  # the last good list
+    last_poll_ok: bool | None = None
+    last_error: str | None = None
+    last_success: float | None = None  # unix time
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "models": len(self.catalog),
+            "last_poll_ok": self.last_poll_ok,
+            "last_error": self.last_error,
+            "last_success": self.last_success,
+        }
+
+
+def public_id(ref: ModelRef, default_provider: str) -> str:
+    """The id `/v1/models` lists: bare for the first gateway, `provider/model` for the others,
+    so that every listed id names one model and resolves back to it."""
+    return ref.model_id if ref.provider_id == default_provider else str(ref)
 
 
 class Reconciler:
     """The one writer of opencode's config file and of the sidecar's saved state.
 
-    The catalog it serves is the gateway's last good list plus the models registered because
-    an agent asked for them; a registered model leaves that set once the gateway lists it.
+    Each gateway's models are its last good list plus the models registered for it because an
+    agent asked for them; a registered model leaves that set once its gateway lists it.
     """
 
     def __init__(
         self,
         settings: Settings,
-        source: CatalogSource,
+        sources: Mapping[str, CatalogSource],
         listener: ConfigListener,
         paths: StatePaths,
         base_config: dict[str, Any],
     ) -> None:
         self._settings = settings
-        self._source = source
+        self._sources = sources
         self._listener = listener
         self.paths = paths
         self.base_config = base_config
-        self.gateway_catalog = _load_catalog(paths.catalog)
-        self.registered = {
-            m.id: m.model_copy(update={"registered": True}) for m in _load_catalog(paths.registered)
-        }
-        self.catalog = self._combined(self.gateway_catalog)
+        self.default_provider = settings.default_provider
+        self.gateways = {g.id: GatewayState(self._load_saved_list(g.id)) for g in settings.gateways}
+        self.registered = self._load_registered()
         self._written_text: str | None = None
-        self._written_state: tuple[str, str] | None = None
+        self._written_state: dict[Path, str] = {}
         self._lock = anyio.Lock()
-        self.last_poll_ok: bool | None = None
         self._wake = anyio.Event()
         self._base_dirty = False
+        self._refresh_views()
 
-    def _combined(self, gateway: Catalog) -> Catalog:
-        extra = [m for model_id, m in self.registered.items() if model_id not in gateway]
-        return Catalog([*gateway, *extra])
+    # --- what the API and the resolver read ---------------------------------------------------
 
-    async def poll_once(self) -> bool:
-        """One poll; True when the catalog changed. Any failure keeps the last good catalog."""
+    @property
+    def last_poll_ok(self) -> bool | None:
+        """False when any gateway's last poll failed, None before the first poll."""
+        outcomes = [state.last_poll_ok for state in self.gateways.values()]
+        if any(ok is False for ok in outcomes):
+            return False
+        return True if all(ok for ok in outcomes) else None
+
+    def ref_of(self, listed_id: str) -> ModelRef | None:
+        """The opencode model behind an id of `/v1/models`."""
+        return self._refs.get(listed_id)
+
+    def model(self, ref: ModelRef) -> ModelInfo | None:
+        """The listed record of a gateway's model, as `/v1/models` shows it."""
+        return self.catalog.get(public_id(ref, self.default_provider))
+
+    def provider_catalog(self, provider_id: str) -> Catalog:
+        """A gateway's models as opencode gets them: its list and the models registered for it."""
+        listed = self.gateways[provider_id].catalog
+        extra = [m for model_id, m in self.registered.get(provider_id, {}).items() if model_id not in listed]
+        return Catalog([*listed, *extra])
+
+    def _refresh_views(self) -> None:
+        records: dict[str, ModelInfo] = {}
+        refs: dict[str, ModelRef] = {}
+        owners: dict[str, str] = {}
+        # The first gateway first: a qualified id of another gateway wins a clash with it.
+        for gateway in self._settings.gateways:
+            for model in self.provider_catalog(gateway.id):
+                ref = ModelRef(gateway.id, model.id)
+                listed = public_id(ref, self.default_provider)
+                records[listed] = model.model_copy(update={"id": listed})
+                refs[listed] = ref
+                owners.setdefault(model.id, gateway.id)
+        self.catalog = Catalog(records.values())
+        self._refs = refs
+        # Bare model id -> the first gateway (in the operator's order) that has it.
+        self.owners = owners
+
+    # --- polling ------------------------------------------------------------------------------
+
+    async def poll_all(self) -> None:
+        async with anyio.create_task_group() as group:
+            for gateway_id in self.gateways:
+                group.start_soon(self.poll_once, gateway_id)
+
+    async def poll_once(self, gateway_id: str | None = None) -> bool:
+        """One poll of one gateway (the first by default); True when its list changed.
+        Any failure keeps its last good list and touches no other gateway."""
+        gateway_id = gateway_id or self.default_provider
+        state = self.gateways[gateway_id]
         try:
-            catalog = await self._source.fetch_catalog()
+            catalog = await self._sources[gateway_id].fetch_catalog()
         except GatewayError as exc:
-            self.last_poll_ok = False
-            log.warning("gateway.poll_failed", error=str(exc), kept_models=len(self.catalog))
+            state.last_poll_ok, state.last_error = False, str(exc)
+            log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
             return False
-        self.last_poll_ok = True
         if not len(catalog):
-            log.warning("gateway.list_empty", kept_models=len(self.catalog))
+            state.last_poll_ok, state.last_error = False, "the gateway listed no chat models"
+            log.warning("gateway.list_empty", gateway=gateway_id, kept_models=len(state.catalog))
             return False
-        if catalog.same_models(self.gateway_catalog) and self._written_text is not None:
-            log.debug("gateway.unchanged", models=len(catalog))
+        state.last_poll_ok, state.last_error, state.last_success = True, None, time.time()
+        if catalog.same_models(state.catalog) and self._written_text is not None:
+            log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
             return False
-        added = len(set(catalog.ids) - set(self.gateway_catalog.ids))
-        removed = len(set(self.gateway_catalog.ids) - set(catalog.ids))
-        log.info("catalog.changed", models=len(catalog), added=added, removed=removed)
+        added = len(set(catalog.ids) - set(state.catalog.ids))
+        removed = len(set(state.catalog.ids) - set(catalog.ids))
+        log.info("catalog.changed", gateway=gateway_id, models=len(catalog), added=added, removed=removed)
         async with self._lock:
-            now_listed = [model_id for model_id in self.registered if model_id in catalog]
+            registered = self.registered.get(gateway_id, {})
+            now_listed = [model_id for model_id in registered if model_id in catalog]
             for model_id in now_listed:
-                del self.registered[model_id]
+                del registered[model_id]
             if now_listed:
-                log.info("registry.now_listed", models=now_listed)
-            await self._publish(catalog)
+                log.info("registry.now_listed", gateway=gateway_id, models=now_listed)
+            state.catalog = catalog
+            await self._publish()
         return True
 
-    async def register(self, model_id: str) -> ModelInfo:
-        """Add a model the gateway doesn't list; one write however many ask at once."""
+    # --- the registry -------------------------------------------------------------------------
+
+    async def register(self, ref: ModelRef) -> ModelInfo:
+        """Add a model its gateway doesn't list; one write however many ask at once."""
         async with self._lock:
-            known = self.catalog.get(model_id)
+            known = self.model(ref)
             if known is not None:
                 return known
-            model = ModelInfo(id=model_id, display_name=model_id, registered=True)
-            self.registered[model_id] = model
-            log.info("registry.registered", model=model_id)
-            await self._publish(self.gateway_catalog)
-            return model
+            model = ModelInfo(id=ref.model_id, display_name=ref.model_id, registered=True)
+            self.registered.setdefault(ref.provider_id, {})[ref.model_id] = model
+            log.info("registry.registered", gateway=ref.provider_id, model=ref.model_id)
+            await self._publish()
+            return self.model(ref) or model
 
-    async def unregister(self, model_id: str) -> None:
+    async def unregister(self, listed_id: str) -> None:
         async with self._lock:
-            if self.registered.pop(model_id, None) is not None:
-                log.info("registry.removed", model=model_id)
-                await self._publish(self.gateway_catalog)
+            ref = self.ref_of(listed_id)
+            if ref is not None and self.registered.get(ref.provider_id, {}).pop(ref.model_id, None) is not None:
+                log.info("registry.removed", gateway=ref.provider_id, model=ref.model_id)
+                await self._publish()
+
+    # --- the operator's config ----------------------------------------------------------------
 
     def reload_base_config(self) -> bool:
         try:
@@ -129,59 +214,109 @@ class Reconciler:
         self.base_config = base
         return changed
 
-    async def publish(self) -> None:
-        async with self._lock:
-            await self._publish(self.gateway_catalog)
-
-    async def _publish(self, gateway: Catalog) -> None:
-        """Render the config; write it and tell the applier only when the text changed.
-
-        The new catalog is served only once its config is written and the applier told, so
-        `/v1/models` never lists a model that `/readyz` would call applied before it is.
-        """
-        catalog = self._combined(gateway)
-        config = render_config(catalog, self._settings, self.base_config)
-        text = dump_config(config) + "\n"
-        state = (gateway.to_json(), Catalog(self.registered.values()).to_json())
-        if state != self._written_state:
-            # The saved lists can change while the config stays the same (a registered model
-            # that the gateway now lists).
-            await anyio.to_thread.run_sync(self._write_state, state)
-            self._written_state = state
-        if text != self._written_text:
-            await anyio.to_thread.run_sync(write_atomically, self.paths.config, text)
-            self._written_text = text
-            log.info("opencode.config_written", path=str(self.paths.config), models=len(catalog))
-            self._listener.config_written(rendered_model_ids(config, self._settings.provider_id))
-        self.gateway_catalog = gateway
-        self.catalog = catalog
-
-    def _write_state(self, state: tuple[str, str]) -> None:
-        write_atomically(self.paths.catalog, state[0])
-        write_atomically(self.paths.registered, state[1])
-
     def base_config_changed(self) -> None:
         """Called by the file watcher; the change is applied by `run()`."""
         self._base_dirty = True
         self._wake.set()
 
+    # --- writing ------------------------------------------------------------------------------
+
+    def render(self) -> dict[str, Any]:
+        catalogs = {gateway_id: self.provider_catalog(gateway_id) for gateway_id in self.gateways}
+        return render_config(catalogs, self._settings, self.base_config)
+
+    async def publish(self) -> None:
+        async with self._lock:
+            await self._publish()
+
+    async def _publish(self) -> None:
+        """Render the config; write it and tell the applier only when the text changed.
+
+        The new catalog is served only once its config is written and the applier told, so
+        `/v1/models` never lists a model that `/readyz` would call applied before it is.
+        """
+        config = self.render()
+        text = dump_config(config) + "\n"
+        state = {self.paths.catalog(gid): s.catalog.to_json() for gid, s in self.gateways.items()}
+        state[self.paths.registered] = json.dumps(
+            {gid: json.loads(Catalog(models.values()).to_json()) for gid, models in self.registered.items() if models},
+            indent=1,
+        )
+        changed = {path: content for path, content in state.items() if self._written_state.get(path) != content}
+        if changed:
+            # The saved lists can change while the config stays the same (a registered model
+            # that the gateway now lists).
+            await anyio.to_thread.run_sync(_write_files, changed)
+            self._written_state.update(changed)
+        if text != self._written_text:
+            await anyio.to_thread.run_sync(write_atomically, self.paths.config, text)
+            self._written_text = text
+            models = sum(len(ids) for ids in rendered_model_ids(config, list(self.gateways)).values())
+            log.info("opencode.config_written", path=str(self.paths.config), models=models)
+            self._listener.config_written(rendered_model_ids(config, list(self.gateways)))
+        self._refresh_views()
+
+    # --- the loops ----------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Poll every `poll_interval`; re-render at once when the operator's config changes."""
-        while True:
-            with anyio.move_on_after(self._settings.poll_interval) as scope:
+        """Poll each gateway at its own interval; re-render at once when the operator's config changes."""
+        async with anyio.create_task_group() as group:
+            for gateway in self._settings.gateways:
+                group.start_soon(self._poll_forever, gateway.id, gateway.poll_interval)
+            while True:
                 await self._wake.wait()
-            self._wake = anyio.Event()
-            if self._base_dirty:
-                self._base_dirty = False
-                if self.reload_base_config():
-                    log.info("base_config.changed", path=str(self._settings.base_config))
-                    await self.publish()
-            if scope.cancelled_caught:
-                await self.poll_once()
+                self._wake = anyio.Event()
+                if self._base_dirty:
+                    self._base_dirty = False
+                    if self.reload_base_config():
+                        log.info("base_config.changed", path=str(self._settings.base_config))
+                        await self.publish()
+
+    async def _poll_forever(self, gateway_id: str, interval: float) -> None:
+        while True:
+            await anyio.sleep(interval)
+            await self.poll_once(gateway_id)
+
+    # --- saved state --------------------------------------------------------------------------
+
+    def _load_saved_list(self, gateway_id: str) -> Catalog:
+        """A list saved by an earlier run, so that a gateway down at start loses nothing."""
+        path = self.paths.catalog(gateway_id)
+        if not path.exists() and gateway_id == self.default_provider:
+            path = self.paths.legacy_catalog
+        return _load_catalog(path)
+
+    def _load_registered(self) -> dict[str, dict[str, ModelInfo]]:
+        try:
+            saved = json.loads(self.paths.registered.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("state.unreadable", path=str(self.paths.registered), error=type(exc).__name__)
+            return {}
+        # Before several gateways the file was one list, for the only gateway.
+        by_gateway = {self.default_provider: saved} if isinstance(saved, list) else saved
+        registered: dict[str, dict[str, ModelInfo]] = {}
+        if not isinstance(by_gateway, dict):
+            return registered
+        for gateway_id, models in by_gateway.items():
+            if gateway_id not in self.gateways or not isinstance(models, list):
+                continue
+            try:
+                catalog = Catalog(ModelInfo.model_validate(item) for item in models)
+            except ValueError:
+                log.warning("state.unreadable", path=str(self.paths.registered), gateway=gateway_id)
+                continue
+            registered[gateway_id] = {m.id: m.model_copy(update={"registered": True}) for m in catalog}
+        return registered
+
+
+def _write_files(files: dict[Path, str]) -> None:
+    for path, content in files.items():
+        write_atomically(path, content)
 
 
 def _load_catalog(path: Path) -> Catalog:
-    """A saved list from an earlier run, so that a gateway down at start loses nothing."""
     try:
         return Catalog.from_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -4,6 +4,7 @@ and wait until opencode can use it in the agent's directory."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,26 +50,30 @@ class Resolver:
         settings: Settings,
         reconciler: Reconciler,
         applier: Applier,
-        gateway: GatewayClient,
+        gateways: Mapping[str, GatewayClient],
     ) -> None:
         self._settings = settings
         self._reconciler = reconciler
         self._applier = applier
-        self._gateway = gateway
+        self._gateways = gateways
+        # A gateway's aliases name its own models; SIDECAR_MODEL_ALIASES any name at all.
+        self._aliases = {
+            alias: f"{gateway.id}/{target}" for gateway in settings.gateways for alias, target in gateway.aliases.items()
+        } | settings.model_aliases
 
     def managed_providers(self) -> set[str]:
         """Ours, and those the operator configured: names in these stay as they are."""
         operator = self._reconciler.base_config.get("provider", {})
-        return {self._settings.provider_id, *(operator if isinstance(operator, dict) else ())}
+        return {*self._gateways, *(operator if isinstance(operator, dict) else ())}
 
     def normalise(self, requested: Any) -> ModelRef:
         try:
             return normalise_model(
                 requested,
-                default_provider=self._settings.provider_id,
+                default_provider=self._settings.default_provider,
                 managed_providers=self.managed_providers(),
-                known_ids=self._reconciler.catalog,
-                aliases=self._settings.model_aliases,
+                owners=self._reconciler.owners,
+                aliases=self._aliases,
             )
         except InvalidModelName as exc:
             raise ResolveError(400, str(exc)) from None
@@ -76,20 +81,21 @@ class Resolver:
     async def resolve(self, requested: Any, directory: str | None = None) -> Resolution:
         ref = self.normalise(requested)
         directory = check_directory(directory) if directory is not None else self._applier.default_directory
-        if ref.provider_id != self._settings.provider_id:
+        gateway = self._gateways.get(ref.provider_id)
+        if gateway is None:
             # The operator's own provider: opencode knows it from their config as it is.
             return Resolution(ModelInfo(id=ref.model_id, display_name=ref.model_id), ref)
-        model = self._reconciler.catalog.get(ref.model_id)
+        model = self._reconciler.model(ref)
         if model is None:
             if self._settings.probe_models:
                 try:
-                    await self._gateway.probe(ref.model_id)
+                    await gateway.probe(ref.model_id)
                 except ModelRejected as exc:
                     raise ResolveError(400, str(exc)) from None
                 except GatewayError as exc:
                     raise ResolveError(502, str(exc)) from None
-            model = await self._reconciler.register(ref.model_id)
-        if not await self._applier.wait_usable(directory, ref.model_id, self._settings.resolve_timeout):
+            model = await self._reconciler.register(ref)
+        if not await self._applier.wait_usable(directory, ref, self._settings.resolve_timeout):
             raise ResolveError(
                 409,
                 f"model {str(ref)!r} is registered, but directory {directory!r} was still generating "

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AnyHttpUrl,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -19,10 +20,18 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
-ENV_PREFIX = "SIDECAR_"
+from sidecar.gateway.config import (
+    Format,
+    Gateway,
+    GatewayConfigError,
+    api_base,
+    check_provider_id,
+    load_gateways_file,
+)
 
-# opencode provider ids end up in model names (`litellm/gpt-5`) and in the config file.
-PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+ENV_PREFIX = "SIDECAR_"
+# The shorthand gateway's key reaches opencode under this name; the file holds only the reference.
+API_KEY_ENV = "SIDECAR_GATEWAY_API_KEY"
 
 Seconds = Annotated[float, Field(ge=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -36,8 +45,10 @@ def _default_state_dir() -> Path:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
-    gateway_url: AnyHttpUrl
+    config: Path | None = None
+    gateway_url: AnyHttpUrl | None = None
     gateway_api_key: SecretStr | None = None
+    gateway_format: Format = "auto"
     gateway_timeout: Annotated[float, Field(gt=0)] = 10.0
     gateway_retries: Annotated[int, Field(ge=0, le=20)] = 3
     provider_id: str = "litellm"
@@ -66,21 +77,26 @@ class Settings(BaseSettings):
     stop_grace: Seconds = 10.0
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    _gateways: tuple[Gateway, ...] = PrivateAttr(default=())
+
     @field_validator("gateway_url")
     @classmethod
-    def _no_credentials_in_url(cls, url: AnyHttpUrl) -> AnyHttpUrl:
-        if url.username or url.password:
+    def _no_credentials_in_url(cls, url: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if url is not None and (url.username or url.password):
             raise ValueError("put the key in SIDECAR_GATEWAY_API_KEY, not in the URL")
         return url
 
     @field_validator("provider_id")
     @classmethod
     def _provider_id_shape(cls, value: str) -> str:
-        if not PROVIDER_ID.fullmatch(value):
-            raise ValueError(
-                "must be lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
-        return value
+        return check_provider_id(value)
+
+    @field_validator("config")
+    @classmethod
+    def _config_readable(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return path
 
     @field_validator("listen")
     @classmethod
@@ -144,6 +160,49 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_source_of_gateways(self) -> Settings:
+        if self.config is not None and self.gateway_url is not None:
+            raise ValueError(
+                f"set {ENV_PREFIX}GATEWAY_URL or the gateways of {ENV_PREFIX}CONFIG ({self.config}), not both"
+            )
+        if self.config is not None:
+            try:
+                self._gateways = load_gateways_file(self.config, default_poll_interval=self.poll_interval)
+            except GatewayConfigError as exc:
+                raise ValueError(f"{ENV_PREFIX}CONFIG: {exc}") from None
+        elif self.gateway_url is not None:
+            self._gateways = (self._shorthand_gateway(self.gateway_url),)
+        else:
+            raise ValueError(
+                f"{ENV_PREFIX}GATEWAY_URL: is required (or name a file of [[gateways]] in {ENV_PREFIX}CONFIG)"
+            )
+        return self
+
+    def _shorthand_gateway(self, url: AnyHttpUrl) -> Gateway:
+        key = self.gateway_api_key
+        return Gateway(
+            id=self.provider_id,
+            name=self.provider_name,
+            api_base=api_base(str(url)),
+            format=self.gateway_format,
+            npm="@ai-sdk/openai-compatible",
+            poll_interval=self.poll_interval,
+            api_key_env=API_KEY_ENV if key is not None else None,
+            api_key=key,
+            env_names=(API_KEY_ENV,) if key is not None else (),
+            secret_values=(key.get_secret_value(),) if key is not None and key.get_secret_value() else (),
+        )
+
+    @property
+    def gateways(self) -> tuple[Gateway, ...]:
+        """The gateways to follow, in the operator's order; the first is the default provider."""
+        return self._gateways
+
+    @property
+    def default_provider(self) -> str:
+        return self._gateways[0].id
+
     @property
     def listen_host(self) -> str:
         return split_listen(self.listen)[0]
@@ -152,17 +211,13 @@ class Settings(BaseSettings):
     def listen_port(self) -> int:
         return split_listen(self.listen)[1]
 
-    @property
-    def gateway_base(self) -> str:
-        return str(self.gateway_url).rstrip("/")
-
     def default_model_ref(self) -> str | None:
-        """`SIDECAR_DEFAULT_MODEL` as opencode's `provider/model`: a bare name joins our provider."""
+        """`SIDECAR_DEFAULT_MODEL` as opencode's `provider/model`: a bare name joins the first gateway."""
         if self.default_model is None:
             return None
-        if self.default_model.startswith(f"{self.provider_id}/"):
+        if any(self.default_model.startswith(f"{gateway.id}/") for gateway in self.gateways):
             return self.default_model
-        return f"{self.provider_id}/{self.default_model}"
+        return f"{self.default_provider}/{self.default_model}"
 
     def with_password(self) -> Settings:
         """These settings with an opencode password: the given one, or a fresh random one."""
@@ -173,7 +228,10 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, so that logs and forwarded answers can scrub them wherever they turn up."""
         values = [self.gateway_api_key, self.opencode_password, self.api_key]
-        return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
+        for gateway in self.gateways:
+            found.extend(gateway.secret_values)
+        return list(dict.fromkeys(found))
 
 
 def split_listen(value: str) -> tuple[str, int]:
@@ -203,9 +261,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         field = str(error["loc"][0]) if error["loc"] else ""
-        name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "missing":
             message = "is required"
-        problems.append(f"{name}: {message}")
+        # A check across settings names its variables itself.
+        problems.append(f"{ENV_PREFIX}{field.upper()}: {message}" if field else message)
     return "; ".join(problems)

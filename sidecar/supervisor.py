@@ -48,13 +48,13 @@ class Sidecar:
             raise StartError(
                 f"{ENV_PREFIX}STATE_DIR: cannot create {self.settings.state_dir}: {exc.strerror}"
             ) from None
-        self.gateway = GatewayClient(self.settings)
+        self.gateways = {gateway.id: GatewayClient(gateway, self.settings) for gateway in self.settings.gateways}
         self.opencode = OpencodeClient(self.settings)
         self.paths = StatePaths(self.settings.state_dir)
         self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
         self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
-        self.reconciler = Reconciler(self.settings, self.gateway, self.applier, self.paths, base)
-        self.resolver = Resolver(self.settings, self.reconciler, self.applier, self.gateway)
+        self.reconciler = Reconciler(self.settings, self.gateways, self.applier, self.paths, base)
+        self.resolver = Resolver(self.settings, self.reconciler, self.applier, self.gateways)
         assert self.settings.opencode_password is not None
         self.passthrough = Passthrough(
             self.opencode.base_url,
@@ -74,6 +74,10 @@ class Sidecar:
             "catalog_applied": self.applier.applied,
             "models": len(self.reconciler.catalog),
             "last_poll_ok": self.reconciler.last_poll_ok,
+            "gateways": {
+                gateway_id: {**state.report(), "format": self.gateways[gateway_id].detected_format}
+                for gateway_id, state in self.reconciler.gateways.items()
+            },
         }
         return {"ready": self.child.healthy and self.applier.applied, **report}
 
@@ -93,13 +97,17 @@ class Sidecar:
             api_key=api_key,
         )
         self.api = ApiServer(create_app(view), sock)
-        log.info("sidecar.starting", listen=f"{host}:{port}", gateway=self.settings.gateway_base)
+        log.info(
+            "sidecar.starting",
+            listen=f"{host}:{port}",
+            gateways={gateway.id: gateway.api_base for gateway in self.settings.gateways},
+        )
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._stop_on_signal, group.cancel_scope)
                 # The API first: /livez answers while a slow gateway holds up the first poll.
                 group.start_soon(self.api.run_until_stopped)
-                await self.reconciler.poll_once()
+                await self.reconciler.poll_all()
                 await self.reconciler.publish()
                 await group.start(self.child.run)
                 group.start_soon(self.applier.run)
@@ -110,7 +118,8 @@ class Sidecar:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.child.stop()
-                await self.gateway.aclose()
+                for gateway in self.gateways.values():
+                    await gateway.aclose()
                 await self.opencode.aclose()
                 await self.passthrough.aclose()
                 sock.close()

@@ -1,10 +1,11 @@
-"""Polls a gateway's model list over HTTP, with timeouts and retries."""
+"""Polls one gateway's model list over HTTP, in its own format, with timeouts and retries."""
 
 from __future__ import annotations
 
 import json
 import random
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import httpx
@@ -12,14 +13,29 @@ import structlog
 
 from sidecar.backoff import retry_delay
 from sidecar.catalog import Catalog
+from sidecar.gateway.config import Gateway
+from sidecar.gateway.formats import (
+    MalformedModelList,
+    ParsedList,
+    detect_format,
+    enrich_with_litellm_info,
+    parse_anthropic_page,
+    parse_litellm_model_info,
+    parse_lmstudio_models,
+    parse_models,
+    parse_ollama_tags,
+)
 from sidecar.reasons import server_reason
-from sidecar.gateway.openai_list import MalformedModelList, parse_model_list
 from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.gateway")
 
 # A model list is small; a gateway that sends more is not answering the question we asked.
 MAX_LIST_BYTES = 16 * 1024 * 1024
+ANTHROPIC_VERSION = "2023-06-01"
+# Anthropic's largest page, and a bound on how many pages one poll follows.
+ANTHROPIC_PAGE = 1000
+MAX_PAGES = 100
 
 
 class GatewayError(Exception):
@@ -30,32 +46,56 @@ class _Retryable(GatewayError):
     pass
 
 
+class _NotFound(GatewayError):
+    pass
+
+
 class ModelRejected(GatewayError):
     """The gateway refused a probe request for a model; the message carries its reason."""
+
+
+def auth_headers(gateway: Gateway) -> dict[str, str]:
+    """How each kind of gateway wants its key; the operator's own headers come on top."""
+    headers = {"accept": "application/json"}
+    key = gateway.api_key.get_secret_value() if gateway.api_key is not None else None
+    if gateway.speaks_anthropic:
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key:
+            headers["x-api-key"] = key
+    elif key:
+        headers["authorization"] = f"Bearer {key}"
+        if gateway.format == "portkey":
+            headers["x-portkey-api-key"] = key
+    return {**headers, **{name.lower(): value for name, value in gateway.request_headers.items()}}
 
 
 class GatewayClient:
     def __init__(
         self,
+        gateway: Gateway,
         settings: Settings,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        self.gateway = gateway
         self._settings = settings
         self._sleep = sleep
         self._rng = rng
-        headers = {"accept": "application/json"}
-        if settings.gateway_api_key is not None:
-            headers["authorization"] = f"Bearer {settings.gateway_api_key.get_secret_value()}"
+        # What `auto` turned out to be, once a list has been read.
+        self._format: str | None = None if gateway.format == "auto" else gateway.format
         self._http = httpx.AsyncClient(
-            base_url=settings.gateway_base,
-            headers=headers,
+            headers=auth_headers(gateway),
             timeout=httpx.Timeout(settings.gateway_timeout),
             transport=transport,
+            # A redirect must never carry the key to another address.
             follow_redirects=False,
         )
+
+    @property
+    def detected_format(self) -> str | None:
+        return self._format
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -71,45 +111,130 @@ class GatewayClient:
                     raise GatewayError(str(exc)) from None
                 delay = retry_delay(attempt, rng=self._rng)
                 log.warning(
-                    "gateway.retry_scheduled", attempt=attempt, delay=round(delay, 3), error=str(exc)
+                    "gateway.retry_scheduled",
+                    gateway=self.gateway.id,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    error=str(exc),
                 )
                 await self._sleep(delay)
         raise AssertionError("unreachable")
 
     async def _fetch_once(self) -> Catalog:
         try:
-            response = await self._http.get("/v1/models")
-        except httpx.TimeoutException:
-            raise _Retryable(f"timed out after {self._settings.gateway_timeout}s") from None
-        except httpx.HTTPError as exc:
-            raise _Retryable(f"request failed: {type(exc).__name__}") from None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(f"gateway answered HTTP {response.status_code}")
-        if response.status_code != 200:
-            raise GatewayError(f"gateway answered HTTP {response.status_code}")
-        if len(response.content) > MAX_LIST_BYTES:
-            raise GatewayError(f"model list larger than {MAX_LIST_BYTES} bytes")
-        try:
-            parsed = parse_model_list(json.loads(response.content))
-        except (ValueError, RecursionError) as exc:
-            message = str(exc) if isinstance(exc, MalformedModelList) else "body is not JSON"
-            raise GatewayError(f"malformed model list: {message}") from None
+            parsed = await self._read_list()
+        except MalformedModelList as exc:
+            raise GatewayError(f"malformed model list: {exc}") from None
         if parsed.rejected:
-            log.debug("gateway.entries_rejected", count=len(parsed.rejected), reasons=parsed.rejected[:10])
+            log.debug(
+                "gateway.entries_rejected", gateway=self.gateway.id, count=len(parsed.rejected), reasons=parsed.rejected[:10]
+            )
         if parsed.skipped_non_chat:
             log.debug(
-                "gateway.non_chat_skipped", count=len(parsed.skipped_non_chat), first=parsed.skipped_non_chat[:10]
+                "gateway.non_chat_skipped",
+                gateway=self.gateway.id,
+                count=len(parsed.skipped_non_chat),
+                first=parsed.skipped_non_chat[:10],
             )
-        return Catalog(parsed.models)
+        return Catalog(self.gateway.select(parsed.models))
+
+    async def _read_list(self) -> ParsedList:
+        base, root = self.gateway.api_base, self.gateway.root
+        fmt = self._format
+        if fmt == "anthropic":
+            return await self._anthropic_list()
+        if fmt == "ollama":
+            return parse_ollama_tags(await self._get_json(f"{root}/api/tags"))
+        if fmt == "lmstudio":
+            try:
+                return parse_lmstudio_models(await self._get_json(f"{root}/api/v0/models"))
+            except _NotFound:
+                return parse_models("lmstudio", await self._get_json(f"{base}/models"))
+        payload = await self._get_json(f"{base}/models")
+        detecting = fmt is None
+        fmt = fmt or detect_format(payload)
+        if fmt == "anthropic":
+            parsed = await self._anthropic_list(payload)
+        else:
+            parsed = parse_models(fmt, payload)
+        # LiteLLM's list says little; its /model/info says the rest, and tells LiteLLM apart.
+        if fmt == "litellm" or (detecting and fmt == "openai"):
+            info = await self._litellm_info()
+            if info is not None:
+                if fmt != "litellm":
+                    fmt, parsed = "litellm", parse_models("litellm", payload)
+                parsed = enrich_with_litellm_info(parsed, info)
+        if detecting:
+            self._format = fmt
+            log.info("gateway.format_detected", gateway=self.gateway.id, format=fmt)
+        return parsed
+
+    async def _litellm_info(self) -> Any:
+        """LiteLLM's `/model/info`, or None where the gateway has no such route or answers oddly."""
+        try:
+            return parse_litellm_model_info(await self._get_json(f"{self.gateway.root}/model/info"))
+        except (GatewayError, MalformedModelList) as exc:
+            log.debug("gateway.model_info_unavailable", gateway=self.gateway.id, error=str(exc))
+            return None
+
+    async def _anthropic_list(self, first: Any = None) -> ParsedList:
+        """Every page of an Anthropic-shaped list, following `after_id` while `has_more`."""
+        url = f"{self.gateway.api_base}/models"
+        payload = first if first is not None else await self._get_json(url, {"limit": ANTHROPIC_PAGE})
+        collected = ParsedList(models=[])
+        for _ in range(MAX_PAGES):
+            page, has_more, last_id = parse_anthropic_page(payload)
+            collected.models.extend(page.models)
+            collected.skipped_non_chat.extend(page.skipped_non_chat)
+            collected.rejected.extend(page.rejected)
+            if not has_more or not last_id:
+                return collected
+            payload = await self._get_json(url, {"limit": ANTHROPIC_PAGE, "after_id": last_id})
+        raise GatewayError(f"model list has more than {MAX_PAGES} pages")
+
+    async def _get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
+        body = await self._get(url, params)
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise GatewayError("malformed model list: body is not JSON") from None
+
+    async def _get(self, url: str, params: dict[str, Any] | None) -> bytes:
+        """The body of a GET, read no further than MAX_LIST_BYTES."""
+        path = httpx.URL(url).path
+        try:
+            async with self._http.stream("GET", url, params=params) as response:
+                if response.status_code == 429 or response.status_code >= 500:
+                    raise _Retryable(f"{path} answered HTTP {response.status_code}")
+                if response.status_code == 404:
+                    raise _NotFound(f"{path} answered HTTP 404")
+                if response.status_code != 200:
+                    raise GatewayError(f"{path} answered HTTP {response.status_code}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > MAX_LIST_BYTES:
+                    raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
+                chunks, size = [], 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_LIST_BYTES:
+                        raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except httpx.TimeoutException:
+            raise _Retryable(f"{path} timed out after {self._settings.gateway_timeout}s") from None
+        except httpx.HTTPError as exc:
+            raise _Retryable(f"{path}: request failed: {type(exc).__name__}") from None
 
     async def probe(self, model_id: str) -> None:
         """Ask the gateway to accept `model_id` with the smallest chat request there is.
 
         Raises ModelRejected when it refuses the model, GatewayError when it can't be asked.
         """
-        body = {"model": model_id, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        messages = [{"role": "user", "content": "ping"}]
+        body = {"model": model_id, "messages": messages, "max_tokens": 1}
+        path = "/messages" if self.gateway.speaks_anthropic else "/chat/completions"
         try:
-            response = await self._http.post("/v1/chat/completions", json=body)
+            response = await self._http.post(f"{self.gateway.api_base}{path}", json=body)
         except httpx.HTTPError as exc:
             raise GatewayError(f"the gateway could not be asked: {type(exc).__name__}") from None
         if response.is_success:
@@ -118,4 +243,3 @@ class GatewayClient:
             reason = server_reason(response, self._settings.secrets()) or f"HTTP {response.status_code}"
             raise ModelRejected(f"the gateway rejected model {model_id!r}: {reason}")
         raise GatewayError(f"the gateway answered HTTP {response.status_code} to a probe of {model_id!r}")
-

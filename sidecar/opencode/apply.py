@@ -15,6 +15,7 @@ import anyio
 import httpx
 import structlog
 
+from sidecar.naming import ModelRef
 from sidecar.opencode.child import OpencodeChild
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.settings import Settings
@@ -55,7 +56,7 @@ class Applier:
         self._child = child
         self.default_directory = str(default_directory)
         self.directories: set[str] = {self.default_directory}
-        self._expected: set[str] | None = None
+        self._expected: dict[str, set[str]] = {}
         self.version = 0  # of the config written
         self.applied_version = 0  # confirmed in opencode
         self._pending: set[str] = set()
@@ -73,10 +74,10 @@ class Applier:
             and self._confirmed_generation == self._child.generation
         )
 
-    def config_written(self, expected_model_ids: set[str]) -> None:
-        """A new config is on disk; opencode must end up listing exactly these models."""
+    def config_written(self, expected: dict[str, set[str]]) -> None:
+        """A new config is on disk; opencode must end up listing exactly these models per provider."""
         self.version += 1
-        self._expected = expected_model_ids
+        self._expected = expected
         self._pending = set(self.directories)
         self._deferred: set[str] = set()
         self._mismatches = 0
@@ -94,8 +95,12 @@ class Applier:
         if directory in self._pending and kind in {"session.idle", "session.status"}:
             self._wake.set()
 
-    async def wait_usable(self, directory: str, model_id: str, timeout: float) -> bool:
-        """Wait until `directory` lists `model_id`: at once when it is idle, after its prompts
+    def _differs(self, listed: dict[str, set[str]]) -> bool:
+        """Whether a directory's providers differ from what the written config holds."""
+        return any(listed.get(provider, set()) != models for provider, models in self._expected.items())
+
+    async def wait_usable(self, directory: str, ref: ModelRef, timeout: float) -> bool:
+        """Wait until `directory` lists `ref`: at once when it is idle, after its prompts
         finish when it is busy; False after `timeout`. Never reloads under a generating prompt."""
         with anyio.move_on_after(timeout):
             while True:
@@ -103,11 +108,11 @@ class Applier:
                 if directory not in self._pending:
                     try:
                         # Builds the directory's instance from the current file if it has none.
-                        listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
+                        listed = await self._client.provider_model_ids(directory)
                     except (OpencodeError, httpx.HTTPError) as exc:
                         log.warning("opencode.check_failed", directory=directory, error=str(exc) or type(exc).__name__)
                         listed = None
-                    if listed is not None and model_id in listed:
+                    if listed is not None and ref.model_id in listed.get(ref.provider_id, set()):
                         return True
                     if listed is not None:
                         # Loaded from an older file without our hearing of it: reload it when idle.
@@ -171,8 +176,8 @@ class Applier:
             self._unverified.discard(directory)
             if directory in self._pending:
                 continue
-            listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
-            if (listed or set()) != (self._expected or set()):
+            listed = await self._client.provider_model_ids(directory)
+            if self._differs(listed):
                 log.info("opencode.stale_directory", directory=directory, version=self.version)
                 self._pending.add(directory)
 
@@ -204,22 +209,24 @@ class Applier:
     async def _confirm(self, generation: int, directory: str) -> None:
         """Check that opencode lists exactly the rendered models; on a mismatch, reload again
         (through the idle-aware path, never under a generating prompt), a bounded number of times."""
-        version, expected = self.version, self._expected or set()
+        version, expected = self.version, self._expected
         if self._mismatches >= CONFIRM_ATTEMPTS:
             return
-        listed = await self._client.provider_model_ids(directory, self._settings.provider_id)
-        if listed == expected or (not expected and listed is None):
+        listed = await self._client.provider_model_ids(directory)
+        if not self._differs(listed):
             self.applied_version = version
             self._confirmed_generation = generation
-            log.info("opencode.applied", version=version, models=len(expected), directory=directory)
+            models = sum(len(ids) for ids in expected.values())
+            log.info("opencode.applied", version=version, models=models, directory=directory)
             return
         self._mismatches += 1
-        listed = listed or set()
+        missing = [f"{p}/{m}" for p, ids in expected.items() for m in sorted(ids - listed.get(p, set()))]
+        unexpected = [f"{p}/{m}" for p, ids in expected.items() for m in sorted(listed.get(p, set()) - ids)]
         log.warning(
             "opencode.apply_mismatch",
             directory=directory,
-            missing=sorted(expected - listed)[:20],
-            unexpected=sorted(listed - expected)[:20],
+            missing=missing[:20],
+            unexpected=unexpected[:20],
             attempt=self._mismatches,
         )
         if self._mismatches >= CONFIRM_ATTEMPTS:

@@ -15,7 +15,6 @@ from anyio.abc import Process, TaskStatus
 
 from sidecar.backoff import restart_delay
 from sidecar.opencode.client import OpencodeClient
-from sidecar.opencode.config import API_KEY_ENV
 from sidecar.settings import ENV_PREFIX, Settings
 
 log = structlog.get_logger("sidecar.child")
@@ -65,8 +64,13 @@ def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
     assert settings.opencode_password is not None
     env["OPENCODE_SERVER_PASSWORD"] = settings.opencode_password.get_secret_value()
     env.pop("OPENCODE_SERVER_USERNAME", None)
-    if settings.gateway_api_key is not None:
-        env[API_KEY_ENV] = settings.gateway_api_key.get_secret_value()
+    # The config names each gateway's key and header variables; opencode expands them itself.
+    for gateway in settings.gateways:
+        for name in gateway.env_names:
+            if name in os.environ:
+                env[name] = os.environ[name]
+        if gateway.api_key_env is not None and gateway.api_key is not None:
+            env[gateway.api_key_env] = gateway.api_key.get_secret_value()
     return env
 
 

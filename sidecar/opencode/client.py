@@ -55,16 +55,17 @@ class OpencodeClient:
         if response.status_code != 200:
             raise OpencodeError(f"/instance/dispose answered HTTP {response.status_code}")
 
-    async def provider_model_ids(self, directory: str, provider_id: str) -> set[str] | None:
-        """The model ids opencode lists for `provider_id` in `directory`; None if it lists no such provider."""
+    async def provider_model_ids(self, directory: str) -> dict[str, set[str]]:
+        """Per provider, the model ids opencode lists in `directory`."""
         answer = await self._get_json("/config/providers", directory)
         providers = answer.get("providers") if isinstance(answer, dict) else None
         if not isinstance(providers, list):
             raise OpencodeError("/config/providers did not answer a provider list")
-        for provider in providers:
-            if isinstance(provider, dict) and provider.get("id") == provider_id:
-                return set(provider.get("models") or {})
-        return None
+        return {
+            provider["id"]: set(provider.get("models") or {})
+            for provider in providers
+            if isinstance(provider, dict) and isinstance(provider.get("id"), str)
+        }
 
     async def global_events(self) -> AsyncIterator[dict[str, Any]]:
         """opencode's `/global/event` stream: every directory's events, each with its `directory`."""

@@ -10,13 +10,11 @@ from typing import Any
 
 import json5
 
-from sidecar.catalog import Catalog
+from sidecar.catalog import Catalog, ModelInfo
+from sidecar.gateway.config import Gateway
 from sidecar.settings import Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"
-OPENAI_COMPATIBLE = "@ai-sdk/openai-compatible"
-# opencode reads the gateway key from its environment; the file holds only this reference.
-API_KEY_ENV = "SIDECAR_GATEWAY_API_KEY"
 
 
 class Untrusted(str):
@@ -50,41 +48,62 @@ def load_base_config(path: Path | None) -> dict[str, Any]:
     return config
 
 
-def render_provider_map(catalog: Catalog, settings: Settings) -> dict[str, Any]:
-    """The sidecar's own part of opencode's config: one provider holding every catalog model."""
-    options: dict[str, Any] = {"baseURL": f"{settings.gateway_base}/v1"}
-    if settings.gateway_api_key is not None:
-        options["apiKey"] = f"{{env:{API_KEY_ENV}}}"
-    models = {
-        Untrusted(model.id): {
-            "name": Untrusted(model.display_name),
-            "limit": {
-                "context": model.max_input_tokens or settings.default_context_limit,
-                "output": model.max_tokens or settings.default_output_limit,
-            },
-        }
-        for model in catalog
+def render_model(model: ModelInfo, settings: Settings) -> dict[str, Any]:
+    """One model in opencode's shape, with every field the gateway published."""
+    entry: dict[str, Any] = {
+        "name": Untrusted(model.display_name),
+        "limit": {
+            "context": model.max_input_tokens or settings.default_context_limit,
+            "output": model.max_tokens or settings.default_output_limit,
+        },
     }
+    if model.cost is not None:
+        entry["cost"] = model.cost.model_dump(exclude_none=True)
+    if model.input_modalities is not None or model.output_modalities is not None:
+        inputs = list(model.input_modalities or ("text",))
+        entry["modalities"] = {"input": inputs, "output": list(model.output_modalities or ("text",))}
+        # opencode sends files and images only to models that take attachments.
+        entry["attachment"] = any(kind in inputs for kind in ("image", "pdf"))
+    if model.tool_call is not None:
+        entry["tool_call"] = model.tool_call
+    if model.reasoning is not None:
+        entry["reasoning"] = model.reasoning
+    if model.release_date is not None:
+        entry["release_date"] = model.release_date.isoformat()
+    return entry
+
+
+def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> dict[str, Any]:
+    """One gateway as an opencode provider; its key and header variables only as references."""
+    options: dict[str, Any] = {"baseURL": gateway.api_base}
+    if gateway.api_key_env is not None:
+        options["apiKey"] = f"{{env:{gateway.api_key_env}}}"
+    headers = dict(gateway.config_headers)
+    if gateway.format == "portkey" and gateway.api_key_env is not None:
+        headers.setdefault("x-portkey-api-key", f"{{env:{gateway.api_key_env}}}")
+    if headers:
+        options["headers"] = headers
     return {
-        settings.provider_id: {
-            "npm": OPENAI_COMPATIBLE,
-            "name": settings.provider_name,
-            "options": options,
-            "models": models,
-        }
+        "npm": gateway.npm,
+        "name": gateway.name,
+        "options": options,
+        "models": {Untrusted(model.id): render_model(model, settings) for model in catalog},
     }
 
 
-def render_config(catalog: Catalog, settings: Settings, base: dict[str, Any]) -> dict[str, Any]:
-    """The whole file opencode reads: the operator's config with the sidecar's provider over it."""
-    enabled = [settings.provider_id]
+def render_config(catalogs: dict[str, Catalog], settings: Settings, base: dict[str, Any]) -> dict[str, Any]:
+    """The whole file opencode reads: the operator's config with one provider per gateway over it."""
+    enabled = [gateway.id for gateway in settings.gateways]
     for provider in [*base.get("enabled_providers", []), *base.get("provider", {})]:
         if isinstance(provider, str) and provider not in enabled:
             enabled.append(provider)
     generated: dict[str, Any] = {
         "$schema": SCHEMA_URL,
         "enabled_providers": enabled,
-        "provider": render_provider_map(catalog, settings),
+        "provider": {
+            gateway.id: render_provider(gateway, catalogs.get(gateway.id, Catalog()), settings)
+            for gateway in settings.gateways
+        },
     }
     default_model = settings.default_model_ref()
     if default_model is not None:
@@ -92,8 +111,10 @@ def render_config(catalog: Catalog, settings: Settings, base: dict[str, Any]) ->
     return deep_merge(base, generated)
 
 
-def rendered_model_ids(config: dict[str, Any], provider_id: str) -> set[str]:
-    return set(config.get("provider", {}).get(provider_id, {}).get("models", {}))
+def rendered_model_ids(config: dict[str, Any], provider_ids: list[str]) -> dict[str, set[str]]:
+    """Per provider, the model ids opencode should list once it has read `config`."""
+    providers = config.get("provider", {})
+    return {provider_id: set(providers.get(provider_id, {}).get("models", {})) for provider_id in provider_ids}
 
 
 def deep_merge(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:

@@ -13,15 +13,14 @@ import json
 import re
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
 import structlog
-from pydantic import TypeAdapter, ValidationError
 
-from sidecar.catalog import UNKNOWN_DATE, Catalog, ModelInfo, ModelList, invalid_model_id_reason
-from sidecar.gateway.openai_list import MalformedModelList, parse_model_list
+from sidecar.catalog import Catalog, ModelInfo, ModelList, invalid_model_id_reason
+from sidecar.gateway import formats
+from sidecar.gateway.formats import MalformedModelList, parse_model_list
 from sidecar.sdk.config import Options
 from sidecar.sdk.errors import AuthenticationError, MalformedResponseError, NotFoundError
 
@@ -35,13 +34,9 @@ ALIASES = {"opencode-anthropic": "opencode"}
 MAX_PAGE = 1000
 # A model list is small; anything bigger is not an answer to the question asked.
 MAX_LIST_BYTES = 16 * 1024 * 1024
-LIFECYCLES = frozenset({"active", "deprecated", "retired"})
 
 # The listing protocol: yields requests, is sent responses, returns the list.
 Listing = Generator[httpx.Request, httpx.Response, ModelList]
-
-_dates: TypeAdapter[datetime] = TypeAdapter(datetime)
-
 
 # --- Pure parsers -----------------------------------------------------------------------------
 
@@ -57,48 +52,19 @@ class Page:
 
 
 def parse_anthropic_page(payload: Any) -> Page:
-    """`{"data": [...], "has_more", "first_id", "last_id"}`, from Anthropic or from the sidecar."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
-        raise MalformedModelList("expected a JSON object with a 'data' list")
-    has_more = payload.get("has_more", False)
-    last_id = payload.get("last_id")
-    if not isinstance(has_more, bool) or not (last_id is None or isinstance(last_id, str)):
-        raise MalformedModelList("'has_more' must be a boolean and 'last_id' a string or null")
-    page = Page(models=[], has_more=has_more, last_id=last_id)
-    for entry in payload["data"]:
-        model = anthropic_model(entry)
-        if isinstance(model, str):
-            page.rejected.append(model)
-        else:
-            page.models.append(model)
-    if page.last_id is None and page.models:
-        page.last_id = page.models[-1].id
-    return page
+    """`{"data": [...], "has_more", "first_id", "last_id"}`, from Anthropic or from the sidecar.
 
-
-def anthropic_model(entry: Any) -> ModelInfo | str:
-    """One Anthropic model object, or why it is not one. Unknown fields are ignored."""
-    if not isinstance(entry, dict):
-        return "entry is not an object"
-    if entry.get("type", "model") != "model":
-        return "type is not 'model'"
-    model_id = entry.get("id")
-    if (reason := invalid_model_id_reason(model_id)) is not None:
-        return f"id {reason}"
-    display_name = entry.get("display_name")
-    if not isinstance(display_name, str) or not display_name.strip():
-        display_name = readable_name(model_id)
-    lifecycle = entry.get("lifecycle")
-    return ModelInfo(
-        id=model_id,
-        display_name=display_name,
-        created_at=_date(entry.get("created_at")),
-        max_input_tokens=_token_count(entry.get("max_input_tokens")),
-        max_tokens=_token_count(entry.get("max_tokens")),
-        # A lifecycle this SDK doesn't know yet is not a reason to hide the model.
-        lifecycle=lifecycle if lifecycle in LIFECYCLES else "active",
-        registered=entry.get("registered") is True,
-    )
+    The gateway side's parser, with readable names for models that have none and the
+    sidecar's own `registered` mark, which no gateway sends.
+    """
+    parsed, has_more, last_id = formats.parse_anthropic_page(payload, fallback_name=readable_name)
+    registered = {
+        entry["id"] for entry in payload["data"]
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry.get("registered") is True
+    }
+    models = [model.model_copy(update={"registered": True}) if model.id in registered else model
+              for model in parsed.models]
+    return Page(models=models, has_more=has_more, last_id=last_id, rejected=parsed.rejected)
 
 
 def parse_cursor_models(payload: Any) -> tuple[list[ModelInfo], list[str]]:
@@ -157,23 +123,6 @@ def first(models: Sequence[ModelInfo], limit: int | None, *, more: bool = False)
         first_id=chosen[0].id if chosen else None,
         last_id=chosen[-1].id if chosen else None,
     )
-
-
-def _date(value: Any) -> datetime:
-    if value is None:
-        return UNKNOWN_DATE
-    try:
-        parsed = _dates.validate_python(value)
-    except ValidationError:
-        return UNKNOWN_DATE
-    # A date without a zone is taken as UTC, as Anthropic's are.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UNKNOWN_DATE.tzinfo)
-
-
-def _token_count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
 
 
 # --- Listings: the requests each runtime needs -----------------------------------------------

@@ -31,8 +31,8 @@ class FakeOpencode:
         self.disposed.append(directory)
         self.loaded_models[directory] = set(self.models)
 
-    async def provider_model_ids(self, directory: str, provider_id: str) -> set[str] | None:
-        return self.loaded_models.get(directory, set())
+    async def provider_model_ids(self, directory: str) -> dict[str, set[str]]:
+        return {"litellm": self.loaded_models.get(directory, set())}
 
     async def global_events(self) -> AsyncIterator[dict[str, Any]]:
         await anyio.sleep_forever()
@@ -80,7 +80,7 @@ async def test_idle_directories_reload_at_once_and_busy_ones_when_idle(tmp_path:
     opencode.models = {"m1", "m2"}
     async with anyio.create_task_group() as group:
         await start(group, applier)
-        applier.config_written({"m1", "m2"})
+        applier.config_written({"litellm": {"m1", "m2"}})
         await wait_until(lambda: b in opencode.disposed)
         assert applier.applied, "confirmed in the idle directory"
         await anyio.sleep(0.1)
@@ -97,7 +97,7 @@ async def test_mismatch_is_not_applied(tmp_path: Path) -> None:
     opencode.models = {"m1"}  # opencode ends up without m2
     async with anyio.create_task_group() as group:
         await start(group, applier)
-        applier.config_written({"m1", "m2"})
+        applier.config_written({"litellm": {"m1", "m2"}})
         await wait_until(lambda: len(opencode.disposed) >= CONFIRM_ATTEMPTS)
         await anyio.sleep(0.2)
         assert not applier.applied
@@ -110,7 +110,7 @@ async def test_new_process_is_confirmed_without_reload(tmp_path: Path) -> None:
     opencode.models = {"m1"}
     async with anyio.create_task_group() as group:
         await start(group, applier)
-        applier.config_written({"m1"})
+        applier.config_written({"litellm": {"m1"}})
         await wait_until(lambda: applier.applied)
         reloads = len(opencode.disposed)
         child.generation += 1  # opencode crashed and came back, reading the file as it started
@@ -128,7 +128,7 @@ async def test_restart_mode_waits_for_idle_then_restarts(tmp_path: Path) -> None
     opencode.models = {"m1"}
     async with anyio.create_task_group() as group:
         await start(group, applier)
-        applier.config_written({"m1"})
+        applier.config_written({"litellm": {"m1"}})
         await anyio.sleep(0.1)
         assert child.restarts_requested == 0
         opencode.busy[a] = set()
@@ -150,7 +150,7 @@ async def test_directory_first_seen_with_an_older_config_is_reloaded(tmp_path: P
     opencode.models = {"m1", "m2"}
     async with anyio.create_task_group() as group:
         await start(group, applier)
-        applier.config_written({"m1", "m2"})
+        applier.config_written({"litellm": {"m1", "m2"}})
         await wait_until(lambda: applier.applied)
         # A directory loaded before the write, by requests that sent no event, shows up now.
         opencode.loaded_models[late] = {"m1"}
@@ -180,6 +180,6 @@ async def test_a_failing_directory_does_not_hold_up_the_others(tmp_path: Path) -
     opencode.busy_sessions = busy_sessions  # type: ignore[method-assign]
     async with anyio.create_task_group() as group:
         await start(group, applier)
-        applier.config_written({"m1"})
+        applier.config_written({"litellm": {"m1"}})
         await wait_until(lambda: fine in opencode.disposed)
         group.cancel_scope.cancel()

@@ -6,7 +6,7 @@ import pytest
 from sidecar.backoff import restart_delay, retry_delay
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.gateway.client import GatewayClient, GatewayError
-from sidecar.gateway.openai_list import MalformedModelList, parse_model_list
+from sidecar.gateway.formats import MalformedModelList, parse_model_list
 from sidecar.settings import Settings
 
 LITELLM_LIST = {
@@ -74,7 +74,11 @@ def test_restart_delay_is_kubelet_style() -> None:
 
 
 def settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"gateway_url": "http://gw:4000", "gateway_api_key": "sk-test-key"}
+    values: dict[str, object] = {
+        "gateway_url": "http://gw:4000",
+        "gateway_api_key": "sk-test-key",
+        "gateway_format": "openai",
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -84,7 +88,8 @@ async def no_sleep(_delay: float) -> None:
 
 
 def client_with(handler, **overrides: object) -> GatewayClient:
-    return GatewayClient(settings(**overrides), transport=httpx.MockTransport(handler), sleep=no_sleep)
+    config = settings(**overrides)
+    return GatewayClient(config.gateways[0], config, transport=httpx.MockTransport(handler), sleep=no_sleep)
 
 
 @pytest.mark.anyio

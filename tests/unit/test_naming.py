@@ -8,7 +8,7 @@ ALIASES = {"sonnet": "claude-sonnet-4-5", "mini": "openai/gpt-4o-mini"}
 
 def normalise(requested: object) -> str:
     ref = normalise_model(
-        requested, default_provider="litellm", managed_providers={"litellm", "team"}, known_ids=KNOWN, aliases=ALIASES
+        requested, default_provider="litellm", managed_providers={"litellm", "team"}, owners=dict.fromkeys(KNOWN, "litellm"), aliases=ALIASES
     )
     return str(ref)
 
@@ -63,3 +63,17 @@ def test_model_ref_forms() -> None:
     ref = ModelRef("litellm", "openai/gpt-4o-mini")
     assert str(ref) == "litellm/openai/gpt-4o-mini"
     assert ref.as_pair() == {"providerID": "litellm", "modelID": "openai/gpt-4o-mini"}
+
+
+def test_a_listed_name_goes_to_the_gateway_that_lists_it() -> None:
+    owners = {"claude-sonnet-4-5": "litellm", "mistralai/mistral-7b": "openrouter"}
+    managed = {"litellm", "openrouter"}
+
+    def resolve(requested: object) -> str:
+        return str(normalise_model(requested, default_provider="litellm", managed_providers=managed, owners=owners))
+
+    assert resolve("mistralai/mistral-7b") == "openrouter/mistralai/mistral-7b"
+    assert resolve("openrouter/mistralai/mistral-7b") == "openrouter/mistralai/mistral-7b"
+    assert resolve("claude-sonnet-4-5") == "litellm/claude-sonnet-4-5"
+    assert resolve("openrouter/new-model") == "openrouter/new-model"
+    assert resolve("unlisted") == "litellm/unlisted"  # the first gateway is the default

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from sidecar.catalog import Catalog, ModelInfo
+from sidecar.naming import ModelRef
 from sidecar.reconcile import Reconciler, StatePaths
 from sidecar.settings import Settings
 
@@ -26,14 +27,14 @@ class Listener:
     def __init__(self) -> None:
         self.written: list[set[str]] = []
 
-    def config_written(self, expected_model_ids: set[str]) -> None:
-        self.written.append(expected_model_ids)
+    def config_written(self, expected: dict[str, set[str]]) -> None:
+        self.written.append(expected["litellm"])
 
 
 def make(tmp_path: Path, gateway: Gateway) -> tuple[Reconciler, Listener]:
     listener = Listener()
     settings = Settings(gateway_url="http://gw", state_dir=tmp_path)  # type: ignore[arg-type]
-    return Reconciler(settings, gateway, listener, StatePaths(tmp_path), {}), listener
+    return Reconciler(settings, {"litellm": gateway}, listener, StatePaths(tmp_path), {}), listener
 
 
 async def test_concurrent_registrations_write_once(tmp_path: Path) -> None:
@@ -41,7 +42,7 @@ async def test_concurrent_registrations_write_once(tmp_path: Path) -> None:
     await reconciler.poll_once()
     async with anyio.create_task_group() as group:
         for _ in range(20):
-            group.start_soon(reconciler.register, "openai/new")
+            group.start_soon(reconciler.register, ModelRef("litellm", "openai/new"))
     assert len(listener.written) == 2
     assert listener.written[-1] == {"listed", "openai/new"}
     model = reconciler.catalog.get("openai/new")
@@ -53,14 +54,14 @@ async def test_registry_survives_restart_until_the_gateway_lists_it(tmp_path: Pa
     gateway = Gateway("listed")
     first, _ = make(tmp_path, gateway)
     await first.poll_once()
-    await first.register("openai/new")
+    await first.register(ModelRef("litellm", "openai/new"))
     second, listener = make(tmp_path, gateway)
     assert "openai/new" in second.catalog and second.catalog.get("openai/new").registered  # type: ignore[union-attr]
     await second.poll_once()
     assert listener.written[-1] == {"listed", "openai/new"}
     gateway.ids.append("openai/new")
     await second.poll_once()
-    assert second.registered == {}
+    assert not second.registered["litellm"]
     assert second.catalog.get("openai/new").registered is False  # type: ignore[union-attr]
     third, _ = make(tmp_path, gateway)
     assert third.registered == {}
@@ -69,7 +70,7 @@ async def test_registry_survives_restart_until_the_gateway_lists_it(tmp_path: Pa
 async def test_unregister(tmp_path: Path) -> None:
     reconciler, listener = make(tmp_path, Gateway("listed"))
     await reconciler.poll_once()
-    await reconciler.register("x")
+    await reconciler.register(ModelRef("litellm", "x"))
     await reconciler.unregister("x")
     assert "x" not in reconciler.catalog
     assert listener.written[-1] == {"listed"}

@@ -20,7 +20,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 4097)
     assert settings.opencode_port == 4096
     assert settings.reload == "auto"
-    assert settings.gateway_base == "http://gw:4000"
+    assert settings.gateways[0].api_base == "http://gw:4000/v1"
 
 
 @pytest.mark.parametrize(
