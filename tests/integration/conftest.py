@@ -69,10 +69,15 @@ def make_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
     started: list[SidecarProcess] = []
 
     def make(
-        gateway_url: str, gateway_key: str | None = lp.MASTER_KEY, *, workdir: Path | None = None, **settings: str
+        gateway_url: str | None,
+        gateway_key: str | None = lp.MASTER_KEY,
+        *,
+        workdir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+        **settings: str,
     ) -> SidecarProcess:
         workdir = workdir or tmp_path / f"sidecar-{len(started)}"
-        sidecar = start_sidecar(workdir, gateway_url, gateway_key, wait=False, **settings)
+        sidecar = start_sidecar(workdir, gateway_url, gateway_key, wait=False, extra_env=extra_env, **settings)
         started.append(sidecar)
         sidecar.wait_ready()
         return sidecar

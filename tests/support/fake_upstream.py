@@ -28,12 +28,18 @@ def answer_text(chunks: int) -> str:
 class FakeUpstream(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int = 0, delay: float = 0.5, chunks: int = 5) -> None:
+    def __init__(self, port: int = 0, delay: float = 0.5, chunks: int = 5, models: dict | None = None) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
         self.delay = delay
         self.chunks = chunks
-        # Every chat request body received, for assertions in tests.
+        # What GET /v1/models (and /api/v1/models) answers; a list of one "slow" model by default.
+        self.models = models or {
+            "object": "list",
+            "data": [{"id": "slow", "object": "model", "created": CREATED, "owned_by": "fake"}],
+        }
+        # Every chat request body received, and the headers of every request, for assertions.
         self.requests: list[dict] = []
+        self.headers_seen: list[dict[str, str]] = []
 
     @property
     def port(self) -> int:
@@ -51,19 +57,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # keep test output quiet
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0] in ("/v1/models", "/models"):
-            self._send_json(
-                200,
-                {
-                    "object": "list",
-                    "data": [{"id": "slow", "object": "model", "created": CREATED, "owned_by": "fake"}],
-                },
-            )
+        self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+        if self.path.split("?")[0] in ("/v1/models", "/models", "/api/v1/models"):
+            self._send_json(200, self.server.models)
         else:
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
 
     def do_POST(self) -> None:
-        if self.path.split("?")[0] not in ("/v1/chat/completions", "/chat/completions"):
+        self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+        if self.path.split("?")[0] not in ("/v1/chat/completions", "/chat/completions", "/api/v1/chat/completions"):
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
             return
         length = int(self.headers.get("Content-Length") or 0)
@@ -139,12 +141,12 @@ def _usage(chunks: int) -> dict:
     return {"prompt_tokens": 10, "completion_tokens": 2 * chunks, "total_tokens": 10 + 2 * chunks}
 
 
-def start_in_thread(port: int = 0, delay: float = 0.5, chunks: int = 5) -> FakeUpstream:
+def start_in_thread(port: int = 0, delay: float = 0.5, chunks: int = 5, models: dict | None = None) -> FakeUpstream:
     """Listen on 127.0.0.1 (a free port by default) and serve from a daemon thread.
 
     Stop it with ``server.shutdown(); server.server_close()``.
     """
-    server = FakeUpstream(port, delay, chunks)
+    server = FakeUpstream(port, delay, chunks, models)
     threading.Thread(target=server.serve_forever, name="fake-upstream", daemon=True).start()
     return server
 

@@ -67,9 +67,11 @@ def model_entry(name: str, litellm_params: dict, model_info: dict | None = None)
     return entry
 
 
-def write_config(path: Path, models: Sequence[dict], master_key: str = MASTER_KEY) -> Path:
+def write_config(
+    path: Path, models: Sequence[dict], master_key: str = MASTER_KEY, general_settings: dict | None = None
+) -> Path:
     """Write a LiteLLM config. JSON is valid YAML, so no YAML library is needed."""
-    config = {"model_list": list(models), "general_settings": {"master_key": master_key}}
+    config = {"model_list": list(models), "general_settings": {"master_key": master_key, **(general_settings or {})}}
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
@@ -113,12 +115,13 @@ def start_proxy(
     master_key: str = MASTER_KEY,
     port: int | None = None,
     timeout: float = 90.0,
+    general_settings: dict | None = None,
 ) -> LiteLLMProxy:
     """Write ``workdir/litellm.yaml``, start the proxy on ``port`` (a free one by default) in
     its own process group, and return once ``/health/liveliness`` answers 200."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    config_path = write_config(workdir / "litellm.yaml", models, master_key)
+    config_path = write_config(workdir / "litellm.yaml", models, master_key, general_settings)
     port = port or free_port()
     log_path = workdir / f"litellm-{port}.log"
     env = {**os.environ, **PROXY_ENV}
@@ -187,14 +190,23 @@ def running_proxy(workdir: Path, models: Sequence[dict], **kwargs: Any) -> Itera
         stop_proxy(proxy)
 
 
-def restart_proxy(proxy: LiteLLMProxy, models: Sequence[dict], *, timeout: float = 90.0) -> LiteLLMProxy:
+def restart_proxy(
+    proxy: LiteLLMProxy, models: Sequence[dict], *, timeout: float = 90.0, general_settings: dict | None = None
+) -> LiteLLMProxy:
     """Stop the proxy and start it again on the same port with a new model list (same
     workdir and master key), as when an operator restarts the gateway with a new config.
 
     Updates ``proxy`` in place (and returns it), so fixtures holding it stop the new process.
     """
     stop_proxy(proxy)
-    fresh = start_proxy(proxy.workdir, models, master_key=proxy.master_key, port=proxy.port, timeout=timeout)
+    fresh = start_proxy(
+        proxy.workdir,
+        models,
+        master_key=proxy.master_key,
+        port=proxy.port,
+        timeout=timeout,
+        general_settings=general_settings,
+    )
     proxy.process, proxy.config_path, proxy.log_path = fresh.process, fresh.config_path, fresh.log_path
     return proxy
 

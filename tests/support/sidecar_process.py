@@ -102,8 +102,15 @@ class SidecarProcess:
 
 
 def start_sidecar(
-    workdir: Path, gateway_url: str, gateway_key: str | None, *, wait: bool = True, **settings: str
+    workdir: Path,
+    gateway_url: str | None,
+    gateway_key: str | None,
+    *,
+    wait: bool = True,
+    extra_env: dict[str, str] | None = None,
+    **settings: str,
 ) -> SidecarProcess:
+    """`gateway_url=None` with a `config=` setting follows the gateways of that file instead."""
     workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "state"
     directory = workdir / "project"
@@ -115,7 +122,6 @@ def start_sidecar(
         {
             "HOME": str(workdir / "home"),
             "OPENCODE_DISABLE_MODELS_FETCH": "1",
-            "SIDECAR_GATEWAY_URL": gateway_url,
             "SIDECAR_LISTEN": f"127.0.0.1:{api_port}",
             "SIDECAR_OPENCODE_PORT": str(opencode_port),
             "SIDECAR_OPENCODE_PASSWORD": password,
@@ -131,8 +137,11 @@ def start_sidecar(
             "SIDECAR_LOG_LEVEL": "debug",
         }
     )
+    if gateway_url is not None:
+        env["SIDECAR_GATEWAY_URL"] = gateway_url
     if gateway_key is not None:
         env["SIDECAR_GATEWAY_API_KEY"] = gateway_key
+    env.update(extra_env or {})
     env.update({f"SIDECAR_{k.upper()}": v for k, v in settings.items()})
     log_path = workdir / "sidecar.log"
     with open(log_path, "ab") as log:
