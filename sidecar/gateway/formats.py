@@ -431,7 +431,7 @@ def anthropic_model(entry: Any, fallback_name: Callable[[str], str] | None = Non
             max_input_tokens=_positive_int(entry.get("max_input_tokens")),
             max_tokens=_positive_int(entry.get("max_tokens")),
             # A lifecycle this code doesn't know yet is not a reason to hide the model.
-            lifecycle=lifecycle if lifecycle in LIFECYCLES else "active",
+            lifecycle=lifecycle if isinstance(lifecycle, str) and lifecycle in LIFECYCLES else "active",
             input_modalities=inputs,
             reasoning=_supported(capabilities, "thinking"),
             **_dated(created),
@@ -607,7 +607,7 @@ def detect_format(payload: Any) -> str:
     if some(lambda e: e.get("type") == "model" and ("display_name" in e or "created_at" in e)):
         return "anthropic"
     # Together's pricing is {"input", "output"} per million; OpenRouter's {"prompt", "completion"}.
-    if some(lambda e: "context_length" in e and _has_keys(e.get("pricing"), "input", "output")):
+    if some(lambda e: "context_length" in e and _together_pricing(e.get("pricing"))):
         return "together"
     if some(lambda e: "architecture" in e or ("context_length" in e and isinstance(e.get("pricing"), dict))):
         return "openrouter"
@@ -622,5 +622,5 @@ def detect_format(payload: Any) -> str:
     return "openai"
 
 
-def _has_keys(value: Any, *keys: str) -> bool:
-    return isinstance(value, dict) and all(key in value for key in keys) and "prompt" not in value
+def _together_pricing(value: Any) -> bool:
+    return isinstance(value, dict) and "input" in value and "output" in value and "prompt" not in value
