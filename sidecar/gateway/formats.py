@@ -162,11 +162,13 @@ def _name(value: Any, model_id: str) -> str:
 
 
 def _modalities(values: Any) -> tuple[str, ...] | None:
-    """The modalities opencode knows, in a fixed order; others ("file", "embeddings") are dropped."""
+    """The modalities opencode knows, in a fixed order; others ("file", "embeddings") are dropped,
+    and a list with none of them says nothing (None)."""
     if not isinstance(values, list):
         return None
     present = {value for value in values if isinstance(value, str)}
-    return tuple(kind for kind in _MODALITY_ORDER if kind in present)
+    known = tuple(kind for kind in _MODALITY_ORDER if kind in present)
+    return known or None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -273,7 +275,8 @@ def _openrouter_model(entry: dict[str, Any], model_id: str) -> ModelInfo | None:
         before, _, after = legacy.partition("->")
         inputs, outputs = before.split("+"), after.split("+")
     output_modalities = _modalities(outputs)
-    if isinstance(outputs, list) and "text" not in _strings(outputs):
+    said_outputs = _strings(outputs)
+    if said_outputs and "text" not in said_outputs:
         return None  # image generators, embedders: nothing to chat with
     top = _dict(entry.get("top_provider"))
     pricing = _dict(entry.get("pricing"))

@@ -169,12 +169,13 @@ def test_openrouter_image_output_without_text_is_not_a_chat_model() -> None:
     assert gemini.output_modalities == ("text", "image") and gemini.tool_call is False
 
 
-def test_openrouter_legacy_modality_string() -> None:
+def test_openrouter_legacy_modality_string_and_lists_that_say_nothing() -> None:
     parsed = parse_models("openrouter", {"data": [
         {"id": "a", "architecture": {"modality": "text+image->text"}},
         {"id": "b", "architecture": {"modality": "text->image"}},
+        {"id": "c", "architecture": {"input_modalities": ["file"], "output_modalities": []}},
     ]})
-    assert [m.input_modalities for m in parsed.models] == [("text", "image")]
+    assert [m.input_modalities for m in parsed.models] == [("text", "image"), None]
     assert parsed.skipped_non_chat == ["b"]
 
 
