@@ -83,3 +83,47 @@ def test_taken_listen_port_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert result.returncode == 1
     assert f"SIDECAR_LISTEN: cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def run_cli(tmp_path: Path, *args: str, env_extra: dict[str, str] | None = None, **settings: str):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update({"SIDECAR_STATE_DIR": str(tmp_path / "state"), "SIDECAR_GATEWAY_RETRIES": "0"})
+    env.update({f"SIDECAR_{k.upper()}": v for k, v in settings.items()})
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+
+
+def test_render_prints_the_config_with_keys_only_as_references(tmp_path: Path, gateway) -> None:
+    import json
+
+    config = tmp_path / "sidecar.toml"
+    config.write_text(
+        f'[[gateways]]\nid = "main"\nurl = "{gateway.url}"\napi_key_env = "MAIN_KEY"\nexclude = ["slow"]\n'
+        '[[gateways]]\nid = "down"\nurl = "http://127.0.0.1:1"\n'
+    )
+    result = run_cli(tmp_path, "render", "--config", str(config), env_extra={"MAIN_KEY": gateway.master_key})
+    # One gateway could not be read: the config is still printed, and the exit code says so.
+    assert result.returncode == 1
+    assert "gateway down:" in result.stderr and "showing its 0 saved models" in result.stderr
+    rendered = json.loads(result.stdout)
+    main = rendered["provider"]["main"]
+    assert main["options"]["apiKey"] == "{env:MAIN_KEY}"
+    assert {"claude-sonnet-4-5", "claude-haiku-4-5", "openai/gpt-4o-mini"} <= set(main["models"])
+    assert "slow" not in main["models"] and "text-embedding-3-small" not in main["models"]
+    assert main["models"]["claude-sonnet-4-5"]["limit"] == {"context": 200000, "output": 64000}
+    assert rendered["provider"]["down"]["models"] == {}
+    assert gateway.master_key not in result.stdout + result.stderr
+    # It only shows: nothing is written.
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+
+def test_a_bad_gateways_file_names_the_entry_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "sidecar.toml"
+    config.write_text('[[gateways]]\nid = "a"\nurl = "http://a"\n[[gateways]]\nid = "b"\nurl = "http://b"\nformat = "xml"\n')
+    for command in (["run", "--config", str(config)], ["render", "--config", str(config)]):
+        result = run_cli(tmp_path, *command)
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert "SIDECAR_CONFIG" in line and "gateways[1] (b): format:" in line
