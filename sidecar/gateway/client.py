@@ -58,7 +58,7 @@ def auth_headers(gateway: Gateway) -> dict[str, str]:
     """How each kind of gateway wants its key; the operator's own headers come on top."""
     headers = {"accept": "application/json"}
     key = gateway.api_key.get_secret_value() if gateway.api_key is not None else None
-    if gateway.speaks_anthropic:
+    if gateway.format == "anthropic":
         headers["anthropic-version"] = ANTHROPIC_VERSION
         if key:
             headers["x-api-key"] = key
@@ -232,9 +232,13 @@ class GatewayClient:
         """
         messages = [{"role": "user", "content": "ping"}]
         body = {"model": model_id, "messages": messages, "max_tokens": 1}
-        path = "/messages" if self.gateway.speaks_anthropic else "/chat/completions"
+        path, headers = "/chat/completions", {}
+        if self.gateway.speaks_anthropic:
+            path, headers = "/messages", {"anthropic-version": ANTHROPIC_VERSION}
+            if self.gateway.api_key is not None:
+                headers["x-api-key"] = self.gateway.api_key.get_secret_value()
         try:
-            response = await self._http.post(f"{self.gateway.api_base}{path}", json=body)
+            response = await self._http.post(f"{self.gateway.api_base}{path}", json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise GatewayError(f"the gateway could not be asked: {type(exc).__name__}") from None
         if response.is_success:

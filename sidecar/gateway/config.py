@@ -149,7 +149,8 @@ class Gateway:
 
     @property
     def speaks_anthropic(self) -> bool:
-        return self.format == "anthropic" or self.npm.startswith(ANTHROPIC_NPM)
+        """opencode talks the Messages API to it (and so does a probe)."""
+        return self.npm.startswith(ANTHROPIC_NPM)
 
     def wants(self, model_id: str) -> bool:
         """The include/exclude globs: included when no include pattern is given or one matches."""

@@ -96,7 +96,7 @@ def gateway_report(sidecar: SidecarProcess, gateway_id: str) -> dict:
         return api.get("/readyz").json()["gateways"][gateway_id]
 
 
-def test_two_litellm_proxies_and_an_openrouter_gateway_are_three_providers_that_fail_apart(
+def test_two_litellm_proxies_and_an_openrouter_gateway_are_providers_that_fail_apart(
     tmp_path: Path,
     upstreams: tuple[fake_upstream.FakeUpstream, fake_upstream.FakeUpstream],
     make_sidecar: Callable[..., SidecarProcess],
@@ -124,6 +124,15 @@ url = "http://127.0.0.1:{router.port}/api/v1"
 format = "openrouter"
 api_key_env = "ROUTER_KEY"
 headers = {{ "x-title" = "opencode-sidecar test" }}
+
+# The same LiteLLM read in the Anthropic shape and spoken to in the Messages API.
+[[gateways]]
+id = "claude"
+url = "{alpha.url}"
+format = "anthropic"
+npm = "@ai-sdk/anthropic"
+api_key_env = "ALPHA_KEY"
+include = ["relay"]
 """)
         env = {"ALPHA_KEY": lp.MASTER_KEY, "BETA_KEY": lp.MASTER_KEY, "ROUTER_KEY": ROUTER_KEY, "TEAM_TAG": TEAM_TAG}
         sidecar = make_sidecar(None, None, config=str(config), extra_env=env)
@@ -146,7 +155,9 @@ headers = {{ "x-title" = "opencode-sidecar test" }}
         # One list names each model once: the first gateway's bare, the others' qualified.
         with sidecar.api() as api:
             listed = {m["id"] for m in api.get("/v1/models", params={"limit": 1000}).json()["data"]}
-        assert {"alpha-chat", "relay", "beta/beta-chat", "beta/beta-two", "router/acme/coder-large"} == listed
+        assert {
+            "alpha-chat", "relay", "beta/beta-chat", "beta/beta-two", "router/acme/coder-large", "claude/relay"
+        } == listed
 
         assert ask(sidecar, "alpha/alpha-chat") == "alpha answer"
         assert ask(sidecar, "beta/beta-chat") == "beta answer"
@@ -155,6 +166,10 @@ headers = {{ "x-title" = "opencode-sidecar test" }}
         # gateway's upstream sees them; the sidecar sends them when it polls.
         assert ask(sidecar, "alpha/relay") == fake_upstream.answer_text(2)
         assert any(seen.get("x-team") == TEAM_TAG for seen in relay.headers_seen)
+        # opencode's Anthropic provider through LiteLLM's /v1/messages, streamed back from the relay.
+        with sidecar.opencode() as opencode:
+            assert set(provider_models(opencode, directory, "claude")) == {"relay"}
+        assert ask(sidecar, "claude/relay") == fake_upstream.answer_text(2)
         polls = [seen for seen in router.headers_seen if "x-title" in seen and seen.get("authorization")]
         assert polls and all(seen["authorization"] == f"Bearer {ROUTER_KEY}" for seen in polls)
 
@@ -187,3 +202,4 @@ headers = {{ "x-title" = "opencode-sidecar test" }}
     finally:
         for proxy in (alpha, beta):
             lp.stop_proxy(proxy)
+

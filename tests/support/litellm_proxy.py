@@ -41,6 +41,9 @@ PROXY_ENV = {
     "LITELLM_DONT_SHOW_FEEDBACK_BOX": "true",
     "LITELLM_LOG": "ERROR",
     "NO_PROXY": "127.0.0.1,localhost",
+    # /v1/messages to an OpenAI-routed model goes to the upstream's chat completions (which the
+    # fake upstream serves) rather than to its Responses API.
+    "LITELLM_USE_CHAT_COMPLETIONS_URL_FOR_ANTHROPIC_MESSAGES": "true",
 }
 PROXY_ENV_REMOVED = ("DATABASE_URL", "DIRECT_URL", "DATABASE_URL_READ_REPLICA", "REDIS_URL", "REDIS_HOST")
 
