@@ -40,6 +40,17 @@ def check_model_name(name: object, what: str = "model") -> str:
     return name
 
 
+def check_aliases(aliases: Mapping[str, str]) -> Mapping[str, str]:
+    """Aliases and their targets must be usable model names; ValueError says which is not."""
+    for alias, target in aliases.items():
+        try:
+            check_model_name(alias, "an alias")
+            check_model_name(target, f"the target of {alias!r}")
+        except InvalidModelName as exc:
+            raise ValueError(str(exc)) from None
+    return aliases
+
+
 def requested_name(requested: Any) -> str:
     """The model as one string, from `"name"`, `{"providerID", "modelID"}` or `{"providerID", "id"}`."""
     if isinstance(requested, str):

@@ -28,6 +28,7 @@ from sidecar.gateway.config import (
     check_provider_id,
     load_gateways_file,
 )
+from sidecar.naming import check_aliases
 
 ENV_PREFIX = "SIDECAR_"
 # The shorthand gateway's key reaches opencode under this name; the file holds only the reference.
@@ -128,15 +129,7 @@ class Settings(BaseSettings):
     @field_validator("model_aliases")
     @classmethod
     def _aliases_are_names(cls, aliases: dict[str, str]) -> dict[str, str]:
-        from sidecar.naming import InvalidModelName, check_model_name
-
-        for alias, target in aliases.items():
-            try:
-                check_model_name(alias, "an alias")
-                check_model_name(target, f"the target of {alias!r}")
-            except InvalidModelName as exc:
-                raise ValueError(str(exc)) from None
-        return aliases
+        return dict(check_aliases(aliases))
 
     @field_validator("api_key")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from sidecar.catalog import ModelInfo
+from sidecar.naming import check_aliases
 
 FORMATS = ("auto", "openai", "litellm", "openrouter", "portkey", "together", "vllm", "ollama", "lmstudio", "anthropic")
 Format = Literal["auto", "openai", "litellm", "openrouter", "portkey", "together", "vllm", "ollama", "lmstudio", "anthropic"]
@@ -109,15 +110,7 @@ class GatewayEntry(BaseModel):
     @field_validator("aliases")
     @classmethod
     def _aliases(cls, aliases: dict[str, str]) -> dict[str, str]:
-        from sidecar.naming import InvalidModelName, check_model_name
-
-        for alias, target in aliases.items():
-            try:
-                check_model_name(alias, "an alias")
-                check_model_name(target, f"the target of {alias!r}")
-            except InvalidModelName as exc:
-                raise ValueError(str(exc)) from None
-        return aliases
+        return dict(check_aliases(aliases))
 
 
 @dataclass(frozen=True)
