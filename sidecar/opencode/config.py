@@ -108,13 +108,28 @@ def render_config(catalogs: dict[str, Catalog], settings: Settings, base: dict[s
     default_model = settings.default_model_ref()
     if default_model is not None:
         generated["model"] = Untrusted(default_model)
-    return deep_merge(base, generated)
+    merged = deep_merge(base, generated)
+    for gateway in settings.gateways:
+        provider = merged["provider"][gateway.id]
+        # opencode lays a configured provider over its built-in one of the same id (`openai`,
+        # `anthropic`, ...), whose own models would otherwise show up beside the gateway's.
+        if not isinstance(provider.get("whitelist"), list):
+            provider["whitelist"] = [Untrusted(model_id) for model_id in provider["models"]]
+    return merged
 
 
 def rendered_model_ids(config: dict[str, Any], provider_ids: list[str]) -> dict[str, set[str]]:
     """Per provider, the model ids opencode should list once it has read `config`."""
-    providers = config.get("provider", {})
-    return {provider_id: set(providers.get(provider_id, {}).get("models", {})) for provider_id in provider_ids}
+    expected = {}
+    for provider_id in provider_ids:
+        provider = config.get("provider", {}).get(provider_id, {})
+        models = set(provider.get("models", {}))
+        if isinstance(provider.get("whitelist"), list):
+            models &= set(provider["whitelist"])
+        if isinstance(provider.get("blacklist"), list):
+            models -= set(provider["blacklist"])
+        expected[provider_id] = models
+    return expected
 
 
 def deep_merge(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:

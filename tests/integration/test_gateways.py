@@ -203,3 +203,18 @@ include = ["relay"]
         for proxy in (alpha, beta):
             lp.stop_proxy(proxy)
 
+
+
+def test_a_gateway_named_like_a_built_in_provider_lists_only_the_gateways_models(
+    tmp_path: Path, gateway: lp.LiteLLMProxy, make_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    """opencode merges a configured provider over its built-in one of the same id (its own model
+    catalogue): a gateway called `openai` must still list exactly what the gateway lists."""
+    config = tmp_path / "sidecar.toml"
+    config.write_text(f'[[gateways]]\nid = "openai"\nurl = "{gateway.url}"\napi_key_env = "GW_KEY"\ninclude = ["claude-*"]\n')
+    sidecar = make_sidecar(None, None, config=str(config), extra_env={"GW_KEY": gateway.master_key})
+    with sidecar.opencode() as opencode:
+        models = provider_models(opencode, str(sidecar.directory), "openai")
+    assert set(models) == {"claude-sonnet-4-5", "claude-haiku-4-5"}
+    assert sidecar.events("opencode.applied") and not sidecar.events("opencode.apply_mismatch")
+    assert ask(sidecar, "openai/claude-haiku-4-5") == "mock answer"

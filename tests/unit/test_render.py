@@ -182,3 +182,18 @@ def test_each_gateway_is_its_own_provider_with_keys_only_as_references(
         "openrouter": {"anthropic/claude-sonnet-4.5"},
         "portkey": set(),
     }
+
+
+def test_the_whitelist_holds_every_model_of_the_provider_and_the_operators_own_is_kept() -> None:
+    base = {"provider": {"litellm": {"models": {"operator-model": {"name": "Mine"}}}}}
+    config = render_config({"litellm": CATALOG}, settings(), base)
+    whitelist = config["provider"]["litellm"]["whitelist"]
+    assert set(whitelist) == {"claude-sonnet-4-5", "openai/gpt-5.5", "operator-model"}
+    assert rendered_model_ids(config, ["litellm"])["litellm"] == set(whitelist)
+    hostile = render_config({"litellm": Catalog([ModelInfo(id="{env:HOME}", display_name="x")])}, settings(), {})
+    assert "{env:HOME}" not in dump_config(hostile)
+
+    narrowed = {"provider": {"litellm": {"whitelist": ["claude-sonnet-4-5"], "blacklist": ["openai/gpt-5.5"]}}}
+    config = render_config({"litellm": CATALOG}, settings(), narrowed)
+    assert config["provider"]["litellm"]["whitelist"] == ["claude-sonnet-4-5"]
+    assert rendered_model_ids(config, ["litellm"]) == {"litellm": {"claude-sonnet-4-5"}}
