@@ -32,6 +32,11 @@ log = structlog.get_logger("sidecar.gateway")
 
 # A model list is small; a gateway that sends more is not answering the question we asked.
 MAX_LIST_BYTES = 16 * 1024 * 1024
+# A probe's answer matters only for its error message, which is short.
+MAX_PROBE_BYTES = 64 * 1024
+# A redirect is never followed, so the key never leaves for another address; where it pointed is
+# the gateway's word and is not repeated.
+_NOT_FOLLOWED = "redirected to another address (HTTP {status}); not followed"
 ANTHROPIC_VERSION = "2023-06-01"
 # Anthropic's largest page, and a bound on how many pages one poll follows.
 ANTHROPIC_PAGE = 1000
@@ -200,30 +205,39 @@ class GatewayClient:
             raise GatewayError("malformed model list: body is not JSON") from None
 
     async def _get(self, url: str, params: dict[str, Any] | None) -> bytes:
-        """The body of a GET, read no further than MAX_LIST_BYTES."""
+        """The body of a GET, read no further than MAX_LIST_BYTES, headers and body within gateway_timeout."""
         path = httpx.URL(url).path
+        timeout = self._settings.gateway_timeout
         try:
-            async with self._http.stream("GET", url, params=params) as response:
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Retryable(f"{path} answered HTTP {response.status_code}")
-                if response.status_code == 404:
-                    raise _NotFound(f"{path} answered HTTP 404")
-                if response.status_code != 200:
-                    raise GatewayError(f"{path} answered HTTP {response.status_code}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > MAX_LIST_BYTES:
-                    raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_LIST_BYTES:
-                        raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except httpx.TimeoutException:
-            raise _Retryable(f"{path} timed out after {self._settings.gateway_timeout}s") from None
+            # httpx's timeout bounds each read, so a gateway dripping a byte at a time would never
+            # trip it: the whole request has a deadline of its own.
+            with anyio.fail_after(timeout):
+                return await self._read_body(url, params, path)
+        except (TimeoutError, httpx.TimeoutException):
+            raise _Retryable(f"{path} timed out after {timeout}s") from None
         except httpx.HTTPError as exc:
             raise _Retryable(f"{path}: request failed: {type(exc).__name__}") from None
+
+    async def _read_body(self, url: str, params: dict[str, Any] | None, path: str) -> bytes:
+        async with self._http.stream("GET", url, params=params) as response:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise _Retryable(f"{path} answered HTTP {response.status_code}")
+            if response.status_code == 404:
+                raise _NotFound(f"{path} answered HTTP 404")
+            if response.has_redirect_location:
+                raise GatewayError(f"{path} {_NOT_FOLLOWED.format(status=response.status_code)}")
+            if response.status_code != 200:
+                raise GatewayError(f"{path} answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_LIST_BYTES:
+                raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_LIST_BYTES:
+                    raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
 
     async def probe(self, model_id: str) -> None:
         """Ask the gateway to accept `model_id` with the smallest chat request there is.
@@ -237,13 +251,35 @@ class GatewayClient:
             path, headers = "/messages", {"anthropic-version": ANTHROPIC_VERSION}
             if self.gateway.api_key is not None:
                 headers["x-api-key"] = self.gateway.api_key.get_secret_value()
+        timeout = self._settings.gateway_timeout
         try:
-            response = await self._http.post(f"{self.gateway.api_base}{path}", json=body, headers=headers)
+            with anyio.fail_after(timeout):
+                await self._ask_probe(f"{self.gateway.api_base}{path}", body, headers, model_id)
+        except (TimeoutError, httpx.TimeoutException):
+            raise GatewayError(f"the gateway could not be asked: timed out after {timeout}s") from None
         except httpx.HTTPError as exc:
             raise GatewayError(f"the gateway could not be asked: {type(exc).__name__}") from None
-        if response.is_success:
-            return
-        if 400 <= response.status_code < 500:
-            reason = server_reason(response, self._settings.secrets()) or f"HTTP {response.status_code}"
-            raise ModelRejected(f"the gateway rejected model {model_id!r}: {reason}")
-        raise GatewayError(f"the gateway answered HTTP {response.status_code} to a probe of {model_id!r}")
+
+    async def _ask_probe(self, url: str, body: dict[str, Any], headers: dict[str, str], model_id: str) -> None:
+        async with self._http.stream("POST", url, json=body, headers=headers) as response:
+            if response.is_success:
+                return
+            if response.has_redirect_location:
+                raise GatewayError(f"the gateway {_NOT_FOLLOWED.format(status=response.status_code)}")
+            if 400 <= response.status_code < 500:
+                content = await _read_at_most(response, MAX_PROBE_BYTES)
+                answer = httpx.Response(response.status_code, content=content)
+                reason = server_reason(answer, self._settings.secrets()) or f"HTTP {response.status_code}"
+                raise ModelRejected(f"the gateway rejected model {model_id!r}: {reason}")
+            raise GatewayError(f"the gateway answered HTTP {response.status_code} to a probe of {model_id!r}")
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The first `limit` bytes of a streamed body; the rest is never read."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk[: limit - size])
+        size += len(chunks[-1])
+        if size >= limit:
+            break
+    return b"".join(chunks)
