@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,17 +51,36 @@ class StatePaths:
 @dataclass
 class GatewayState:
     catalog: Catalog  # the last good list
+    # When that list was read: this run's last good poll, or the saved file's time.
+    catalog_time: float | None = None
+    restored: bool = False  # the list is the one saved by an earlier run
     last_poll_ok: bool | None = None
     last_error: str | None = None
     last_success: float | None = None  # unix time
+    # The shrink guard: consecutive polls whose list lost too many models, and the last such list.
+    shrink_seen: int = 0
+    shrink_models: int | None = None
 
-    def report(self) -> dict[str, Any]:
+    def report(self, now: float, poll_interval: float) -> dict[str, Any]:
+        age = None if self.catalog_time is None else round(max(0.0, now - self.catalog_time), 3)
         return {
             "models": len(self.catalog),
+            "catalog_age": age,
+            "restored": self.restored,
+            "stale": self.is_stale(now, poll_interval),
             "last_poll_ok": self.last_poll_ok,
             "last_error": self.last_error,
             "last_success": self.last_success,
+            "shrink_guard": None
+            if not self.shrink_seen
+            else {"held_polls": self.shrink_seen, "listed_models": self.shrink_models},
         }
+
+    def is_stale(self, now: float, poll_interval: float) -> bool:
+        """Not confirmed by this run, or not for three poll intervals."""
+        if self.last_success is None:
+            return True
+        return now - self.last_success > 3 * poll_interval + 30
 
 
 def public_id(ref: ModelRef, default_provider: str) -> str:
@@ -84,16 +103,22 @@ class Reconciler:
         listener: ConfigListener,
         paths: StatePaths,
         base_config: dict[str, Any],
+        *,
+        write: Callable[[Path, str], None] = write_atomically,
     ) -> None:
         self._settings = settings
+        self._write = write
         self._sources = sources
         self._listener = listener
         self.paths = paths
         self.base_config = base_config
         self.default_provider = settings.default_provider
-        self.gateways = {g.id: GatewayState(self._load_saved_list(g.id)) for g in settings.gateways}
+        self.gateways = {g.id: self._restore(g.id) for g in settings.gateways}
         self.registered = self._load_registered()
         self._written_text: str | None = None
+        # A write that failed (a read-only or full state dir) is tried again on the next poll.
+        self._publish_failed = False
+        self.last_write_error: str | None = None
         self._written_state: dict[Path, str] = {}
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
@@ -143,10 +168,41 @@ class Reconciler:
 
     # --- polling ------------------------------------------------------------------------------
 
-    async def poll_all(self) -> None:
+    async def poll_all(self, gateway_ids: list[str] | None = None) -> None:
         async with anyio.create_task_group() as group:
-            for gateway_id in self.gateways:
+            for gateway_id in self.gateways if gateway_ids is None else gateway_ids:
                 group.start_soon(self.poll_once, gateway_id)
+
+    def _shrinks(self, state: GatewayState, catalog: Catalog) -> bool:
+        """Whether `catalog` lost more than the allowed share of the applied list."""
+        before = set(state.catalog.ids)
+        if not before:
+            return False
+        lost = len(before - set(catalog.ids)) / len(before)
+        return not len(catalog) or lost > self._settings.shrink_threshold
+
+    def _held_by_shrink_guard(self, gateway_id: str, state: GatewayState, catalog: Catalog) -> bool:
+        """A sudden large loss (a revoked key, a misrouted proxy) waits for more polls to say so;
+        growth and small changes apply at once."""
+        if not self._shrinks(state, catalog):
+            state.shrink_seen, state.shrink_models = 0, None
+            return False
+        state.shrink_seen += 1
+        state.shrink_models = len(catalog)
+        needed = self._settings.shrink_confirmations
+        if state.shrink_seen < needed:
+            log.warning(
+                "gateway.shrink_held",
+                gateway=gateway_id,
+                models=len(catalog),
+                kept_models=len(state.catalog),
+                seen=state.shrink_seen,
+                needed=needed,
+            )
+            return True
+        log.warning("gateway.shrink_applied", gateway=gateway_id, models=len(catalog), was=len(state.catalog))
+        state.shrink_seen, state.shrink_models = 0, None
+        return False
 
     async def poll_once(self, gateway_id: str | None = None) -> bool:
         """One poll of one gateway (the first by default); True when its list changed.
@@ -159,12 +215,16 @@ class Reconciler:
             state.last_poll_ok, state.last_error = False, str(exc)
             log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
             return False
+        now = time.time()
+        state.last_poll_ok, state.last_error, state.last_success = True, None, now
         if not len(catalog):
-            state.last_poll_ok, state.last_error = False, "the gateway listed no chat models"
             log.warning("gateway.list_empty", gateway=gateway_id, kept_models=len(state.catalog))
+        if self._held_by_shrink_guard(gateway_id, state, catalog):
             return False
-        state.last_poll_ok, state.last_error, state.last_success = True, None, time.time()
-        if catalog.same_models(state.catalog) and self._written_text is not None:
+        if not len(catalog) and not len(state.catalog):
+            return False
+        state.catalog_time, state.restored = now, False
+        if catalog.same_models(state.catalog) and self._written_text is not None and not self._publish_failed:
             log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
             return False
         added = len(set(catalog.ids) - set(state.catalog.ids))
@@ -243,13 +303,25 @@ class Reconciler:
             indent=1,
         )
         changed = {path: content for path, content in state.items() if self._written_state.get(path) != content}
-        if changed:
-            # The saved lists can change while the config stays the same (a registered model
-            # that the gateway now lists).
-            await anyio.to_thread.run_sync(_write_files, changed)
-            self._written_state.update(changed)
+        try:
+            if changed:
+                # The saved lists can change while the config stays the same (a registered model
+                # that the gateway now lists).
+                await anyio.to_thread.run_sync(self._write_files, changed)
+                self._written_state.update(changed)
+            if text != self._written_text:
+                await anyio.to_thread.run_sync(self._write, self.paths.config, text)
+        except OSError as exc:
+            # The old files stay whole (each write is a rename); opencode and /v1/models keep
+            # the last list that was written, and the next poll tries again.
+            self._publish_failed = True
+            self.last_write_error = f"cannot write to {self.paths.state_dir}: {exc.strerror or type(exc).__name__}"
+            log.error("state.write_failed", path=str(self.paths.state_dir), error=exc.strerror or type(exc).__name__)
+            return
+        if self._publish_failed:
+            log.info("state.write_recovered", path=str(self.paths.state_dir))
+        self._publish_failed, self.last_write_error = False, None
         if text != self._written_text:
-            await anyio.to_thread.run_sync(write_atomically, self.paths.config, text)
             self._written_text = text
             models = sum(len(ids) for ids in rendered_model_ids(config, list(self.gateways)).values())
             log.info("opencode.config_written", path=str(self.paths.config), models=models)
@@ -258,11 +330,13 @@ class Reconciler:
 
     # --- the loops ----------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Poll each gateway at its own interval; re-render at once when the operator's config changes."""
+    async def run(self, poll_now: frozenset[str] = frozenset()) -> None:
+        """Poll each gateway at its own interval (those in `poll_now` at once); re-render at once
+        when the operator's config changes."""
         async with anyio.create_task_group() as group:
             for gateway in self._settings.gateways:
-                group.start_soon(self._poll_forever, gateway.id, gateway.poll_interval)
+                first = 0.0 if gateway.id in poll_now else None
+                group.start_soon(self._poll_forever, gateway.id, gateway.poll_interval, first)
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -272,19 +346,33 @@ class Reconciler:
                         log.info("base_config.changed", path=str(self._settings.base_config))
                         await self.publish()
 
-    async def _poll_forever(self, gateway_id: str, interval: float) -> None:
+    async def _poll_forever(self, gateway_id: str, interval: float, first_delay: float | None = None) -> None:
+        await anyio.sleep(interval if first_delay is None else first_delay)
         while True:
-            await anyio.sleep(interval)
             await self.poll_once(gateway_id)
+            await anyio.sleep(interval)
 
     # --- saved state --------------------------------------------------------------------------
 
-    def _load_saved_list(self, gateway_id: str) -> Catalog:
-        """A list saved by an earlier run, so that a gateway down at start loses nothing."""
+    def _write_files(self, files: dict[Path, str]) -> None:
+        for path, content in files.items():
+            self._write(path, content)
+
+    def _restore(self, gateway_id: str) -> GatewayState:
+        """The list saved by an earlier run, so that a gateway down at start loses nothing."""
         path = self.paths.catalog(gateway_id)
         if not path.exists() and gateway_id == self.default_provider:
             path = self.paths.legacy_catalog
-        return _load_catalog(path)
+        catalog = _load_catalog(path)
+        if not len(catalog):
+            return GatewayState(catalog)
+        try:
+            saved_at: float | None = path.stat().st_mtime
+        except OSError:
+            saved_at = None
+        age = None if saved_at is None else round(time.time() - saved_at, 1)
+        log.info("catalog.restored", gateway=gateway_id, models=len(catalog), path=str(path), age=age)
+        return GatewayState(catalog, catalog_time=saved_at, restored=True)
 
     def _load_registered(self) -> dict[str, dict[str, ModelInfo]]:
         try:
@@ -309,11 +397,6 @@ class Reconciler:
                 continue
             registered[gateway_id] = {m.id: m.model_copy(update={"registered": True}) for m in catalog}
         return registered
-
-
-def _write_files(files: dict[Path, str]) -> None:
-    for path, content in files.items():
-        write_atomically(path, content)
 
 
 def _load_catalog(path: Path) -> Catalog:

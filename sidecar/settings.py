@@ -55,11 +55,15 @@ class Settings(BaseSettings):
     provider_id: str = "litellm"
     provider_name: str = "LiteLLM"
     poll_interval: Annotated[float, Field(gt=0)] = 30.0
+    shrink_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    shrink_confirmations: Annotated[int, Field(ge=1, le=1000)] = 3
     listen: str = "127.0.0.1:4097"
     opencode_bin: str = "opencode"
     opencode_port: Port = 4096
     opencode_password: SecretStr | None = None
     opencode_start_timeout: Annotated[float, Field(gt=0)] = 60.0
+    health_interval: Annotated[float, Field(gt=0)] = 5.0
+    health_failures: Annotated[int, Field(ge=1, le=1000)] = 3
     opencode_directory: Path | None = None
     state_dir: Path = Field(default_factory=_default_state_dir)
     base_config: Path | None = None

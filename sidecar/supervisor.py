@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.apply import Applier
 from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
 from sidecar.opencode.client import OpencodeClient
-from sidecar.opencode.config import BaseConfigError, load_base_config
+from sidecar.opencode.config import BaseConfigError, load_base_config, write_atomically
 from sidecar.naming import ModelRef
 from sidecar.passthrough import Passthrough
 from sidecar.reconcile import Reconciler, StatePaths
@@ -48,6 +49,14 @@ class Sidecar:
             raise StartError(
                 f"{ENV_PREFIX}STATE_DIR: cannot create {self.settings.state_dir}: {exc.strerror}"
             ) from None
+        try:
+            probe = self.settings.state_dir / ".writable"
+            write_atomically(probe, "")
+            probe.unlink()
+        except OSError as exc:
+            raise StartError(
+                f"{ENV_PREFIX}STATE_DIR: cannot write to {self.settings.state_dir}: {exc.strerror}"
+            ) from None
         self.gateways = {gateway.id: GatewayClient(gateway, self.settings) for gateway in self.settings.gateways}
         self.opencode = OpencodeClient(self.settings)
         self.paths = StatePaths(self.settings.state_dir)
@@ -67,19 +76,44 @@ class Sidecar:
     async def _resolve_ref(self, requested: object, directory: str | None) -> ModelRef:
         return (await self.resolver.resolve(requested, directory)).ref
 
+    def gateway_reports(self) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        reports = {}
+        for gateway in self.settings.gateways:
+            state = self.reconciler.gateways[gateway.id]
+            reports[gateway.id] = {
+                **state.report(now, gateway.poll_interval),
+                "format": self.gateways[gateway.id].detected_format or gateway.format,
+                "poll_interval": gateway.poll_interval,
+            }
+        return reports
+
     def readiness(self) -> dict[str, Any]:
+        """Ready while opencode is up and has the current config; a stale catalog is reported,
+        not a reason to take the pod out of service."""
+        gateways = self.gateway_reports()
         report = {
             "opencode_healthy": self.child.healthy,
             "opencode_restarts": self.child.restarts,
             "catalog_applied": self.applier.applied,
             "models": len(self.reconciler.catalog),
             "last_poll_ok": self.reconciler.last_poll_ok,
-            "gateways": {
-                gateway_id: {**state.report(), "format": self.gateways[gateway_id].detected_format}
-                for gateway_id, state in self.reconciler.gateways.items()
-            },
+            "stale_gateways": sorted(gid for gid, report in gateways.items() if report["stale"]),
+            "write_error": self.reconciler.last_write_error,
+            "gateways": gateways,
         }
         return {"ready": self.child.healthy and self.applier.applied, **report}
+
+    def status(self) -> dict[str, Any]:
+        """Everything an operator asks when something looks wrong: `GET /v1/status`."""
+        return {
+            "ready": self.child.healthy and self.applier.applied,
+            "models": len(self.reconciler.catalog),
+            "gateways": self.gateway_reports(),
+            "opencode": {**self.child.report(), "port": self.settings.opencode_port},
+            "reloads": self.applier.report(),
+            "state_dir": {"path": str(self.settings.state_dir), "write_error": self.reconciler.last_write_error},
+        }
 
     async def run(self) -> None:
         host, port = self.settings.listen_host, self.settings.listen_port
@@ -107,11 +141,14 @@ class Sidecar:
                 group.start_soon(self._stop_on_signal, group.cancel_scope)
                 # The API first: /livez answers while a slow gateway holds up the first poll.
                 group.start_soon(self.api.run_until_stopped)
-                await self.reconciler.poll_all()
+                # A saved list goes to opencode at once; only gateways with none are waited for.
+                saved = frozenset(gid for gid, state in self.reconciler.gateways.items() if state.restored)
+                await self.reconciler.poll_all([gid for gid in self.reconciler.gateways if gid not in saved])
                 await self.reconciler.publish()
                 await group.start(self.child.run)
                 group.start_soon(self.applier.run)
-                group.start_soon(self.reconciler.run)
+                group.start_soon(self.reconciler.run, saved)
+                group.start_soon(self._reread_on_sighup)
                 if self.settings.base_config is not None:
                     group.start_soon(self._watch_base_config, self.settings.base_config)
                 log.info("sidecar.started", opencode_port=self.settings.opencode_port)
@@ -132,9 +169,15 @@ class Sidecar:
                 scope.cancel()
                 return
 
-    async def _watch_base_config(self, path: Path) -> None:
-        # Watch the directory: editors and ConfigMap updates replace the file rather than write it.
-        target = path.resolve()
-        async for changes in awatch(target.parent, debounce=200, recursive=False):
-            if any(Path(changed).resolve() == target for _, changed in changes):
+    async def _reread_on_sighup(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+            async for _ in signals:
+                log.info("base_config.reread", reason="SIGHUP")
                 self.reconciler.base_config_changed()
+
+    async def _watch_base_config(self, path: Path) -> None:
+        # The directory, not the file: editors replace the file, and Kubernetes updates a mounted
+        # ConfigMap by swapping the `..data` symlink beside it, so the file's own path never
+        # changes. Any change there re-reads the file; its content decides whether it changed.
+        async for _changes in awatch(path.absolute().parent, debounce=300, recursive=False):
+            self.reconciler.base_config_changed()

@@ -95,6 +95,17 @@ class Applier:
         if directory in self._pending and kind in {"session.idle", "session.status"}:
             self._wake.set()
 
+    def report(self) -> dict[str, Any]:
+        """The config versions written and applied, and the directories still to reload."""
+        return {
+            "config_version": self.version,
+            "applied_version": self.applied_version,
+            "applied": self.applied,
+            "directories": len(self.directories),
+            "pending_reloads": sorted(self._pending),
+            "waiting_for_idle": sorted(self._deferred & self._pending),
+        }
+
     def _differs(self, listed: dict[str, set[str]]) -> bool:
         """Whether a directory's providers differ from what the written config holds."""
         return any(listed.get(provider, set()) != models for provider, models in self._expected.items())

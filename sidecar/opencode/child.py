@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -105,6 +106,10 @@ class OpencodeChild:
         self.healthy = False
         self.generation = 0  # counts processes that became healthy
         self.restarts = 0
+        self.crashes = 0  # consecutive: what the backoff follows
+        self.state = "starting"  # starting, running, backoff, stopped
+        self.healthy_since: float | None = None  # wall-clock time
+        self.backoff_until: float | None = None  # wall-clock time
         self.log_path = settings.state_dir / "opencode.log"
 
     @property
@@ -136,33 +141,48 @@ class OpencodeChild:
             finally:
                 await self.stop()
 
+    def report(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "state": self.state,
+            "pid": self.pid,
+            "healthy": self.healthy,
+            "uptime": round(now - self.healthy_since, 3) if self.healthy and self.healthy_since else None,
+            "restarts": self.restarts,
+            "consecutive_crashes": self.crashes,
+            "backoff_until": self.backoff_until if self.state == "backoff" else None,
+        }
+
     async def _keep_running(self, command: list[str], output: IO[Any], task_status: TaskStatus[None]) -> None:
         started = False
-        crashes = 0
         while True:
+            self.state = "starting"
             try:
                 healthy_since = await self._start(command, output)
-            except OpencodeStartError:
+            except OpencodeStartError as exc:
                 if not started:
                     raise
-                crashes += 1
+                self.crashes += 1
+                log.warning("child.start_failed", error=str(exc), crashes=self.crashes)
             else:
                 if not started:
                     started = True
                     task_status.started()
+                self.state = "running"
                 reason = await self._watch()
                 if reason == "restart":
-                    crashes = 0
+                    self.crashes = 0
                     continue
                 if self._clock() - healthy_since >= self._settings.restart_backoff_reset:
-                    crashes = 0
-                crashes += 1
+                    self.crashes = 0
+                self.crashes += 1
             delay = restart_delay(
-                crashes,
+                self.crashes,
                 initial=self._settings.restart_backoff_initial,
                 cap=self._settings.restart_backoff_max,
             )
-            log.warning("child.restart_scheduled", delay=delay, crashes=crashes)
+            self.state, self.backoff_until = "backoff", time.time() + delay
+            log.warning("child.restart_scheduled", delay=delay, crashes=self.crashes)
             await self._sleep(delay)
 
     async def _start(self, command: list[str], output: IO[Any]) -> float:
@@ -195,12 +215,13 @@ class OpencodeChild:
                 await process.wait()
         self.generation += 1
         self.healthy = True
+        self.healthy_since = time.time()
         self._healthy_event.set()
         log.info("child.healthy", pid=process.pid, generation=self.generation)
         return self._clock()
 
     async def _watch(self) -> str:
-        """Wait until the process exits or a restart is asked for; say which."""
+        """Wait until the process exits, stops answering, or a restart is asked for; say which."""
         process = self._process
         assert process is not None
         reason = "exited"
@@ -212,7 +233,24 @@ class OpencodeChild:
                 reason = "restart"
                 group.cancel_scope.cancel()
 
+            async def check_health() -> None:
+                nonlocal reason
+                failures = 0
+                while True:
+                    await self._sleep(self._settings.health_interval)
+                    if await self._client.healthy():
+                        failures = 0
+                        continue
+                    failures += 1
+                    limit = self._settings.health_failures
+                    log.warning("child.health_check_failed", pid=process.pid, failures=failures, limit=limit)
+                    if failures >= limit:
+                        reason = "unresponsive"
+                        group.cancel_scope.cancel()
+                        return
+
             group.start_soon(restart_on_request)
+            group.start_soon(check_health)
             await process.wait()
             group.cancel_scope.cancel()
         self._mark_down()
@@ -220,6 +258,13 @@ class OpencodeChild:
             self._restart_requested = anyio.Event()
             log.info("child.restarting", pid=process.pid)
             await self._stop_process(process)
+        elif reason == "unresponsive":
+            # A hung (or stopped) process ignores SIGTERM: it goes at once, with its group.
+            self.restarts += 1
+            log.error("child.unresponsive", pid=process.pid, failed_checks=self._settings.health_failures)
+            with anyio.CancelScope(shield=True):
+                self._signal_group(process.pid, signal.SIGKILL)
+                await process.wait()
         else:
             self.restarts += 1
             log.warning("child.exited", pid=process.pid, returncode=process.returncode)
@@ -234,6 +279,7 @@ class OpencodeChild:
     async def stop(self) -> None:
         """Stop the child: SIGTERM to its group, the grace period, then SIGKILL."""
         self._mark_down()
+        self.state = "stopped"
         if self._process is not None:
             await self._stop_process(self._process)
             self._process = None

@@ -14,6 +14,9 @@ from sidecar.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
+HEALTH_INTERVAL = 7.0
+
+
 class FakeProcess:
     def __init__(self, pid: int, *, exits_at_start: int | None = None) -> None:
         self.pid = pid
@@ -38,13 +41,16 @@ class Harness:
     def __init__(self, tmp_path: Path, **settings: object) -> None:
         self.now = 0.0
         self.slept: list[float] = []
+        self.health_checked = 0
         self.signals: list[tuple[int, signal.Signals]] = []
         self.processes: list[FakeProcess] = []
         self.fail_next_start = False
         self.healthy_answers = True
+        self.health_checks = False  # when off, the health check's sleep never ends
         config = Settings(
             gateway_url="http://gw", opencode_password="pw", opencode_bin="sh", state_dir=tmp_path,
-            restart_backoff_initial=10, restart_backoff_max=300, restart_backoff_reset=600, **settings,
+            restart_backoff_initial=10, restart_backoff_max=300, restart_backoff_reset=600,
+            health_interval=HEALTH_INTERVAL, health_failures=3, **settings,
         )  # type: ignore[arg-type]
         self.child = OpencodeChild(
             config, tmp_path / "opencode.json", self, spawn=self.spawn,  # type: ignore[arg-type]
@@ -62,7 +68,12 @@ class Harness:
         return self.healthy_answers
 
     async def sleep(self, delay: float) -> None:
-        self.slept.append(delay)
+        if delay == HEALTH_INTERVAL:
+            if not self.health_checks:
+                await anyio.sleep_forever()
+            self.health_checked += 1
+        else:
+            self.slept.append(delay)
         await anyio.sleep(0)
 
     def signal_group(self, pid: int, sig: signal.Signals) -> None:
@@ -75,6 +86,24 @@ class Harness:
         with anyio.fail_after(5):
             while len(self.processes) < count or not self.child.healthy:
                 await anyio.sleep(0.001)
+
+
+async def test_a_child_that_stops_answering_is_killed_and_restarted(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    async with anyio.create_task_group() as group:
+        await group.start(h.child.run)
+        await h.wait_for_processes(1)
+        h.healthy_answers, h.health_checks = False, True  # e.g. SIGSTOP: the port accepts, nothing answers
+        with anyio.fail_after(5):
+            while h.processes[0].returncode is None:
+                await anyio.sleep(0.001)
+        assert h.signals[-1] == (1000, signal.SIGKILL)  # a stopped process ignores SIGTERM
+        assert h.health_checked == 3
+        assert h.child.restarts == 1 and h.slept == [10]
+        h.healthy_answers, h.health_checks = True, False
+        await h.wait_for_processes(2)
+        assert h.child.report()["state"] == "running" and h.child.report()["pid"] == 1001
+        group.cancel_scope.cancel()
 
 
 async def test_crashes_back_off_like_kubelet_and_reset_after_healthy_time(tmp_path: Path) -> None:
