@@ -11,21 +11,27 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sidecar.catalog import Catalog, ModelList
+from sidecar.catalog import Catalog, ModelInfo, ModelList
 from sidecar.passthrough import Passthrough, PassthroughError
 from sidecar.reconcile import Reconciler
 from sidecar.resolve import ResolveError, Resolver
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
+
+# Request bodies, counted as they arrive, never read whole first. The sidecar's own routes take a
+# model name; what goes on to opencode may carry a prompt with files attached.
+OWN_BODY_LIMIT = 64 * 1024
+FORWARDED_BODY_LIMIT = 10 * 1024 * 1024
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -34,6 +40,7 @@ ERROR_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     409: "invalid_request_error",
+    413: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
 }
@@ -94,6 +101,220 @@ def error_response(status: int, message: str) -> JSONResponse:
         "request_id": request_id,
     }
     return JSONResponse(body, status_code=status, headers={"request-id": request_id})
+
+
+def openapi_document(*, protected: bool) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the sidecar's own routes. The model schemas are the pydantic
+    models' own, so the document cannot drift from what the API serves; `protected` says whether
+    SIDECAR_API_KEY is set, and with it whether 401 can happen."""
+    _, generated = models_json_schema(
+        [(ModelList, "serialization"), (ModelInfo, "serialization")], ref_template="#/components/schemas/{model}"
+    )
+    # Answers are whole model_dump()s: every field is there, defaults included.
+    schemas = {name: {**schema, "required": list(schema["properties"])} for name, schema in generated["$defs"].items()}
+    schemas["Error"] = {
+        "description": "An Anthropic API error.",
+        "type": "object",
+        "required": ["type", "error", "request_id"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"enum": sorted({*ERROR_TYPES.values(), "api_error"})},
+                    "message": {"type": "string"},
+                },
+            },
+            "request_id": {"type": "string"},
+        },
+    }
+    schemas["Resolution"] = {
+        "description": "The model's record, and how opencode names it.",
+        "allOf": [
+            {"$ref": "#/components/schemas/ModelInfo"},
+            {
+                "type": "object",
+                "required": ["opencode"],
+                "properties": {"opencode": {"$ref": "#/components/schemas/OpencodeModel"}},
+            },
+        ],
+    }
+    schemas["OpencodeModel"] = {
+        "type": "object",
+        "required": ["providerID", "modelID"],
+        "properties": {"providerID": {"type": "string"}, "modelID": {"type": "string"}},
+    }
+    schemas["ResolveRequest"] = {
+        "type": "object",
+        "required": ["model"],
+        "properties": {
+            "model": {
+                "description": "As the agent names it: `name`, `provider/name`, or opencode's pair.",
+                "oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/OpencodeModel"}],
+            },
+            "directory": {"type": "string", "description": "The absolute path the agent works in."},
+        },
+    }
+    schemas["ModelDeleted"] = {
+        "type": "object",
+        "required": ["id", "type"],
+        "properties": {"id": {"type": "string"}, "type": {"const": "model_deleted"}},
+    }
+    schemas["Readiness"] = {
+        "description": "What readiness depends on; more fields than `ready` may come and go.",
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"type": "boolean"}},
+    }
+
+    def error(description: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+
+    def answer(description: str, schema: str | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(schema, str):
+            schema = {"$ref": f"#/components/schemas/{schema}"}
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    def operation(summary: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
+        if protected:
+            responses = responses | {"401": {"$ref": "#/components/responses/Unauthorized"}}
+        return {"summary": summary, "responses": responses, **more}
+
+    def probe(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"summary": summary, "responses": responses, "security": []}
+
+    ref = {
+        code: {"$ref": f"#/components/responses/{name}"}
+        for code, name in [
+            ("400", "BadRequest"),
+            ("404", "NotFound"),
+            ("409", "Conflict"),
+            ("413", "TooLarge"),
+            ("502", "BadGateway"),
+        ]
+    }
+    model_id = {
+        "name": "model_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "A model id as listed; it may contain `/`.",
+    }
+    paths = {
+        "/v1/models": {
+            "get": operation(
+                "The catalog, newest first, in the Anthropic Models API shape",
+                {"200": answer("One page", "ModelList"), "400": ref["400"]},
+                operationId="listModels",
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                    },
+                    {
+                        "name": "after_id",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "The page after this model; not with before_id.",
+                    },
+                    {
+                        "name": "before_id",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "The page before this model; not with after_id.",
+                    },
+                ],
+            )
+        },
+        "/v1/models/{model_id}": {
+            "get": operation(
+                "One model",
+                {"200": answer("The model", "ModelInfo"), "404": ref["404"]},
+                operationId="getModel",
+                parameters=[model_id],
+            ),
+            "delete": operation(
+                "Remove a registered model",
+                {"200": answer("Removed", "ModelDeleted"), "404": ref["404"], "409": ref["409"]},
+                operationId="deleteModel",
+                parameters=[model_id],
+            ),
+        },
+        "/v1/models/resolve": {
+            "post": operation(
+                "Normalise a model name, register it when the gateway doesn't list it, and wait until opencode can use it",
+                {
+                    "200": answer("Usable now", "Resolution"),
+                    "400": ref["400"],
+                    "409": ref["409"],
+                    "413": ref["413"],
+                    "502": ref["502"],
+                },
+                operationId="resolveModel",
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ResolveRequest"}}},
+                },
+            )
+        },
+        "/v1/status": {
+            "get": operation(
+                "What the sidecar is doing",
+                {"200": answer("The sidecar's state", {"type": "object"})},
+                operationId="getStatus",
+            )
+        },
+        "/livez": {
+            "get": probe(
+                "Liveness",
+                {
+                    "200": answer(
+                        "Running", {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
+                    )
+                },
+            )
+        },
+        "/readyz": {
+            "get": probe("Readiness", {"200": answer("Ready", "Readiness"), "503": answer("Not ready", "Readiness")})
+        },
+    }
+    components: dict[str, Any] = {
+        "schemas": schemas,
+        "responses": {
+            "BadRequest": error("A bad parameter or body (invalid_request_error)"),
+            "Unauthorized": error("Missing or wrong API key (authentication_error)"),
+            "NotFound": error("No such model (not_found_error)"),
+            "Conflict": error("Not possible in this state (invalid_request_error)"),
+            "TooLarge": error(f"The body is over {OWN_BODY_LIMIT} bytes (request_too_large)"),
+            "BadGateway": error("The gateway did not answer as it should (api_error)"),
+        },
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "opencode-sidecar",
+            "version": "1",
+            "description": (
+                "The sidecar's own routes. Every other request is forwarded to opencode (bodies up to "
+                f"{FORWARDED_BODY_LIMIT} bytes) and answered by opencode; see opencode's own `/doc`."
+            ),
+        },
+        "paths": paths,
+        "components": components,
+    }
+    if protected:
+        components["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+            "Basic": {"type": "http", "scheme": "basic", "description": "Any user; the key is the password."},
+        }
+        document["security"] = [{"ApiKey": []}, {"Bearer": []}, {"Basic": []}]
+    return document
 
 
 class HealthView:
@@ -159,15 +380,49 @@ class RequireKey:
         await self.app(scope, receive, send)
 
 
+class BodyLimit:
+    """One route's bound on its request body. A declared length over it is refused before a byte is
+    read; a chunked body is counted as it arrives and refused as soon as it passes the bound."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        declared = Request(scope).headers.get("content-length")
+        if declared is not None:
+            if not (declared.isascii() and declared.isdigit()):
+                raise ApiError(400, "content-length must be a number of bytes")
+            if int(declared) > self.limit:
+                raise self.too_large()
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise self.too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+    def too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is larger than this route takes ({self.limit} bytes)")
+
+
+def limited(endpoint: Callable[[Request], Any], limit: int) -> ASGIApp:
+    return BodyLimit(request_response(endpoint), limit)
+
+
 def create_app(view: HealthView) -> Starlette:
     async def list_models(request: Request) -> Response:
         params = request.query_params
         after_id, before_id = params.get("after_id"), params.get("before_id")
         if after_id is not None and before_id is not None:
             raise ApiError(400, "after_id and before_id cannot be used together")
-        page = page_of(
-            view.catalog(), limit=_parse_limit(params.get("limit")), after_id=after_id, before_id=before_id
-        )
+        page = page_of(view.catalog(), limit=_parse_limit(params.get("limit")), after_id=after_id, before_id=before_id)
         return JSONResponse(page.model_dump(mode="json"))
 
     async def get_model(request: Request) -> Response:
@@ -191,7 +446,7 @@ def create_app(view: HealthView) -> Starlette:
     async def resolve_model(request: Request) -> Response:
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a body of thousands of nested `[`
             raise ApiError(400, "the body must be JSON") from None
         if not isinstance(body, dict) or "model" not in body:
             raise ApiError(400, 'the body must be an object with "model"')
@@ -226,16 +481,23 @@ def create_app(view: HealthView) -> Starlette:
     async def server_error(_request: Request, _exc: Exception) -> Response:
         return error_response(500, "internal error in the sidecar; see its log")
 
+    document = openapi_document(protected=view.api_key is not None)
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document)
+
+    own = OWN_BODY_LIMIT
     every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return Starlette(
         routes=[
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/v1/models/resolve", resolve_model, methods=["POST"]),
-            Route("/v1/models/{model_id:path}", get_model, methods=["GET"]),
-            Route("/v1/models/{model_id:path}", delete_model, methods=["DELETE"]),
-            Route("/livez", livez, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/{path:path}", forward, methods=every_method),
+            Route("/v1/models", limited(list_models, own), methods=["GET"]),
+            Route("/v1/models/resolve", limited(resolve_model, own), methods=["POST"]),
+            Route("/v1/models/{model_id:path}", limited(get_model, own), methods=["GET"]),
+            Route("/v1/models/{model_id:path}", limited(delete_model, own), methods=["DELETE"]),
+            Route("/livez", limited(livez, own), methods=["GET"]),
+            Route("/readyz", limited(readyz, own), methods=["GET"]),
+            Route("/openapi.json", limited(openapi, own), methods=["GET"]),
+            Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=every_method),
         ],
         middleware=[Middleware(RequireKey, api_key=view.api_key)] if view.api_key else [],
         exception_handlers={

@@ -1,10 +1,15 @@
+import json
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 
 import httpx
 import pytest
 
-from sidecar.api import HealthView, create_app
+from sidecar.api import FORWARDED_BODY_LIMIT, OWN_BODY_LIMIT, HealthView, create_app
 from sidecar.catalog import Catalog, ModelInfo
+from sidecar.naming import ModelRef
+from sidecar.passthrough import Passthrough
+from sidecar.resolve import Resolution
 
 MODELS = [ModelInfo(id=f"model-{i:02d}", display_name=f"Model {i}") for i in range(25)]
 MODELS.append(ModelInfo(id="vendor/newest", display_name="Newest", created_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
@@ -77,3 +82,174 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
     assert (await client.get("/nope")).json()["error"]["type"] == "not_found_error"
     response = await client.post("/v1/models")
     assert response.status_code == 404 and response.json()["type"] == "error"
+
+
+KEY = "sidecar-key-123"
+
+
+class RecordingResolver:
+    """Answers every name with a model of that id, and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[object] = []
+
+    async def resolve(self, requested: object, directory: str | None = None) -> Resolution:
+        self.asked.append(requested)
+        return Resolution(ModelInfo(id=str(requested), display_name=str(requested)), ModelRef("litellm", str(requested)))
+
+
+def app_with(**view: object) -> httpx.AsyncClient:
+    health = HealthView(lambda: CATALOG, lambda: {"ready": True}, **view)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(health)), base_url="http://sidecar")
+
+
+def assert_anthropic_error(response: httpx.Response, status: int, error_type: str) -> None:
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"type", "error", "request_id"}
+    assert body["type"] == "error" and body["error"]["type"] == error_type and body["error"]["message"]
+    assert body["request_id"].startswith("req_") and response.headers["request-id"] == body["request_id"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"x-api-key": "wrong"}, {"authorization": "Bearer wrong"}, {"authorization": f"Bearer {KEY}x"}, {"x-api-key": ""}],
+)
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/models/vendor/newest", "/openapi.json", "/session"])
+async def test_missing_or_wrong_key_is_an_anthropic_401(headers: dict, path: str) -> None:
+    async with app_with(api_key=KEY) as client:
+        assert_anthropic_error(await client.get(path, headers=headers), 401, "authentication_error")
+
+
+@pytest.mark.parametrize("headers", [{"x-api-key": KEY}, {"authorization": f"Bearer {KEY}"}, {"authorization": f"bearer {KEY}"}])
+async def test_key_as_x_api_key_or_bearer(headers: dict) -> None:
+    async with app_with(api_key=KEY) as client:
+        assert (await client.get("/v1/models", headers=headers)).status_code == 200
+        assert (await client.get("/openapi.json", headers=headers)).status_code == 200
+
+
+async def test_probes_need_no_key() -> None:
+    async with app_with(api_key=KEY) as client:
+        assert (await client.get("/livez")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_resolve_body_over_the_limit_by_content_length_is_refused_unread() -> None:
+    resolver = RecordingResolver()
+    app = create_app(HealthView(lambda: CATALOG, lambda: {"ready": True}, resolver=resolver))  # type: ignore[arg-type]
+    reads: list[dict] = []
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        reads.append({})
+        return {"type": "http.request", "body": b"{}", "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    length = str(OWN_BODY_LIMIT + 1).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/models/resolve", "raw_path": b"/v1/models/resolve", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"sidecar"), (b"content-type", b"application/json"), (b"content-length", length)],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 4097),
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 413 and reads == [] and resolver.asked == []
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["error"]["type"] == "request_too_large"
+
+
+async def test_resolve_chunked_body_is_counted_and_cut_off_at_the_limit() -> None:
+    resolver = RecordingResolver()
+    pulled = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        yield b'{"model": "'
+        while True:
+            pulled += 1
+            yield b"x" * 1024
+
+    async with app_with(resolver=resolver) as client:
+        response = await client.post("/v1/models/resolve", content=endless())
+    assert_anthropic_error(response, 413, "request_too_large")
+    assert pulled <= OWN_BODY_LIMIT // 1024 + 1 and resolver.asked == []
+
+
+async def test_resolve_body_under_the_limit_is_read() -> None:
+    resolver = RecordingResolver()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"model": "'
+        yield b"m" * 1000
+        yield b'"}'
+
+    async with app_with(resolver=resolver) as client:
+        response = await client.post("/v1/models/resolve", content=chunks())
+    assert response.status_code == 200 and resolver.asked == ["m" * 1000]
+
+
+async def test_deeply_nested_resolve_body_is_a_400_not_a_500() -> None:
+    async with app_with(resolver=RecordingResolver()) as client:
+        response = await client.post("/v1/models/resolve", content=b"[" * 60_000)
+    assert_anthropic_error(response, 400, "invalid_request_error")
+
+
+@pytest.mark.parametrize("length", ["ten", "-1", "1e3", "²"])
+async def test_unreadable_content_length_is_a_400(length: str) -> None:
+    async with app_with(resolver=RecordingResolver()) as client:
+        request = client.build_request("POST", "/v1/models/resolve", content=b'{"model": "m"}')
+        request.headers["content-length"] = length
+        assert_anthropic_error(await client.send(request), 400, "invalid_request_error")
+
+
+def forwarding_app(seen: list[bytes]) -> httpx.AsyncClient:
+    def opencode(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(200, json={"ok": True})
+
+    async def resolve(requested: object, directory: str | None) -> ModelRef:
+        return ModelRef("litellm", str(requested))
+
+    passthrough = Passthrough("http://opencode", "pw", resolve, [], transport=httpx.MockTransport(opencode))
+    return app_with(passthrough=passthrough)
+
+
+async def test_forwarded_bodies_may_be_large_but_not_unbounded() -> None:
+    seen: list[bytes] = []
+    big = b"x" * (OWN_BODY_LIMIT * 4)
+
+    async def stream(size: int) -> AsyncIterator[bytes]:
+        for _ in range(size // 65536):
+            yield b"x" * 65536
+
+    async with forwarding_app(seen) as client:
+        assert (await client.post("/file/upload", content=big)).status_code == 200
+        assert (await client.post("/file/upload", content=stream(OWN_BODY_LIMIT * 4))).status_code == 200
+        over = FORWARDED_BODY_LIMIT + 65536
+        assert_anthropic_error(await client.post("/file/upload", content=stream(over)), 413, "request_too_large")
+        request = client.build_request("POST", "/file/upload", content=b"{}")
+        request.headers["content-length"] = str(over)
+        assert_anthropic_error(await client.send(request), 413, "request_too_large")
+    assert seen == [big, big]
+
+
+async def test_openapi_document_describes_our_routes_not_the_pass_through(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    assert set(document["paths"]) == {
+        "/v1/models", "/v1/models/{model_id}", "/v1/models/resolve", "/v1/status", "/livez", "/readyz"
+    }
+    schemas = document["components"]["schemas"]
+    assert set(schemas["ModelInfo"]["properties"]) == set(ModelInfo.model_fields)
+    assert "securitySchemes" not in document["components"]
+    assert "401" not in document["paths"]["/v1/models"]["get"]["responses"]
+
+
+async def test_openapi_document_with_a_key_says_so() -> None:
+    async with app_with(api_key=KEY) as client:
+        document = (await client.get("/openapi.json", headers={"x-api-key": KEY})).json()
+    assert document["security"] and set(document["components"]["securitySchemes"]) == {"ApiKey", "Bearer", "Basic"}
+    assert "401" in document["paths"]["/v1/models"]["get"]["responses"]
+    assert document["paths"]["/livez"]["get"]["security"] == []
