@@ -15,6 +15,9 @@ from sidecar.gateway.config import Gateway
 from sidecar.settings import Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"
+# opencode's JSON parser builds objects by assignment, and in JavaScript `models["__proto__"] = m`
+# sets the object's prototype instead of adding a key: such a model would silently not be there.
+UNREPRESENTABLE_MODEL_IDS = frozenset({"__proto__"})
 
 
 class Untrusted(str):
@@ -87,7 +90,11 @@ def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> d
         "npm": gateway.npm,
         "name": gateway.name,
         "options": options,
-        "models": {Untrusted(model.id): render_model(model, settings) for model in catalog},
+        "models": {
+            Untrusted(model.id): render_model(model, settings)
+            for model in catalog
+            if model.id not in UNREPRESENTABLE_MODEL_IDS
+        },
     }
 
 

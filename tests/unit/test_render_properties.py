@@ -1,0 +1,244 @@
+"""Whatever ids and names a gateway sends, opencode reads back the config the sidecar meant.
+
+opencode does not parse its config file as it is. It first replaces `{env:NAME}` and
+`{file:path}` in the raw text, then parses the result with jsonc-parser (comments and trailing
+commas allowed). `opencode_reads` below is that reading, written from opencode 1.18.33's own code
+(`ConfigVariable.substitute` and `ConfigParse.jsonc`, read from the pinned binary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sidecar.catalog import Catalog, ModelInfo
+from sidecar.gateway.formats import (
+    enrich_with_litellm_info,
+    parse_anthropic_page,
+    parse_litellm_model_info,
+    parse_models,
+)
+from sidecar.opencode.config import dump_config, render_config, rendered_model_ids
+from sidecar.settings import Settings
+from tests.support.sidecar_process import OPENCODE_BIN
+
+# Bounded and the same on every run, so the suite's time is too.
+BOUNDED = settings(
+    max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+KEY_ENV = "SIDECAR_GATEWAY_API_KEY"
+KEY = "sk-property-key"
+SETTINGS = Settings(gateway_url="http://gw:4000", gateway_api_key="sk-secret-1")  # type: ignore[arg-type]
+PROVIDER = "litellm"
+
+# --- opencode's reading of its config text --------------------------------------------------
+
+ENV_REFERENCE = re.compile(r"\{env:([^}]+)\}")
+FILE_REFERENCE = re.compile(r"\{file:[^}]+\}")
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def js_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # jsonc-parser builds objects by assignment, and in JavaScript `o["__proto__"] = v` sets the
+    # prototype instead of adding a key: the entry is gone from the config opencode sees.
+    return {key: value for key, value in pairs if key != "__proto__"}
+
+
+def opencode_reads(text: str, env: dict[str, str]) -> tuple[Any, list[str], list[str]]:
+    """The config opencode gets from `text`, the variables it substituted, and the files it would read."""
+    substituted: list[str] = []
+
+    def variable(match: re.Match[str]) -> str:
+        substituted.append(match[1])
+        return env.get(match[1], "")
+
+    text = ENV_REFERENCE.sub(variable, text)
+    # Each of these is replaced by a file's contents (or fails the load when the file is missing).
+    files = [match[0] for match in FILE_REFERENCE.finditer(text)]
+    return json.loads(text, object_pairs_hook=js_object), substituted, files
+
+
+def outside_strings(text: str) -> str:
+    return JSON_STRING.sub('""', text)
+
+
+def assert_opencode_reads_what_was_rendered(models: list[ModelInfo]) -> None:
+    """The rendered file holds no pattern but the key reference, no comment, and every model as given."""
+    catalog = Catalog(models)
+    config = render_config({PROVIDER: catalog}, SETTINGS, {})
+    text = dump_config(config)
+
+    # Plain ASCII: no U+2028, BOM or control character reaches opencode's parser unescaped.
+    assert text.isascii()
+    # jsonc-parser skips `//` and `/*` only outside strings; here there are none for any reader.
+    assert "/" not in outside_strings(text)
+    # The text says exactly what was rendered ...
+    assert json.loads(text) == config
+
+    # ... and still does after opencode's substitution, but for the key it was meant to take.
+    seen, substituted, files = opencode_reads(text, {KEY_ENV: KEY})
+    assert substituted == [KEY_ENV]
+    assert files == []
+    provider = seen["provider"][PROVIDER]
+    assert provider["options"]["apiKey"] == KEY
+    provider["options"]["apiKey"] = f"{{env:{KEY_ENV}}}"
+    assert seen == js_object(list(json.loads(text).items()))
+
+    # Every model the sidecar says it rendered is in opencode's config under its exact id and name.
+    rendered = rendered_model_ids(config, [PROVIDER])[PROVIDER]
+    names = {model.id: model.display_name for model in catalog}
+    assert {model_id: entry["name"] for model_id, entry in provider["models"].items()} == {
+        model_id: names[model_id] for model_id in rendered
+    }
+    assert set(provider["whitelist"]) == rendered
+    # And that is every model the gateway's list gave, but one JavaScript cannot hold as a key.
+    assert rendered == set(names) - {"__proto__"}
+
+
+# --- What a gateway may send ----------------------------------------------------------------
+
+HOSTILE = [
+    f"{{env:{KEY_ENV}}}", "{env:HOME}", "{env:", "{file:/etc/passwd}", "{file:~/.ssh/id_rsa}", "{file:",
+    "{", "}", "}{", '"', "'", "\\", "\\u007b", "\\u007d", '\\"', "\\n", "//", "/*", "*/", "#",
+    "${env:HOME}", "$env:HOME", "$HOME", "__proto__", "constructor", "prototype",
+    "\u2028", "\u2029", "\ufeff", "\u200b", "\x00", "\x1b", "\n", "\r", "\t", "\x7f", "\U0001f600", " ", ":", "*",
+]
+PRINTABLE = st.characters(exclude_categories=["C", "Zl", "Zp"])
+
+gateway_strings = st.one_of(
+    st.text(),
+    st.text(PRINTABLE),
+    st.lists(st.one_of(st.sampled_from(HOSTILE), st.text(PRINTABLE, max_size=4)), max_size=12).map("".join),
+    st.text(PRINTABLE, min_size=240, max_size=300),  # about the longest an id or name may be
+    st.sampled_from(["__proto__", "constructor", "toString", f"{{env:{KEY_ENV}}}", "{file:/etc/passwd}"]),
+)
+
+
+def openai(entries: list[tuple[str, str]]) -> list[ModelInfo]:
+    return parse_models("openai", {"data": [{"id": model_id, "object": "model"} for model_id, _ in entries]}).models
+
+
+def openrouter(entries: list[tuple[str, str]]) -> list[ModelInfo]:
+    return parse_models("openrouter", {"data": [{"id": model_id, "name": name} for model_id, name in entries]}).models
+
+
+def together(entries: list[tuple[str, str]]) -> list[ModelInfo]:
+    return parse_models("together", [{"id": model_id, "display_name": name} for model_id, name in entries]).models
+
+
+def anthropic(entries: list[tuple[str, str]]) -> list[ModelInfo]:
+    data = [{"type": "model", "id": model_id, "display_name": name} for model_id, name in entries]
+    return parse_anthropic_page({"data": data, "has_more": False})[0].models
+
+
+def litellm(entries: list[tuple[str, str]]) -> list[ModelInfo]:
+    listed = parse_models("litellm", {"data": [{"id": model_id} for model_id, _ in entries]})
+    info = [{"model_name": model_id, "model_info": {"display_name": name}} for model_id, name in entries]
+    return enrich_with_litellm_info(listed, parse_litellm_model_info({"data": info})).models
+
+
+READERS: list[Callable[[list[tuple[str, str]]], list[ModelInfo]]] = [openai, openrouter, together, anthropic, litellm]
+
+
+# --- Properties -----------------------------------------------------------------------------
+
+
+@BOUNDED
+@given(ids=st.lists(gateway_strings, min_size=1, max_size=6))
+def test_any_model_id_is_read_back_by_opencode_as_sent(ids: list[str]) -> None:
+    assert_opencode_reads_what_was_rendered(openai([(model_id, "") for model_id in ids]))
+
+
+@BOUNDED
+@given(
+    read=st.sampled_from(READERS),
+    entries=st.lists(st.tuples(gateway_strings, gateway_strings), min_size=1, max_size=6),
+)
+def test_any_display_name_is_read_back_by_opencode_as_sent(
+    read: Callable[[list[tuple[str, str]]], list[ModelInfo]], entries: list[tuple[str, str]]
+) -> None:
+    assert_opencode_reads_what_was_rendered(read(entries))
+
+
+@BOUNDED
+@given(value=st.one_of(st.text(), st.text(st.characters(categories=["Cs", "Cc", "Cf", "Zl", "Zp", "Co"]))))
+def test_any_untrusted_string_dumps_to_ascii_json_with_no_brace_and_back(value: str) -> None:
+    # Below the parsers: even what they reject (lone surrogates, control characters) dumps safely.
+    from sidecar.opencode.config import Untrusted
+
+    text = dump_config({Untrusted(value): [Untrusted(value)]})
+    assert text.isascii()
+    assert "{" not in text[1:-1] and "}" not in text[1:-1]
+    assert "/" not in outside_strings(text)
+    assert json.loads(text) == {value: [value]}
+
+
+# --- Examples the properties found ----------------------------------------------------------
+
+
+def test_a_model_named_like_the_javascript_prototype_is_left_out_rather_than_silently_lost() -> None:
+    # opencode's parser turns a `"__proto__"` key into the models object's prototype, so the
+    # sidecar waited for a model opencode could never list.
+    catalog = Catalog([ModelInfo(id="__proto__", display_name="x"), ModelInfo(id="m1", display_name="y")])
+    config = render_config({PROVIDER: catalog}, SETTINGS, {})
+    assert rendered_model_ids(config, [PROVIDER]) == {PROVIDER: {"m1"}}
+    assert list(config["provider"][PROVIDER]["models"]) == ["m1"]
+    assert config["provider"][PROVIDER]["whitelist"] == ["m1"]
+
+
+# --- The real opencode ----------------------------------------------------------------------
+
+# Fixed hostile ids, and printable strings drawn once from a seeded generator over all of Unicode.
+_draw = random.Random(8)
+_PRINTABLE_CHARACTERS = [c for c in map(chr, range(0x20, 0x30000)) if c.isprintable() and c != "*"]
+DRAWN = ["".join(_draw.choices(_PRINTABLE_CHARACTERS, k=_draw.randrange(1, 40))) for _ in range(40)]
+REAL_IDS = [
+    "{env:HOSTILE_SECRET}", "{file:./secret.txt}", "a}{env:HOSTILE_SECRET}{b", "//{file:./secret.txt}",
+    "// not a comment", 'quote"back\\slash', "\\u007benv:HOSTILE_SECRET\\u007d", "$HOME ${env:HOME}",
+    "__proto__", "constructor", "toString", "emoji \U0001f600", "x" * 256,
+    *(text for text in DRAWN if text.strip()),
+]
+
+
+@pytest.mark.skipif(not OPENCODE_BIN.exists(), reason=f"opencode is not installed at {OPENCODE_BIN}")
+def test_the_real_opencode_reads_hostile_ids_and_names_as_sent(tmp_path: Path) -> None:
+    entries = [(model_id, f"/* {{file:./secret.txt}} */ {model_id}"[:256]) for model_id in REAL_IDS]
+    models = openrouter(entries)
+    assert len(models) == len(REAL_IDS)
+    config = render_config({PROVIDER: Catalog(models)}, SETTINGS, {})
+    path = tmp_path / "opencode.json"
+    path.write_text(dump_config(config), encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("LEAKED-FILE")
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        **{f"XDG_{kind}_HOME": str(tmp_path / kind.lower()) for kind in ("CONFIG", "DATA", "CACHE", "STATE")},
+        "OPENCODE_CONFIG": str(path),
+        "OPENCODE_DISABLE_PROJECT_CONFIG": "1",
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "HOSTILE_SECRET": "LEAKED-ENV",
+        KEY_ENV: KEY,
+    }
+    done = subprocess.run(
+        [str(OPENCODE_BIN), "debug", "config", "--pure"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LEAKED" not in done.stdout
+    seen = json.loads(done.stdout)["provider"][PROVIDER]
+    expected = rendered_model_ids(config, [PROVIDER])[PROVIDER]
+    assert expected == {model.id for model in models} - {"__proto__"}
+    assert {model_id: entry["name"] for model_id, entry in seen["models"].items()} == {
+        model.id: model.display_name for model in models if model.id in expected
+    }
