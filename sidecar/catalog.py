@@ -78,6 +78,9 @@ def invalid_model_id_reason(model_id: object) -> str | None:
         return f"is longer than {MAX_MODEL_ID_LENGTH} characters"
     if not model_id.isprintable():
         return "contains control characters"
+    if model_id == "__proto__":
+        # opencode's config parser assigns keys to plain objects: this one sets the prototype.
+        return "is reserved in opencode's config"
     return None
 
 

@@ -40,6 +40,9 @@ class FakeUpstream(ThreadingHTTPServer):
         # Every chat request body received, and the headers of every request, for assertions.
         self.requests: list[dict] = []
         self.headers_seen: list[dict[str, str]] = []
+        # Hostile answers to GET /v1/models: a body this many bytes long, or a redirect there.
+        self.huge_list_bytes = 0
+        self.redirect_to: str | None = None
 
     @property
     def port(self) -> int:
@@ -59,7 +62,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
         if self.path.split("?")[0] in ("/v1/models", "/models", "/api/v1/models"):
-            self._send_json(200, self.server.models)
+            if self.server.redirect_to:
+                self.send_response(302)
+                self.send_header("Location", self.server.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif self.server.huge_list_bytes:
+                self._send_huge(self.server.huge_list_bytes)
+            else:
+                self._send_json(200, self.server.models)
         else:
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
 
@@ -123,6 +134,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (an aborted prompt): nothing to do
+
+    def _send_huge(self, size: int) -> None:
+        """A JSON-looking body of `size` bytes, streamed without a length, never held whole."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        chunk = b" " * 65536
+        try:
+            self.wfile.write(b'{"data": [')
+            for _ in range(size // len(chunk)):
+                self.wfile.write(chunk)
+            self.wfile.write(b"]}")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the reader stopped at its bound, as it should
 
     def _event(self, payload: dict) -> None:
         self.wfile.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
