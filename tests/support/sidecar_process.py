@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from tests.support import secrets_audit
 from tests.support.litellm_proxy import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +144,14 @@ def start_sidecar(
         env["SIDECAR_GATEWAY_API_KEY"] = gateway_key
     env.update(extra_env or {})
     env.update({f"SIDECAR_{k.upper()}": v for k, v in settings.items()})
+    secrets_audit.register(
+        secret_values=[
+            password,
+            gateway_key,
+            *secrets_audit.secret_env_values({**(extra_env or {}), **{k: v for k, v in env.items() if k.startswith("SIDECAR_")}}),
+        ],
+        directories=[workdir, Path(env["SIDECAR_STATE_DIR"])],
+    )
     log_path = workdir / "sidecar.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
