@@ -155,6 +155,7 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
             },
             "directory": {"type": "string", "description": "The absolute path the agent works in."},
         },
+        "example": {"model": "anthropic/claude-sonnet-4-5", "directory": "/work/project"},
     }
     schemas["ModelDeleted"] = {
         "type": "object",
@@ -203,6 +204,7 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string"},
         "description": "A model id as listed; it may contain `/`.",
+        "example": "claude-sonnet-4-5",
     }
     paths = {
         "/v1/models": {
@@ -268,6 +270,9 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
                 {"200": answer("The sidecar's state", {"type": "object"})},
                 operationId="getStatus",
             )
+        },
+        "/openapi.json": {
+            "get": operation("This document", {"200": answer("OpenAPI 3.1", {"type": "object"})}, operationId="getOpenapi")
         },
         "/livez": {
             "get": probe(
