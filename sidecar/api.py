@@ -103,6 +103,26 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers={"request-id": request_id})
 
 
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ready", "models", "gateways", "opencode", "reloads", "state_dir"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "models": {"type": "integer", "minimum": 0},
+        "gateways": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["models", "catalog_age", "stale", "last_poll_ok", "last_error", "last_success", "shrink_guard"],
+            },
+        },
+        "opencode": {"type": "object", "required": ["state", "pid", "healthy", "uptime", "restarts", "backoff_until"]},
+        "reloads": {"type": "object", "required": ["config_version", "applied_version", "pending_reloads"]},
+        "state_dir": {"type": "object", "required": ["path", "write_error"]},
+    },
+}
+
+
 def openapi_document(*, protected: bool) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the sidecar's own routes. The model schemas are the pydantic
     models' own, so the document cannot drift from what the API serves; `protected` says whether
@@ -267,7 +287,8 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
         "/v1/status": {
             "get": operation(
                 "What the sidecar is doing",
-                {"200": answer("The sidecar's state", {"type": "object"})},
+                {"200": answer("The sidecar's state: each gateway's polls and catalog, opencode's process, the "
+                               "reloads still to do, the state directory", STATUS_SCHEMA)},
                 operationId="getStatus",
             )
         },
@@ -334,9 +355,11 @@ class HealthView:
         reconciler: Reconciler | None = None,
         passthrough: Passthrough | None = None,
         api_key: str | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ):
         self.catalog = catalog
         self.readiness = readiness
+        self.status = status
         self.resolver = resolver
         self.reconciler = reconciler
         self.passthrough = passthrough
@@ -471,6 +494,11 @@ def create_app(view: HealthView) -> Starlette:
         report = view.readiness()
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
+    async def status(_request: Request) -> Response:
+        if view.status is None:
+            raise ApiError(404, "no status in this sidecar")
+        return JSONResponse(view.status())
+
     async def api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, (ApiError, ResolveError, PassthroughError))
         return error_response(exc.status, exc.message)
@@ -502,6 +530,7 @@ def create_app(view: HealthView) -> Starlette:
             Route("/livez", limited(livez, own), methods=["GET"]),
             Route("/readyz", limited(readyz, own), methods=["GET"]),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
+            Route("/v1/status", limited(status, own), methods=["GET"]),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=every_method),
         ],
         middleware=[Middleware(RequireKey, api_key=view.api_key)] if view.api_key else [],

@@ -186,8 +186,8 @@ class Passthrough:
     async def _rewrite_model(self, body: bytes, form: str, directory: str | None) -> bytes:
         try:
             parsed = json.loads(body)
-        except ValueError:
-            return body  # opencode answers a bad body itself
+        except (ValueError, RecursionError):
+            return body  # opencode answers a bad (or absurdly nested) body itself
         if not isinstance(parsed, dict):
             return body
         requested = requested_model(parsed, form)

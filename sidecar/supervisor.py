@@ -129,6 +129,7 @@ class Sidecar:
             reconciler=self.reconciler,
             passthrough=self.passthrough,
             api_key=api_key,
+            status=self.status,
         )
         self.api = ApiServer(create_app(view), sock)
         log.info(

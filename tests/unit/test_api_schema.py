@@ -60,6 +60,18 @@ class IdleApplier:
         return True
 
 
+STATUS = {
+    "ready": False,
+    "models": 2,
+    "gateways": {"litellm": {"models": 2, "catalog_age": 3.5, "stale": False, "last_poll_ok": True,
+                             "last_error": None, "last_success": 1.0, "shrink_guard": None}},
+    "opencode": {"state": "backoff", "pid": None, "healthy": False, "uptime": None, "restarts": 2,
+                 "backoff_until": 12.0},
+    "reloads": {"config_version": 3, "applied_version": 2, "pending_reloads": ["/work"]},
+    "state_dir": {"path": "/state", "write_error": None},
+}
+
+
 def build_app() -> Any:
     reconciler = FakeReconciler()
     # The real Resolver, so that hostile names go through the real normalisation.
@@ -76,6 +88,7 @@ def build_app() -> Any:
         resolver=resolver,
         reconciler=reconciler,  # type: ignore[arg-type]
         api_key=KEY,
+        status=lambda: STATUS,
     )
     return create_app(view)
 

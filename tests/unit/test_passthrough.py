@@ -103,3 +103,23 @@ async def test_streamed_answer_is_redacted_across_chunk_boundaries(chunk_size: i
     expected = body.replace(b"sk-abcdef", b"[redacted]").replace(b"password-1", b"[redacted]")
     assert answer.content == expected
     await passthrough.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_absurdly_nested_body_is_forwarded_as_it_is_not_a_500() -> None:
+    seen: list[bytes] = []
+
+    def opencode(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(400, json={"error": "bad body"})
+
+    async def resolve(requested: object, directory: str | None) -> ModelRef:
+        raise AssertionError("nothing to resolve in a body that isn't JSON we can read")
+
+    passthrough = Passthrough("http://opencode", "pw-1", resolve, [], transport=httpx.MockTransport(opencode))
+    app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["POST"])])
+    body = b"[" * 100_000 + b"]" * 100_000
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
+        answer = await client.post("/session/ses_1/message", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400 and seen == [body]
+    await passthrough.aclose()

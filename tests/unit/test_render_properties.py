@@ -215,7 +215,8 @@ REAL_IDS = [
 def test_the_real_opencode_reads_hostile_ids_and_names_as_sent(tmp_path: Path) -> None:
     entries = [(model_id, f"/* {{file:./secret.txt}} */ {model_id}"[:256]) for model_id in REAL_IDS]
     models = openrouter(entries)
-    assert len(models) == len(REAL_IDS)
+    # Every id but __proto__, which the parser refuses as an id (see invalid_model_id_reason).
+    assert {model.id for model in models} == set(REAL_IDS) - {"__proto__"}
     config = render_config({PROVIDER: Catalog(models)}, SETTINGS, {})
     path = tmp_path / "opencode.json"
     path.write_text(dump_config(config), encoding="utf-8")
