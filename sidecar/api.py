@@ -103,6 +103,12 @@ def error_response(status: int, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers={"request-id": request_id})
 
 
+STARTUP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"enum": ["started", "starting"]}},
+}
+
 STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["ready", "models", "gateways", "opencode", "reloads", "state_dir"],
@@ -308,6 +314,15 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
         "/readyz": {
             "get": probe("Readiness", {"200": answer("Ready", "Readiness"), "503": answer("Not ready", "Readiness")})
         },
+        "/startupz": {
+            "get": probe(
+                "Start-up: 200 once opencode's config is written (a pod starts opencode after it)",
+                {
+                    "200": answer("Config written", STARTUP_SCHEMA),
+                    "503": answer("Not written yet", STARTUP_SCHEMA),
+                },
+            )
+        },
     }
     components: dict[str, Any] = {
         "schemas": schemas,
@@ -356,10 +371,12 @@ class HealthView:
         passthrough: Passthrough | None = None,
         api_key: str | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        started: Callable[[], bool] | None = None,
     ):
         self.catalog = catalog
         self.readiness = readiness
         self.status = status
+        self.started = started or (lambda: True)
         self.resolver = resolver
         self.reconciler = reconciler
         self.passthrough = passthrough
@@ -367,7 +384,7 @@ class HealthView:
 
 
 # Probes answer without a key, so that a kubelet needs none.
-OPEN_PATHS = frozenset({"/livez", "/readyz"})
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/startupz", "/metrics"})
 
 
 def authorised(request: Request, api_key: str) -> bool:
@@ -490,6 +507,11 @@ def create_app(view: HealthView) -> Starlette:
     async def livez(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def startupz(_request: Request) -> Response:
+        if view.started():
+            return JSONResponse({"status": "started"})
+        return JSONResponse({"status": "starting"}, status_code=503)
+
     async def readyz(_request: Request) -> Response:
         report = view.readiness()
         return JSONResponse(report, status_code=200 if report["ready"] else 503)
@@ -529,6 +551,7 @@ def create_app(view: HealthView) -> Starlette:
             Route("/v1/models/{model_id:path}", limited(delete_model, own), methods=["DELETE"]),
             Route("/livez", limited(livez, own), methods=["GET"]),
             Route("/readyz", limited(readyz, own), methods=["GET"]),
+            Route("/startupz", limited(startupz, own), methods=["GET"]),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=every_method),

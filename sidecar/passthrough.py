@@ -109,7 +109,7 @@ class Passthrough:
     def __init__(
         self,
         opencode_url: str,
-        password: str,
+        password: str | None,
         resolve: Resolve,
         secrets: Iterable[str],
         *,
@@ -119,7 +119,7 @@ class Passthrough:
         self._redact = Redactor(secrets)
         self._http = httpx.AsyncClient(
             base_url=opencode_url,
-            auth=httpx.BasicAuth("opencode", password),
+            auth=httpx.BasicAuth("opencode", password) if password is not None else None,
             timeout=httpx.Timeout(30.0, read=None),
             transport=transport,
         )

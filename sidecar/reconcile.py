@@ -37,9 +37,10 @@ class ConfigListener(Protocol):
 
 
 class StatePaths:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, config: Path | None = None) -> None:
         self.state_dir = state_dir
-        self.config = state_dir / "opencode.json"
+        # In attach mode, the shared path that opencode reads through its OPENCODE_CONFIG.
+        self.config = config or state_dir / "opencode.json"
         self.registered = state_dir / "registered.json"  # models registered on request
         self.legacy_catalog = state_dir / "catalog.json"  # one gateway's list, before several
 
@@ -126,6 +127,11 @@ class Reconciler:
         self._refresh_views()
 
     # --- what the API and the resolver read ---------------------------------------------------
+
+    @property
+    def config_on_disk(self) -> bool:
+        """This run has written opencode's config (what a pod waits for before starting opencode)."""
+        return self._written_text is not None
 
     @property
     def last_poll_ok(self) -> bool | None:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     opencode_bin: str = "opencode"
     opencode_port: Port = 4096
     opencode_password: SecretStr | None = None
+    # Attach mode: an opencode someone else runs, reading the config file the sidecar writes.
+    opencode_url: AnyHttpUrl | None = None
+    opencode_config: Path | None = None
     opencode_start_timeout: Annotated[float, Field(gt=0)] = 60.0
     health_interval: Annotated[float, Field(gt=0)] = 5.0
     health_failures: Annotated[int, Field(ge=1, le=1000)] = 3
@@ -123,12 +126,13 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {path}")
         return path
 
-    @field_validator("opencode_directory")
-    @classmethod
-    def _directory_exists(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_dir():
-            raise ValueError(f"no such directory: {path}")
-        return path
+    @model_validator(mode="after")
+    def _directory_exists(self) -> Settings:
+        # An attached opencode's directory is on its own filesystem (another container's).
+        path = self.opencode_directory
+        if path is not None and self.opencode_url is None and not path.is_dir():
+            raise ValueError(f"{ENV_PREFIX}OPENCODE_DIRECTORY: no such directory: {path}")
+        return self
 
     @field_validator("model_aliases")
     @classmethod
@@ -155,6 +159,23 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SIDECAR_RESTART_BACKOFF_MAX must not be below SIDECAR_RESTART_BACKOFF_INITIAL"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _attach_mode(self) -> Settings:
+        if self.opencode_url is None:
+            if self.opencode_config is not None:
+                raise ValueError(f"{ENV_PREFIX}OPENCODE_CONFIG: is for attach mode; set {ENV_PREFIX}OPENCODE_URL too")
+            return self
+        if self.opencode_url.username or self.opencode_url.password:
+            raise ValueError(f"{ENV_PREFIX}OPENCODE_URL: put the password in {ENV_PREFIX}OPENCODE_PASSWORD, not in the URL")
+        if self.opencode_config is None:
+            raise ValueError(
+                f"{ENV_PREFIX}OPENCODE_CONFIG: is required with {ENV_PREFIX}OPENCODE_URL (the file opencode reads "
+                "through OPENCODE_CONFIG)"
+            )
+        if self.reload == "restart":
+            raise ValueError(f"{ENV_PREFIX}RELOAD: restart needs the sidecar to run opencode; attach mode reloads only")
         return self
 
     @model_validator(mode="after")
@@ -216,9 +237,21 @@ class Settings(BaseSettings):
             return self.default_model
         return f"{self.default_provider}/{self.default_model}"
 
+    @property
+    def attached(self) -> bool:
+        """The sidecar manages an opencode it did not start."""
+        return self.opencode_url is not None
+
+    @property
+    def opencode_base(self) -> str:
+        if self.opencode_url is not None:
+            return str(self.opencode_url).rstrip("/")
+        return f"http://127.0.0.1:{self.opencode_port}"
+
     def with_password(self) -> Settings:
-        """These settings with an opencode password: the given one, or a fresh random one."""
-        if self.opencode_password is not None:
+        """These settings with an opencode password: the given one, or a fresh random one for the
+        opencode the sidecar starts (an attached one has the password it has, or none)."""
+        if self.opencode_password is not None or self.attached:
             return self
         return self.model_copy(update={"opencode_password": SecretStr(secrets.token_urlsafe(32))})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import structlog
 from anyio.abc import CancelScope
 from watchfiles import awatch
@@ -15,8 +16,9 @@ from watchfiles import awatch
 from sidecar.api import ApiServer, HealthView, bind_socket, create_app
 from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.apply import Applier
+from sidecar.opencode.attached import AttachedOpencode
 from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
-from sidecar.opencode.client import OpencodeClient
+from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.opencode.config import BaseConfigError, load_base_config, write_atomically
 from sidecar.naming import ModelRef
 from sidecar.passthrough import Passthrough
@@ -39,10 +41,11 @@ class Sidecar:
             base = load_base_config(self.settings.base_config)
         except BaseConfigError as exc:
             raise StartError(f"{ENV_PREFIX}BASE_CONFIG: {exc}") from None
-        try:
-            resolve_binary(self.settings.opencode_bin)
-        except OpencodeStartError as exc:
-            raise StartError(str(exc)) from None
+        if not self.settings.attached:
+            try:
+                resolve_binary(self.settings.opencode_bin)
+            except OpencodeStartError as exc:
+                raise StartError(str(exc)) from None
         try:
             self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -59,19 +62,34 @@ class Sidecar:
             ) from None
         self.gateways = {gateway.id: GatewayClient(gateway, self.settings) for gateway in self.settings.gateways}
         self.opencode = OpencodeClient(self.settings)
-        self.paths = StatePaths(self.settings.state_dir)
-        self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
+        self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
+        self.child: OpencodeChild | AttachedOpencode
+        if self.settings.attached:
+            learn = self._adopt_opencode_directory if self.settings.opencode_directory is None else None
+            self.child = AttachedOpencode(self.settings, self.opencode, on_up=learn)
+        else:
+            self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
         self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
         self.reconciler = Reconciler(self.settings, self.gateways, self.applier, self.paths, base)
         self.resolver = Resolver(self.settings, self.reconciler, self.applier, self.gateways)
-        assert self.settings.opencode_password is not None
+        password = self.settings.opencode_password
         self.passthrough = Passthrough(
             self.opencode.base_url,
-            self.settings.opencode_password.get_secret_value(),
+            password.get_secret_value() if password is not None else None,
             self._resolve_ref,
             self.settings.secrets(),
         )
         self.api: ApiServer | None = None
+
+    async def _adopt_opencode_directory(self) -> None:
+        """Attach mode: the default directory is wherever that opencode runs, on its filesystem."""
+        try:
+            directory = await self.opencode.directory()
+        except (OpencodeError, httpx.HTTPError) as exc:
+            log.warning("opencode.directory_unknown", error=str(exc) or type(exc).__name__)
+            return
+        if directory is not None:
+            self.applier.adopt_default_directory(directory)
 
     async def _resolve_ref(self, requested: object, directory: str | None) -> ModelRef:
         return (await self.resolver.resolve(requested, directory)).ref
@@ -110,7 +128,7 @@ class Sidecar:
             "ready": self.child.healthy and self.applier.applied,
             "models": len(self.reconciler.catalog),
             "gateways": self.gateway_reports(),
-            "opencode": {**self.child.report(), "port": self.settings.opencode_port},
+            "opencode": {**self.child.report(), "url": self.settings.opencode_base},
             "reloads": self.applier.report(),
             "state_dir": {"path": str(self.settings.state_dir), "write_error": self.reconciler.last_write_error},
         }
@@ -130,6 +148,7 @@ class Sidecar:
             passthrough=self.passthrough,
             api_key=api_key,
             status=self.status,
+            started=lambda: self.reconciler.config_on_disk,
         )
         self.api = ApiServer(create_app(view), sock)
         log.info(
@@ -152,7 +171,7 @@ class Sidecar:
                 group.start_soon(self._reread_on_sighup)
                 if self.settings.base_config is not None:
                     group.start_soon(self._watch_base_config, self.settings.base_config)
-                log.info("sidecar.started", opencode_port=self.settings.opencode_port)
+                log.info("sidecar.started", opencode=self.settings.opencode_base, attached=self.settings.attached)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.child.stop()

@@ -95,6 +95,15 @@ class Applier:
         if directory in self._pending and kind in {"session.idle", "session.status"}:
             self._wake.set()
 
+    def adopt_default_directory(self, directory: str) -> None:
+        """The directory opencode itself runs in (attach mode learns it from opencode)."""
+        if directory != self.default_directory:
+            self.directories.discard(self.default_directory)
+            self._pending.discard(self.default_directory)
+            self.default_directory = directory
+            self.directories.add(directory)
+            log.info("opencode.default_directory", directory=directory)
+
     def report(self) -> dict[str, Any]:
         """The config versions written and applied, and the directories still to reload."""
         return {

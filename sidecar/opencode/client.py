@@ -23,11 +23,11 @@ class OpencodeClient:
     def __init__(
         self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        assert settings.opencode_password is not None
-        self.base_url = f"http://127.0.0.1:{settings.opencode_port}"
+        self.base_url = settings.opencode_base
+        password = settings.opencode_password
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            auth=httpx.BasicAuth("opencode", settings.opencode_password.get_secret_value()),
+            auth=httpx.BasicAuth("opencode", password.get_secret_value()) if password is not None else None,
             timeout=httpx.Timeout(10.0),
             transport=transport,
         )
@@ -41,6 +41,17 @@ class OpencodeClient:
         except httpx.HTTPError:
             return False
         return response.status_code == 200
+
+    async def directory(self) -> str | None:
+        """opencode's own working directory (its default project), from `GET /path`."""
+        response = await self._http.get("/path", timeout=5.0)
+        if response.status_code != 200:
+            raise OpencodeError(f"/path answered HTTP {response.status_code}")
+        try:
+            directory = response.json().get("directory")
+        except (ValueError, AttributeError):
+            raise OpencodeError("/path did not answer a JSON object") from None
+        return directory if isinstance(directory, str) and directory.startswith("/") else None
 
     async def busy_sessions(self, directory: str) -> set[str]:
         """Sessions generating in `directory` (busy or waiting to retry)."""

@@ -84,7 +84,7 @@ def make_sidecar(tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
         workdir: Path | None = None,
         extra_env: dict[str, str] | None = None,
         wait: bool = True,
-        **settings: str,
+        **settings: str | None,
     ) -> SidecarProcess:
         workdir = workdir or tmp_path / f"sidecar-{len(started)}"
         sidecar = start_sidecar(workdir, gateway_url, gateway_key, wait=False, extra_env=extra_env, **settings)

@@ -109,7 +109,7 @@ def start_sidecar(
     *,
     wait: bool = True,
     extra_env: dict[str, str] | None = None,
-    **settings: str,
+    **settings: str | None,
 ) -> SidecarProcess:
     """`gateway_url=None` with a `config=` setting follows the gateways of that file instead."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,11 @@ def start_sidecar(
     if gateway_key is not None:
         env["SIDECAR_GATEWAY_API_KEY"] = gateway_key
     env.update(extra_env or {})
-    env.update({f"SIDECAR_{k.upper()}": v for k, v in settings.items()})
+    for name, value in settings.items():  # None takes a default setting away
+        if value is None:
+            env.pop(f"SIDECAR_{name.upper()}", None)
+        else:
+            env[f"SIDECAR_{name.upper()}"] = value
     secrets_audit.register(
         secret_values=[
             password,
