@@ -314,6 +314,18 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
         "/readyz": {
             "get": probe("Readiness", {"200": answer("Ready", "Readiness"), "503": answer("Not ready", "Readiness")})
         },
+        "/metrics": {
+            "get": probe(
+                "Prometheus metrics: polls, catalog sizes, config writes, reloads, aborted prompts, restarts, "
+                "resolve latency, build info",
+                {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            )
+        },
         "/startupz": {
             "get": probe(
                 "Start-up: 200 once opencode's config is written (a pod starts opencode after it)",
@@ -372,11 +384,13 @@ class HealthView:
         api_key: str | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
         started: Callable[[], bool] | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ):
         self.catalog = catalog
         self.readiness = readiness
         self.status = status
         self.started = started or (lambda: True)
+        self.metrics = metrics
         self.resolver = resolver
         self.reconciler = reconciler
         self.passthrough = passthrough
@@ -507,6 +521,11 @@ def create_app(view: HealthView) -> Starlette:
     async def livez(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def metrics(_request: Request) -> Response:
+        if view.metrics is None:
+            raise ApiError(404, "no metrics in this sidecar")
+        return Response(view.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     async def startupz(_request: Request) -> Response:
         if view.started():
             return JSONResponse({"status": "started"})
@@ -552,6 +571,7 @@ def create_app(view: HealthView) -> Starlette:
             Route("/livez", limited(livez, own), methods=["GET"]),
             Route("/readyz", limited(readyz, own), methods=["GET"]),
             Route("/startupz", limited(startupz, own), methods=["GET"]),
+            Route("/metrics", limited(metrics, own), methods=["GET"]),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=every_method),

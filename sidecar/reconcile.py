@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,9 @@ class Reconciler:
         self.gateways = {g.id: self._restore(g.id) for g in settings.gateways}
         self.registered = self._load_registered()
         self._written_text: str | None = None
+        # For /metrics: polls by gateway and outcome, config writes by result.
+        self.polls: Counter[tuple[str, str]] = Counter()
+        self.writes: Counter[str] = Counter()
         # A write that failed (a read-only or full state dir) is tried again on the next poll.
         self._publish_failed = False
         self.last_write_error: str | None = None
@@ -218,6 +222,7 @@ class Reconciler:
         try:
             catalog = await self._sources[gateway_id].fetch_catalog()
         except GatewayError as exc:
+            self.polls[gateway_id, "failed"] += 1
             state.last_poll_ok, state.last_error = False, str(exc)
             log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
             return False
@@ -226,13 +231,17 @@ class Reconciler:
         if not len(catalog):
             log.warning("gateway.list_empty", gateway=gateway_id, kept_models=len(state.catalog))
         if self._held_by_shrink_guard(gateway_id, state, catalog):
+            self.polls[gateway_id, "held"] += 1
             return False
         if not len(catalog) and not len(state.catalog):
+            self.polls[gateway_id, "unchanged"] += 1
             return False
         state.catalog_time, state.restored = now, False
         if catalog.same_models(state.catalog) and self._written_text is not None and not self._publish_failed:
+            self.polls[gateway_id, "unchanged"] += 1
             log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
             return False
+        self.polls[gateway_id, "changed"] += 1
         added = len(set(catalog.ids) - set(state.catalog.ids))
         removed = len(set(state.catalog.ids) - set(catalog.ids))
         log.info("catalog.changed", gateway=gateway_id, models=len(catalog), added=added, removed=removed)
@@ -321,6 +330,7 @@ class Reconciler:
             # The old files stay whole (each write is a rename); opencode and /v1/models keep
             # the last list that was written, and the next poll tries again.
             self._publish_failed = True
+            self.writes["failed"] += 1
             self.last_write_error = f"cannot write to {self.paths.state_dir}: {exc.strerror or type(exc).__name__}"
             log.error("state.write_failed", path=str(self.paths.state_dir), error=exc.strerror or type(exc).__name__)
             return
@@ -328,6 +338,7 @@ class Reconciler:
             log.info("state.write_recovered", path=str(self.paths.state_dir))
         self._publish_failed, self.last_write_error = False, None
         if text != self._written_text:
+            self.writes["written"] += 1
             self._written_text = text
             models = sum(len(ids) for ids in rendered_model_ids(config, list(self.gateways)).values())
             log.info("opencode.config_written", path=str(self.paths.config), models=models)

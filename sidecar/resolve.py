@@ -4,7 +4,8 @@ and wait until opencode can use it in the agent's directory."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,10 @@ class Resolver:
         reconciler: Reconciler,
         applier: Applier,
         gateways: Mapping[str, GatewayClient],
+        *,
+        observe: Callable[[float, str], None] | None = None,
     ) -> None:
+        self._observe = observe  # (seconds, outcome) of each resolve, for /metrics
         self._settings = settings
         self._reconciler = reconciler
         self._applier = applier
@@ -79,6 +83,20 @@ class Resolver:
             raise ResolveError(400, str(exc)) from None
 
     async def resolve(self, requested: Any, directory: str | None = None) -> Resolution:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            resolution = await self._resolve(requested, directory)
+            outcome = "ok"
+            return resolution
+        except ResolveError as exc:
+            outcome = str(exc.status)
+            raise
+        finally:
+            if self._observe is not None:
+                self._observe(time.perf_counter() - started, outcome)
+
+    async def _resolve(self, requested: Any, directory: str | None) -> Resolution:
         ref = self.normalise(requested)
         directory = check_directory(directory) if directory is not None else self._applier.default_directory
         gateway = self._gateways.get(ref.provider_id)

@@ -20,6 +20,7 @@ from sidecar.opencode.attached import AttachedOpencode
 from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.opencode.config import BaseConfigError, load_base_config, write_atomically
+from sidecar.metrics import Metrics
 from sidecar.naming import ModelRef
 from sidecar.passthrough import Passthrough
 from sidecar.reconcile import Reconciler, StatePaths
@@ -71,7 +72,10 @@ class Sidecar:
             self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
         self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
         self.reconciler = Reconciler(self.settings, self.gateways, self.applier, self.paths, base)
-        self.resolver = Resolver(self.settings, self.reconciler, self.applier, self.gateways)
+        self.metrics = Metrics()
+        self.resolver = Resolver(
+            self.settings, self.reconciler, self.applier, self.gateways, observe=self.metrics.observe_resolve
+        )
         password = self.settings.opencode_password
         self.passthrough = Passthrough(
             self.opencode.base_url,
@@ -80,6 +84,7 @@ class Sidecar:
             self.settings.secrets(),
         )
         self.api: ApiServer | None = None
+        self.metrics.watch(self)
 
     async def _adopt_opencode_directory(self) -> None:
         """Attach mode: the default directory is wherever that opencode runs, on its filesystem."""
@@ -149,6 +154,7 @@ class Sidecar:
             api_key=api_key,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,
+            metrics=self.metrics.render,
         )
         self.api = ApiServer(create_app(view), sock)
         log.info(

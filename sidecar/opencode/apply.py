@@ -8,6 +8,8 @@ dropped (`/instance/dispose`) at once when it is idle, and a busy one as soon as
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,18 @@ from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.apply")
 
+# An abort this soon after a reload of its directory is counted as the reload's doing.
+ABORT_WINDOW = 10.0
 # How often the applier looks again when nothing woke it: busy directories, a restarted child.
 RECHECK_INTERVAL = 1.0
 CONFIRM_ATTEMPTS = 5
+
+
+def _aborted(event: dict[str, Any]) -> bool:
+    payload = event.get("payload")
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    error = properties.get("error") if isinstance(properties, dict) else None
+    return isinstance(error, dict) and error.get("name") == "MessageAbortedError"
 
 
 def event_directory_and_type(event: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -65,6 +76,10 @@ class Applier:
         self._confirmed_generation = 0
         self._mismatches = 0
         self._wake = anyio.Event()
+        # For /metrics: reloads by result, and prompts aborted right after a reload (should stay 0).
+        self.reloads: Counter[str] = Counter()
+        self.prompts_aborted_by_reload = 0
+        self._disposed_at: dict[str, float] = {}
 
     @property
     def applied(self) -> bool:
@@ -87,6 +102,12 @@ class Applier:
         directory, kind = event_directory_and_type(event)
         if directory is None:
             return
+        if kind == "session.error" and _aborted(event):
+            disposed = self._disposed_at.get(directory)
+            if disposed is not None and time.monotonic() - disposed < ABORT_WINDOW:
+                # What this sidecar exists to prevent: say it loudly.
+                self.prompts_aborted_by_reload += 1
+                log.error("opencode.prompt_aborted_by_reload", directory=directory)
         if directory not in self.directories:
             # opencode announces no instance loads: this one may have read an older file.
             self.directories.add(directory)
@@ -180,13 +201,17 @@ class Applier:
                 busy = await self._client.busy_sessions(directory)
                 if busy:
                     if directory not in self._deferred:
+                        self.reloads["deferred"] += 1
                         self._deferred.add(directory)
                         log.info("opencode.reload_deferred", directory=directory, busy_sessions=len(busy))
                     continue
                 await self._client.dispose(directory)
             except (OpencodeError, httpx.HTTPError) as exc:
+                self.reloads["failed"] += 1
                 log.warning("opencode.reload_failed", directory=directory, error=str(exc) or type(exc).__name__)
                 continue
+            self.reloads["reloaded"] += 1
+            self._disposed_at[directory] = time.monotonic()
             self._pending.discard(directory)
             log.info("opencode.reloaded", directory=directory, version=self.version)
 
@@ -222,6 +247,7 @@ class Applier:
         if scope.cancelled_caught:
             log.warning("opencode.restart_forced", waited=self._settings.reload_timeout)
         self._pending = set()
+        self.reloads["restarted"] += 1
         self._child.request_restart()
         while self._child.generation == generation:
             await anyio.sleep(0.05)

@@ -97,6 +97,9 @@ def test_slow_prompt_is_not_aborted_by_a_list_change(
         sidecar.wait_for(lambda: "gpt-5.5" in provider_models(opencode, busy_dir), 30, "gpt-5.5 in the busy directory")
     deferred = [e for e in sidecar.events("opencode.reload_deferred") if e["directory"] == busy_dir]
     assert deferred, "the busy directory should have been left alone while it generated"
+    metrics = httpx.get(f"{sidecar.api_url}/metrics", timeout=5).text
+    assert "opencode_sidecar_prompts_aborted_by_reload_total 0.0" in metrics
+    assert 'opencode_sidecar_reloads_total{result="deferred"}' in metrics
 
 
 def test_unchanged_list_causes_no_write_and_no_reload(shared_sidecar: SidecarProcess) -> None:

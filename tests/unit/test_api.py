@@ -240,7 +240,7 @@ async def test_openapi_document_describes_our_routes_not_the_pass_through(client
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
         "/v1/models", "/v1/models/{model_id}", "/v1/models/resolve", "/v1/status", "/openapi.json", "/livez", "/readyz",
-        "/startupz",
+        "/startupz", "/metrics",
     }
     schemas = document["components"]["schemas"]
     assert set(schemas["ModelInfo"]["properties"]) == set(ModelInfo.model_fields)

@@ -89,6 +89,7 @@ def build_app() -> Any:
         reconciler=reconciler,  # type: ignore[arg-type]
         api_key=KEY,
         status=lambda: STATUS,
+        metrics=lambda: b"# TYPE opencode_sidecar_opencode_up gauge\nopencode_sidecar_opencode_up 1.0\n",
     )
     return create_app(view)
 

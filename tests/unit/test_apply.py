@@ -183,3 +183,23 @@ async def test_a_failing_directory_does_not_hold_up_the_others(tmp_path: Path) -
         applier.config_written({"litellm": {"m1"}})
         await wait_until(lambda: fine in opencode.disposed)
         group.cancel_scope.cancel()
+
+
+async def test_an_abort_right_after_a_reload_of_its_directory_is_counted(tmp_path: Path) -> None:
+    applier, opencode, _ = make(tmp_path)
+    a = str(tmp_path / "a")
+    aborted = {"directory": a, "payload": {"type": "session.error", "properties": {
+        "sessionID": "ses_1", "error": {"name": "MessageAbortedError", "data": {"message": "aborted"}}}}}
+    applier.note_event(aborted)  # no reload before it: the user's own abort
+    assert applier.prompts_aborted_by_reload == 0
+    async with anyio.create_task_group() as group:
+        await start(group, applier)
+        opencode.models = {"m1"}
+        applier.config_written({"litellm": {"m1"}})
+        await wait_until(lambda: a in opencode.disposed)
+        group.cancel_scope.cancel()
+    assert applier.reloads["reloaded"] == 1
+    applier.note_event(aborted)
+    other = {"directory": a, "payload": {"type": "session.error", "properties": {"error": {"name": "UnknownError"}}}}
+    applier.note_event(other)
+    assert applier.prompts_aborted_by_reload == 1

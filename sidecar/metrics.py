@@ -1,0 +1,124 @@
+"""`GET /metrics`: Prometheus text, read at scrape time from the parts that own each number."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from sidecar.supervisor import Sidecar
+
+PREFIX = "opencode_sidecar"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def version() -> str:
+    try:
+        return metadata.version("opencode-sidecar")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class SidecarCollector(Collector):
+    """Counters the reconciler, the applier and the child keep as plain numbers, and gauges of
+    their state, turned into metric families on each scrape: no second bookkeeping to drift."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self._sidecar = sidecar
+
+    def collect(self) -> Iterator[Metric]:
+        sidecar = self._sidecar
+        reconciler, applier, child = sidecar.reconciler, sidecar.applier, sidecar.child
+
+        build = GaugeMetricFamily(f"{PREFIX}_build_info", "Version of the sidecar", labels=["version"])
+        build.add_metric([version()], 1)
+        yield build
+
+        polls = CounterMetricFamily(
+            f"{PREFIX}_gateway_polls", "Polls of each gateway's model list, by outcome", labels=["gateway", "outcome"]
+        )
+        for (gateway, outcome), count in sorted(reconciler.polls.items()):
+            polls.add_metric([gateway, outcome], count)
+        yield polls
+
+        models = GaugeMetricFamily(f"{PREFIX}_catalog_models", "Models each gateway's provider holds", labels=["gateway"])
+        success = GaugeMetricFamily(
+            f"{PREFIX}_gateway_last_success_timestamp_seconds",
+            "Unix time of each gateway's last good poll in this run",
+            labels=["gateway"],
+        )
+        age = GaugeMetricFamily(
+            f"{PREFIX}_catalog_age_seconds", "Age of each gateway's catalog (saved lists count from their file)",
+            labels=["gateway"],
+        )
+        now = time.time()
+        for gateway, state in reconciler.gateways.items():
+            models.add_metric([gateway], len(reconciler.provider_catalog(gateway)))
+            if state.last_success is not None:
+                success.add_metric([gateway], state.last_success)
+            if state.catalog_time is not None:
+                age.add_metric([gateway], max(0.0, now - state.catalog_time))
+        yield models
+        yield success
+        yield age
+
+        writes = CounterMetricFamily(
+            f"{PREFIX}_config_writes", "Writes of opencode's config file, by result", labels=["result"]
+        )
+        for result in ("written", "failed"):
+            writes.add_metric([result], reconciler.writes[result])
+        yield writes
+
+        reloads = CounterMetricFamily(
+            f"{PREFIX}_reloads", "Reloads of opencode directories, by result", labels=["result"]
+        )
+        for result in ("reloaded", "deferred", "failed", "restarted"):
+            reloads.add_metric([result], applier.reloads[result])
+        yield reloads
+
+        aborted = CounterMetricFamily(
+            f"{PREFIX}_prompts_aborted_by_reload", "Prompts aborted within seconds of a reload of their directory (should stay 0)"
+        )
+        aborted.add_metric([], applier.prompts_aborted_by_reload)
+        yield aborted
+
+        restarts = CounterMetricFamily(f"{PREFIX}_opencode_restarts", "Restarts of opencode after a crash or a hang")
+        restarts.add_metric([], child.restarts)
+        yield restarts
+
+        up = GaugeMetricFamily(f"{PREFIX}_opencode_up", "1 while opencode answers its health check")
+        up.add_metric([], 1 if child.healthy else 0)
+        yield up
+
+        applied = GaugeMetricFamily(f"{PREFIX}_config_applied", "1 while opencode holds the config last written")
+        applied.add_metric([], 1 if applier.applied else 0)
+        yield applied
+
+
+class Metrics:
+    """The sidecar's registry: its own, not the process-wide default, so tests can make many."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.resolve_seconds = Histogram(
+            f"{PREFIX}_resolve_duration_seconds",
+            "Time to resolve a requested model until opencode can use it, by outcome",
+            labelnames=["outcome"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+
+    def watch(self, sidecar: Sidecar) -> None:
+        self.registry.register(SidecarCollector(sidecar))
+
+    def observe_resolve(self, seconds: float, outcome: str) -> None:
+        self.resolve_seconds.labels(outcome=outcome).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
