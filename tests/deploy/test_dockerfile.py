@@ -1,0 +1,184 @@
+"""The Dockerfile and .dockerignore, checked without a Docker engine: hadolint, and what the
+image promises (pins that must not drift, the user, the init, the ports, the probe)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.deploy.support import DEPLOY, ROOT, pinned_opencode_version, project_version, tool
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined and comment lines dropped."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") or (not stripped and not pending):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = (pending + stripped).strip()
+        pending = ""
+        if full:
+            keyword, _, rest = full.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+STEPS = instructions(DOCKERFILE.read_text())
+
+
+def final_stage() -> list[tuple[str, str]]:
+    last_from = max(i for i, (keyword, _) in enumerate(STEPS) if keyword == "FROM")
+    return STEPS[last_from:]
+
+
+def test_hadolint_passes_at_warning_level() -> None:
+    done = tool("hadolint", "--failure-threshold", "warning", DOCKERFILE)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_base_image_is_pinned_to_a_full_version_tag() -> None:
+    images = [args.split()[0] for keyword, args in STEPS if keyword == "FROM"]
+    assert len(images) == 3
+    for image in images:
+        name, _, tag = image.partition(":")
+        assert re.fullmatch(r"\d+\.\d+\.\d+-\S+", tag), f"{image}: pin a full version tag"
+    assert images[-1].startswith("python:3.11.")
+
+
+def test_the_opencode_version_is_the_one_package_json_pins() -> None:
+    args = [args for keyword, args in STEPS if keyword == "ARG" and args.startswith("OPENCODE_VERSION=")]
+    assert args == [f"OPENCODE_VERSION={pinned_opencode_version()}"]
+    lock = json.loads((ROOT / "tools" / "opencode" / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/opencode-ai"]["version"] == pinned_opencode_version()
+    # Installed with the one install script, which also compares the ARG with the pin.
+    runs = [args for keyword, args in STEPS if keyword == "RUN" and "install-opencode" in args]
+    assert runs and 'OPENCODE_VERSION="${OPENCODE_VERSION}"' in runs[0]
+
+
+def test_the_image_version_label_is_the_project_version() -> None:
+    labels = " ".join(args for keyword, args in final_stage() if keyword == "LABEL")
+    assert f'org.opencontainers.image.version="{project_version()}"' in labels
+    for key in ("title", "description", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels
+
+
+def test_tini_is_pid_1_and_signals_go_to_the_group() -> None:
+    entrypoint = [args for keyword, args in final_stage() if keyword == "ENTRYPOINT"]
+    assert [json.loads(args) for args in entrypoint] == [["tini", "-g", "--"]]
+    assert [json.loads(args) for keyword, args in final_stage() if keyword == "CMD"] == [["opencode-sidecar", "run"]]
+    installs = " ".join(args for keyword, args in final_stage() if keyword == "RUN")
+    assert re.search(r"apt-get install [^&]*\btini\b", installs)
+
+
+def test_it_runs_as_a_fixed_non_root_uid() -> None:
+    users = [args for keyword, args in final_stage() if keyword == "USER"]
+    assert users == ["10001:10001"]
+    # What the Kubernetes manifests' runAsUser names.
+    assert "--uid 10001" in " ".join(args for keyword, args in final_stage() if keyword == "RUN")
+
+
+def test_environment_ports_and_health_check() -> None:
+    env = " ".join(args for keyword, args in final_stage() if keyword == "ENV")
+    assert "SIDECAR_LISTEN=0.0.0.0:4097" in env
+    assert "SIDECAR_STATE_DIR=/var/lib/opencode-sidecar" in env
+    assert [args.split() for keyword, args in final_stage() if keyword == "EXPOSE"] == [["4097", "4096"]]
+    (health,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
+    command = json.loads(health[health.index("CMD") + 3 :])
+    assert command[:2] == ["python", "-c"] and "/livez" in command[2]
+
+
+def test_the_health_check_command_is_valid_python_that_fails_without_a_server() -> None:
+    (health,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
+    command = json.loads(health[health.index("CMD") + 3 :])
+    env = {**os.environ, "SIDECAR_LISTEN": "0.0.0.0:9"}  # the discard port: nothing answers
+    done = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "SyntaxError" not in done.stderr and "ConnectionRefused" in done.stderr
+
+
+def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        out = re.escape(pattern.strip("/")).replace(r"\*\*", "\0").replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        return re.compile(out.replace("\0", ".*") + "$")
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        compiled = regex(pattern.lstrip("!"))
+        if any(compiled.match(candidate) for candidate in candidates):
+            excluded = not negated
+    return excluded
+
+
+def test_dockerignore_lets_in_what_the_dockerfile_copies_and_nothing_heavy() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    sources: list[str] = []
+    for keyword, args in STEPS:
+        if keyword == "COPY" and not args.startswith("--from"):
+            sources += shlex.split(args)[:-1]
+    assert sources
+    for source in sources:
+        path = ROOT / source
+        assert path.exists(), f"COPY {source}: no such path"
+        files = [p for p in path.rglob("*.py")] if path.is_dir() else [path]
+        for file in files:
+            if "__pycache__" not in file.parts:
+                assert not dockerignore_excludes(file.relative_to(ROOT).as_posix(), patterns), file
+    for heavy in (".venv/bin/python", "tools/opencode/node_modules/.bin/opencode", ".git/HEAD", ".state/x",
+                  "sidecar/__pycache__/cli.cpython-311.pyc", "tests/unit/test_api.py", "build/lib/x.py"):
+        assert dockerignore_excludes(heavy, patterns), heavy
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
+    pins: dict[str, str] = {}
+    for line in (DEPLOY / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[A-Za-z0-9._-]+", name), f"not name==version: {line}"
+            pins[canonicalize_name(name)] = version
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for text in dependencies:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in deploy/requirements.lock: regenerate it (see its header)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} vs {text}"
+
+
+def test_setup_installs_opencode_with_the_same_script() -> None:
+    setup = (ROOT / "scripts" / "setup").read_text()
+    assert "scripts/install-opencode" in setup
+    assert "npm install" not in setup
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_install_opencode_refuses_a_version_other_than_the_pin(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(ROOT / "scripts" / "install-opencode"), str(tmp_path / "opencode")],
+        env={**os.environ, "OPENCODE_VERSION": "0.0.1"}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"pins {pinned_opencode_version()}" in done.stderr
+    assert not (tmp_path / "opencode").exists()
