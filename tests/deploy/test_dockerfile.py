@@ -10,7 +10,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import tomllib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -105,13 +108,44 @@ def test_environment_ports_and_health_check() -> None:
     assert command[:2] == ["python", "-c"] and "/livez" in command[2]
 
 
-def test_the_health_check_command_is_valid_python_that_fails_without_a_server() -> None:
+@pytest.fixture
+def livez_server() -> Iterator[tuple[int, list[int]]]:
+    """A loopback server whose /livez answers the status put in the list (200 to start with)."""
+    status = [200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status[0] if self.path == "/livez" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], status
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_the_health_check_follows_livez_on_the_listen_port(livez_server: tuple[int, list[int]]) -> None:
+    port, status = livez_server
     (health,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3 :])
-    env = {**os.environ, "SIDECAR_LISTEN": "0.0.0.0:9"}  # the discard port: nothing answers
-    done = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode != 0
-    assert "SyntaxError" not in done.stderr and "ConnectionRefused" in done.stderr
+
+    def check() -> int:
+        # An HTTP proxy in the environment must not be used for loopback.
+        env = {k: v for k, v in os.environ.items() if k.lower() not in {"no_proxy", "http_proxy"}}
+        env.update(SIDECAR_LISTEN=f"0.0.0.0:{port}", http_proxy="http://127.0.0.1:9")
+        return subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30).returncode
+
+    assert check() == 0
+    status[0] = 503
+    assert check() != 0
 
 
 def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
