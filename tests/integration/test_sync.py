@@ -59,7 +59,9 @@ def test_slow_prompt_is_not_aborted_by_a_list_change(
     base = tmp_path / "team.json"
     base.write_text(json.dumps({"provider": {"team": {
         "npm": "@ai-sdk/openai-compatible",
-        "options": {"baseURL": gateway.base_url, "apiKey": gateway.master_key},
+        # A reference, as an operator should write it: a literal key would land in the file
+        # opencode reads (tests/integration/test_zz_secrets.py looks for it there).
+        "options": {"baseURL": gateway.base_url, "apiKey": "{env:SIDECAR_GATEWAY_API_KEY}"},
         "models": {"slow": {"name": "Slow", "limit": {"context": 8000, "output": 1000}}},
     }}}))
     followed = make_gateway([lp.mock_model("claude-sonnet-4-5")])
