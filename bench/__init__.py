@@ -1,0 +1,1 @@
+"""Benchmarks of opencode-sidecar against its alternatives, run with `scripts/bench`."""
