@@ -1,0 +1,68 @@
+"""The benchmarks' quick mode runs in the test command, so that they can't rot unnoticed."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import MODULES, load_benchmarks
+from bench.common import BENCHMARKS
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every figure a benchmark's case must report, for the benchmarks of this file's authors.
+EXPECTED = {
+    "serving": {
+        "sidecar": {"rps", "p50_ms", "p99_ms", "share_of_floor"},
+        "LiteLLM": {"rps", "p50_ms", "p99_ms"},
+        "floor": {"rps", "p50_ms", "p99_ms"},
+    },
+    "scale": {
+        "10 models": {"fetch_ms", "diff_ms", "render_ms", "write_ms", "reload_ms", "sidecar_rss_mib", "opencode_rss_mib"},
+        "prompt": {"first_ms", "median_ms"},
+    },
+    "idle": {"sidecar": {"cpu_s", "cpu_pct", "rss_start_mib", "rss_end_mib", "rss_max_mib"}, "opencode": {"cpu_s"}},
+}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(660)
+def test_small_mode_writes_every_row_with_numbers(tmp_path: Path) -> None:
+    load_benchmarks()
+    present = [name.rsplit(".", 1)[1] for name in MODULES if name.rsplit(".", 1)[1] in BENCHMARKS]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--small", "--workdir", str(tmp_path / "work"), "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads((tmp_path / "benchmarks.json").read_text())
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert report["machine"]["mode"] == "small"
+    assert all(report["machine"][key] for key in ("cpu", "cores", "os", "python", "opencode", "litellm", "date"))
+    assert list(report["benchmarks"]) == present
+    for name, outcome in report["benchmarks"].items():
+        assert outcome["error"] is None, (name, outcome["error"])
+        assert outcome["rows"], f"{name} reported no row"
+        assert f"## {name}" in markdown
+        for row in outcome["rows"]:
+            for key, value in row["figures"].items():
+                assert value is not None, (name, row["case"], key)
+                if isinstance(value, float):
+                    assert math.isfinite(value), (name, row["case"], key)
+        for prefix, figures in EXPECTED.get(name, {}).items():
+            cases = [row for row in outcome["rows"] if row["case"].startswith(prefix)]
+            assert cases, f"{name}: no {prefix!r} case"
+            for row in cases:
+                assert figures <= set(row["figures"]), (name, row["case"])
+                assert row["case"] in markdown
+        if name in EXPECTED:
+            assert outcome["reading"], f"{name} has no reading"
+    # The published run is never replaced by a small one.
+    assert f"wrote {tmp_path / 'benchmarks.md'}" in result.stdout
