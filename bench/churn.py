@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import Context, Row, benchmark
-from bench.lab import SLOW, AvailabilityProbe, Front, Lab, NaiveOpencode, PromptRun, lab, percentile
+from bench.lab import SLOW, AvailabilityProbe, Check, Front, Lab, NaiveOpencode, PromptRun, lab, percentile
 from tests.support import litellm_proxy as lp
 from tests.support.opencode_api import busy_sessions, create_session, provider_models
 from tests.support.sidecar_process import start_sidecar
@@ -144,7 +144,8 @@ def _one_strategy(ctx: Context, strategy: str, bench_lab: Lab, plan: Plan, workd
                 raise RuntimeError(f"{strategy}: the slow prompts never all started: {[r.outcome for r in runs]}")
             ctx.log(f"churn: {strategy}: {plan.prompts} prompts generating, {plan.changes} changes begin")
             written_before = opencode.written()
-            probe = AvailabilityProbe(opencode.url, opencode.password, str(idle_dir)).start()
+            probe = AvailabilityProbe.of_opencode(opencode.url, opencode.password, str(idle_dir)).start()
+            control = AvailabilityProbe(bench_lab.control_url, [Check("/ok", 1.0)]).start()
             try:
                 churn_started = time.monotonic()
                 for step in range(1, plan.changes + 1):
@@ -161,6 +162,7 @@ def _one_strategy(ctx: Context, strategy: str, bench_lab: Lab, plan: Plan, workd
                 _wait(lambda: not probe.down, 30)
             finally:
                 probe.stop()
+                control.stop()
             ctx.log(f"churn: {strategy}: settled {time.monotonic() - churn_ended:.1f} s after the last change")
         aborted = [run.outcome for run in runs if run.aborted]
         figures: dict[str, float | int | str | None] = {
@@ -168,8 +170,9 @@ def _one_strategy(ctx: Context, strategy: str, bench_lab: Lab, plan: Plan, workd
             "aborted": len(aborted),
             "unavailable_s": round(probe.unavailable_s, 2),
             "longest_outage_s": round(probe.longest_s, 2),
-            "providers_p90_s": round(percentile(probe.providers_seconds, 0.9), 3) if probe.providers_seconds else None,
-            "providers_max_s": round(max(probe.providers_seconds), 3) if probe.providers_seconds else None,
+            "providers_p90_s": round(percentile(probe.timed_seconds, 0.9), 3) if probe.timed_seconds else None,
+            "providers_max_s": round(max(probe.timed_seconds), 3) if probe.timed_seconds else None,
+            "control_unavailable_s": round(control.unavailable_s, 2),
             "changes": plan.changes,
             "configs_written": opencode.written() - written_before,
             "opencode_restarts": opencode.restarts(),

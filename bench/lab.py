@@ -13,6 +13,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,7 +59,7 @@ def distribution(values: list[float], unit: str = "s", scale: float = 1.0, digit
         return {f"{name}_{unit}": None for name in names}
     scaled = [value * scale for value in values]
     figures = (min(scaled), percentile(scaled, 0.5), percentile(scaled, 0.9), max(scaled), sum(scaled) / len(scaled))
-    return {f"{name}_{unit}": round(figure, digits) for name, figure in zip(names, figures)}
+    return {f"{name}_{unit}": round(figure, digits) for name, figure in zip(names, figures, strict=True)}
 
 
 # --- The front ------------------------------------------------------------------------------------
@@ -159,6 +162,9 @@ class Lab:
     upstream: fake_upstream.FakeUpstream
     proxy: lp.LiteLLMProxy
     front: Front
+    # A static file server in a process of its own, probed beside opencode: when it too is slow to
+    # answer, the machine stalled (two shared cores), not opencode.
+    control_url: str
 
     def slow_stream(self, seconds: float, delay: float) -> None:
         """Make every `slow` answer from now on stream for about `seconds`, a chunk every `delay`."""
@@ -170,20 +176,63 @@ class Lab:
 def lab(workdir: Path, models: list[str], log: Callable[[str], None]) -> Iterator[Lab]:
     """A fake upstream, a real LiteLLM in front of it and a `Front` listing `models`; all stopped after."""
     upstream = fake_upstream.start_in_thread(delay=0.5, chunks=4)
-    proxy = front = None
+    proxy = front = control = None
     try:
+        control, control_url = _start_control(workdir / "control")
         started = time.monotonic()
         proxy = lp.start_proxy(workdir / "litellm", [WILDCARD, lp.slow_model(upstream.base_url, SLOW)])
         log(f"LiteLLM up in {time.monotonic() - started:.1f} s")
         front = Front(proxy.url, models)
-        yield Lab(upstream, proxy, front)
+        yield Lab(upstream, proxy, front, control_url)
     finally:
         if front is not None:
             front.close()
+        if control is not None:
+            _stop_group(control)
         if proxy is not None:
             lp.stop_proxy(proxy)
         upstream.shutdown()
         upstream.server_close()
+
+
+def _start_control(directory: Path) -> tuple[subprocess.Popen, str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ok").write_text("ok\n")
+    port = lp.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(directory), str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/ok", timeout=1, trust_env=False).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop_group(process)
+            raise RuntimeError("the control server did not start")
+        time.sleep(0.05)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the group, a grace, then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
 
 
 # --- Prompts and probes --------------------------------------------------------------------------
@@ -241,20 +290,26 @@ def answers(client: httpx.Client, directory: str, model: str) -> bool:
     return response.status_code == 200 and response.json().get("info", {}).get("error") is None
 
 
+@dataclass(frozen=True)
+class Check:
+    path: str
+    timeout: float
+    params: dict[str, str] | None = None
+    timed: bool = False  # keep the times of its good answers
+
+
 class AvailabilityProbe:
-    """Every `interval`: GET /global/health (within `timeout`), then GET /config/providers for
-    `directory` (within `slow_timeout`: the first request after a reload rebuilds the directory's
-    instance, which is slow, not down). opencode counts as unavailable from the start of a failed
-    round to the start of the next good one; the providers answers' times are kept."""
+    """Runs `checks` in order every `interval`; a round fails at the first check that fails (an
+    error, a status other than 200, or no answer within its timeout). The server counts as
+    unavailable from the start of a failed round to the start of the next good one."""
 
     def __init__(
-        self, url: str, password: str, directory: str, interval: float = 0.1, timeout: float = 1.0, slow_timeout: float = 5.0
+        self, url: str, checks: list[Check], auth: tuple[str, str] | None = None, interval: float = 0.1
     ) -> None:
-        self._client = httpx.Client(base_url=url, auth=("opencode", password), timeout=timeout, trust_env=False)
-        self._slow_timeout = slow_timeout
-        self.providers_seconds: list[float] = []
+        self._client = httpx.Client(base_url=url, auth=auth, trust_env=False)
+        self._checks = checks
+        self.timed_seconds: list[float] = []
         self.failures: Counter[str] = Counter()  # why rounds failed: "/global/health ReadTimeout", ...
-        self._directory = directory
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -264,24 +319,30 @@ class AvailabilityProbe:
         self.rounds = 0
         self.failed_rounds = 0
 
+    @classmethod
+    def of_opencode(cls, url: str, password: str, directory: str) -> AvailabilityProbe:
+        """`GET /global/health` within 1 s, then `GET /config/providers` for `directory` within 5 s:
+        the first request after a reload rebuilds the directory's instance, which is slow, not down."""
+        checks = [Check("/global/health", 1.0), Check("/config/providers", 5.0, {"directory": directory}, timed=True)]
+        return cls(url, checks, ("opencode", password))
+
     def start(self) -> AvailabilityProbe:
         self._thread.start()
         return self
 
     def _ok(self) -> bool:
-        for path, timeout in (("/global/health", None), ("/config/providers", self._slow_timeout)):
+        for check in self._checks:
             started = time.monotonic()
             try:
-                params = {"directory": self._directory} if timeout else None
-                answer = self._client.get(path, params=params, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+                answer = self._client.get(check.path, params=check.params, timeout=check.timeout)
             except httpx.HTTPError as exc:
-                self.failures[f"{path} {type(exc).__name__}"] += 1
+                self.failures[f"{check.path} {type(exc).__name__}"] += 1
                 return False
             if answer.status_code != 200:
-                self.failures[f"{path} HTTP {answer.status_code}"] += 1
+                self.failures[f"{check.path} HTTP {answer.status_code}"] += 1
                 return False
-            if timeout:
-                self.providers_seconds.append(time.monotonic() - started)
+            if check.timed:
+                self.timed_seconds.append(time.monotonic() - started)
         return True
 
     def _run(self) -> None:
