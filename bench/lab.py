@@ -248,6 +248,7 @@ class PromptRun:
     model: str
     outcome: str = "running"  # "ok", "error:<name>", "http:<status>", "failed:<exception>", "unfinished"
     seconds: float | None = None
+    finished_at: float | None = None  # monotonic
     _thread: threading.Thread | None = None
 
     def start(self) -> PromptRun:
@@ -267,7 +268,8 @@ class PromptRun:
             else:
                 error = response.json().get("info", {}).get("error")
                 self.outcome = f"error:{error.get('name', 'unknown')}" if error else "ok"
-        self.seconds = time.monotonic() - started
+        self.finished_at = time.monotonic()
+        self.seconds = self.finished_at - started
 
     def join(self, timeout: float) -> None:
         assert self._thread is not None

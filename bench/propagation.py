@@ -138,3 +138,26 @@ def run(ctx: Context) -> list[Row]:
             note="answered_after: resolved models that then answered a prompt",
         ),
     ]
+
+
+def reading(rows: list[Row]) -> str:
+    """What the propagation figures are made of, from the rows themselves."""
+    by_case = {row.case.split(",")[0]: row.figures for row in rows}
+    answered = by_case.get("gateway list change -> prompt answered in opencode")
+    listed = by_case.get("gateway list change -> model listed by opencode")
+    alone = by_case.get("prompt answered")
+    resolve = by_case.get("POST /v1/models/resolve")
+    if not (answered and listed and alone and resolve) or answered["mean_s"] is None:
+        return ""
+    return (
+        f"A change waits for the next poll (uniform over the {POLL_INTERVAL:g} s interval here, "
+        f"{POLL_INTERVAL / 2:g} s on average), then the sidecar fetches the list and `/model/info`, writes the "
+        f"config and reloads the directory (`/instance/dispose`, a few ms); the first request after that rebuilds "
+        f"opencode's instance for the directory, which is most of the rest: opencode listed the new model "
+        f"{listed['mean_s']:.2f} s after the change on average (p90 {listed['p90_s']:.2f} s). A prompt then takes "
+        f"{alone['p50_s']:.2f} s by itself (median, a model already listed, through LiteLLM's mock; the first prompt after a reload costs more), "
+        f"and the answer came {answered['mean_s']:.2f} s after the change on average (p90 {answered['p90_s']:.2f} s, max "
+        f"{answered['max_s']:.2f} s). Nothing waits for a poll with a resolve: the model is registered, written and "
+        f"the idle directory reloaded at once, {resolve['p50_ms']:.0f} ms at the median, most of it the same "
+        f"instance rebuild, confirmed through `/config/providers` before the answer."
+    )
