@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -69,10 +70,20 @@ def machine(mode: str) -> dict[str, Any]:
         "opencode": command(str(OPENCODE_BIN), "--version"),
         "litellm": _version("litellm"),
         "uvicorn": _version("uvicorn"),
-        "load_generator": command("wrk", "--version").split("\n")[0] if command("which", "wrk") else "python-asyncio",
+        "load_generator": _wrk_version() or "python-asyncio (wrk is not installed)",
         "load_average_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "commit": command("git", "rev-parse", "--short", "HEAD"),
     }
+
+
+def _wrk_version() -> str | None:
+    try:
+        # `wrk -v` prints "wrk 4.2.0 [epoll] Copyright ..." (Debian's: "wrk debian/4.1.0-3+b2 ...").
+        banner = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"wrk (?:\w+/)?([\w.]+)", banner)
+    return f"wrk {found.group(1)}" if found else "wrk"
 
 
 def _version(package: str) -> str | None:

@@ -15,7 +15,7 @@ import time
 import httpx
 
 from bench.common import Context, Row, benchmark
-from bench.servers import TWO_MODELS, cpu_seconds, group_cpu_seconds, group_rss_mib, rss_mib, shared_litellm
+from bench.servers import TWO_MODELS, cpu_seconds, group_cpu_seconds, rss_mib, shared_litellm
 from tests.support.sidecar_process import start_sidecar
 
 SETTLE = 3.0
@@ -50,12 +50,12 @@ def run(ctx: Context) -> list[Row]:
         polls_before = _polls(sidecar.api_url)
         cpu_start, opencode_start = cpu_seconds(pid), group_cpu_seconds(opencode)
         rss = [rss_mib(pid)]
-        opencode_rss = [group_rss_mib(opencode)]
+        opencode_rss = [rss_mib(opencode)]
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < window:
             time.sleep(min(1.0, window - elapsed))
             rss.append(rss_mib(pid))
-            opencode_rss.append(group_rss_mib(opencode))
+            opencode_rss.append(rss_mib(opencode))
         wall = time.monotonic() - started
         cpu = cpu_seconds(pid) - cpu_start
         opencode_cpu = group_cpu_seconds(opencode) - opencode_start
@@ -92,7 +92,7 @@ def run(ctx: Context) -> list[Row]:
                 "rss_end_mib": round(opencode_rss[-1], 1),
                 "rss_max_mib": round(max(opencode_rss), 1),
             },
-            note="its whole process group; the peer",
+            note="CPU of its whole process group, RSS of its main process; the peer",
         ),
     ]
 

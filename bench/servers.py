@@ -75,13 +75,3 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise ValueError(f"no VmRSS for {pid}")
-
-
-def group_rss_mib(pgid: int) -> float:
-    total = 0.0
-    for pid in group_pids(pgid):
-        try:
-            total += rss_mib(pid)
-        except (OSError, ValueError):
-            pass
-    return total

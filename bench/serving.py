@@ -66,7 +66,7 @@ def run(ctx: Context) -> list[Row]:
                         Row(
                             "serving",
                             f"sidecar /v1/models, {ours_count} models, c={c}",
-                            {**_figures(ours, ours_count, len(ours_body)), "share_of_floor": round(share, 2)},
+                            {**_figures(ours, ours_count, len(ours_body)), "share_of_floor": round(share, 3)},
                             peer="LiteLLM /v1/models",
                             ratio=round(ours.rps / litellm.rps, 2) if litellm.rps else None,
                             target=TARGET,
@@ -95,27 +95,62 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
+def _number(row: Row, key: str) -> float:
+    return float(row.figures.get(key) or 0)
+
+
 def reading(rows: list[Row]) -> str:
     ours = [row for row in rows if row.case.startswith("sidecar")]
-    if not ours:
+    floors = [row for row in rows if row.case.startswith("floor")]
+    peers = [row for row in rows if row.case.startswith("LiteLLM")]
+    if not ours or not floors:
         return ""
-    shares = [float(row.figures["share_of_floor"] or 0) for row in ours]
+    shares = [_number(row, "share_of_floor") for row in ours]
     ratios = [row.ratio for row in ours if row.ratio is not None]
-    floors = [float(row.figures["rps"] or 0) for row in rows if row.case.startswith("floor")]
-    best_ours = max(ours, key=lambda row: float(row.figures["rps"] or 0))
     met = sum(1 for row in ours if row.met)
-    tool = best_ours.note.removeprefix("load: ")
-    big = max(ours, key=lambda row: int(row.figures["models"] or 0))
-    return (
-        f"Our list is served from memory, but each request still builds the page (pydantic `model_dump`, "
-        f"then JSON) in the one asyncio process of the sidecar, which also polls and supervises. "
-        f"It reaches {min(shares):.0%} to {max(shares):.0%} of the bare handler's rate "
-        f"(the floor peaks at {max(floors):,.0f} req/s, ours at {float(best_ours.figures['rps'] or 0):,.0f}); "
-        f"the target of half the floor is met in {met} of {len(ours)} cases. The cost grows with the list: "
-        f"at {big.figures['models']} models ({big.figures['body_kb']} KiB) ours reaches {float(big.figures['share_of_floor'] or 0):.0%} of the floor, "
-        f"so serialising the page, not the socket, is what limits it there. "
-        f"Against LiteLLM's own /v1/models we serve {min(ratios):.1f}× to {max(ratios):.1f}× its rate: LiteLLM checks the key "
-        f"and builds its list per request through FastAPI. The floor itself is bounded by uvicorn's pure-Python h11 "
-        f"parser (httptools is not installed) and by the load generator ({tool}) sharing the machine's cores with "
-        f"the server; past one connection per core, added connections add queueing (p99) rather than throughput."
+    best_floor = max(_number(row, "rps") for row in floors)
+    tool = ours[0].note.removeprefix("load: ")
+    lowest_c = min(int(_number(row, "c")) for row in ours)
+    ours_p50 = min(_number(row, "p50_ms") for row in ours if _number(row, "c") == lowest_c)
+    floor_p50 = max(_number(row, "p50_ms") for row in floors if _number(row, "c") == lowest_c)
+    parts = []
+    if ours_p50 >= 35 and floor_p50 < 5:
+        # The signature of Nagle's algorithm meeting the client's delayed ACK (40 ms on Linux).
+        parts.append(
+            f"Every answer of ours takes at least {ours_p50:.0f} ms, at any list size and any load, while the "
+            f"floor answers the same bytes in {floor_p50:.2f} ms: that is the kernel's delayed-ACK timer, not our "
+            f"work. The sidecar binds its API socket itself as `socket.socket(family, SOCK_STREAM)`, protocol 0; "
+            f"asyncio sets TCP_NODELAY only on sockets whose `proto` is IPPROTO_TCP, so accepted connections keep "
+            f"Nagle's algorithm and uvicorn's second write (the body, after the headers) waits for the client's "
+            f"delayed ACK. Our rate is then about connections / 44 ms, {min(shares):.1%} to {max(shares):.1%} of "
+            f"the floor; creating the socket with IPPROTO_TCP (or setting TCP_NODELAY on it) removes the wait."
+        )
+    else:
+        big = max(ours, key=lambda row: _number(row, "models"))
+        parts.append(
+            f"Our list is served from memory, but each request still builds the page (pydantic `model_dump`, then "
+            f"JSON) in the sidecar's one asyncio process, which also polls and supervises. It reaches "
+            f"{min(shares):.0%} to {max(shares):.0%} of the bare handler's rate (the floor peaks at "
+            f"{best_floor:,.0f} req/s, ours at {max(_number(row, 'rps') for row in ours):,.0f}); at "
+            f"{big.figures['models']} models ({big.figures['body_kb']} KiB) it reaches {_number(big, 'share_of_floor'):.0%}."
+        )
+    parts.append(f"The target of half the floor is met in {met} of {len(ours)} cases.")
+    if ratios and peers:
+        worst_peer = max(peers, key=lambda row: _number(row, "p99_ms"))
+        parts.append(
+            f"Against LiteLLM's own /v1/models we serve {min(ratios):.2f}× to {max(ratios):.2f}× its rate; LiteLLM "
+            f"checks the key and builds its list per request through FastAPI, and its p99 reaches "
+            f"{_number(worst_peer, 'p99_ms'):,.0f} ms ({worst_peer.case})."
+        )
+        if max(_number(row, "models") for row in peers) > max(_number(row, "models") for row in ours):
+            parts.append(
+                "LiteLLM's wildcard list is longer than ours because the sidecar leaves out the models LiteLLM "
+                "marks as not for chat (embeddings, images, audio, ...)."
+            )
+    parts.append(
+        f"The floor ({best_floor:,.0f} req/s at best) is bounded by uvicorn's pure-Python h11 parser on plain "
+        f"asyncio (the sidecar's loop; httptools is not installed) and by the load generator ({tool}) sharing the "
+        f"machine's cores with the server: past one connection per core, added connections add queueing (p99) "
+        f"rather than throughput."
     )
+    return " ".join(parts)
