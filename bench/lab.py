@@ -451,7 +451,9 @@ class NaiveOpencode:
         assert self.process is not None
         if self.strategy == "restart":
             port = int(self.process.url.rsplit(":", 1)[1])
+            started = time.monotonic()
             self.process.stop()
+            self.log(f"naive restart: opencode stopped in {time.monotonic() - started:.2f} s")
             self.process = self._spawn(port)
         else:
             with self.process.client(timeout=10) as client:
