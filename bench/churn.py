@@ -2,13 +2,13 @@
 changes again and again. How many prompts are aborted, and for how long opencode is unavailable,
 with the sidecar's reload and with the two naive ways, all in the same run.
 
-The gateway is a real LiteLLM proxy behind a `Front` whose list changes every `INTERVAL` seconds
-(a model added, the oldest taken out). Each way gets a fresh opencode:
+The gateway is a real LiteLLM proxy behind a `Front` whose list changes every 0.6 s, 50 times
+(a model added, the oldest taken out; 3 times in small mode). Each way gets a fresh opencode:
 - "sidecar": the real sidecar (SIDECAR_RELOAD=auto, polling every 1 s) supervising opencode;
 - "naive restart": a controller polling the same list every 1 s that, on a change, writes the same
   rendered config and restarts opencode at once (SIGTERM to its group, then start it again);
 - "naive global dispose": the same controller, calling `POST /global/dispose` at once instead.
-`K` prompts with the `slow` model (streamed by fake_upstream through LiteLLM and the front) are
+Four prompts in two directories (two in one, small mode) with the `slow` model (streamed by fake_upstream through LiteLLM and the front) are
 generating before the first change and are meant to outlast the last one. A prompt counts as
 aborted when its assistant message carries an error, its request fails, or it never finishes.
 Unavailability is the time a probe (`GET /global/health` with a 1 s timeout, then
@@ -217,7 +217,8 @@ def run(ctx: Context) -> list[Row]:
         for strategy in STRATEGIES:
             results[strategy] = _one_strategy(ctx, strategy, bench_lab, plan, ctx.workdir / "churn" / strategy)
     what = (
-        f"{plan.prompts} slow prompts in {plan.directories} directories, {plan.changes} list changes "
+        f"{plan.prompts} slow prompts in {plan.directories} {'directory' if plan.directories == 1 else 'directories'}, "
+        f"{plan.changes} list changes "
         f"{INTERVAL:g} s apart, poll {POLL_INTERVAL:g} s"
     )
     ours = results["sidecar"]
