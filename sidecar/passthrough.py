@@ -114,8 +114,11 @@ class Passthrough:
         secrets: Iterable[str],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        seen_directory: Callable[[str], None] | None = None,
     ) -> None:
         self._resolve = resolve
+        # Told of each directory a request goes to, so that one loaded without any event is kept current.
+        self._seen_directory = seen_directory
         self._redact = Redactor(secrets)
         self._http = httpx.AsyncClient(
             base_url=opencode_url,
@@ -133,10 +136,13 @@ class Passthrough:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
         headers.append(("accept-encoding", "identity"))  # redaction needs the plain text
         content: bytes | AsyncIterator[bytes] | None = None
+        directory = _directory(request, query)
+        if directory is not None and self._seen_directory is not None:
+            self._seen_directory(directory)
         form = model_form(request.method, path)
         if form is not None:
             body = await request.body()
-            content = await self._rewrite_model(body, form, _directory(request, query)) if body else None
+            content = await self._rewrite_model(body, form, directory) if body else None
         elif "content-length" in request.headers or "transfer-encoding" in request.headers:
             content = request.stream()
             if "content-length" in request.headers:

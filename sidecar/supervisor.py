@@ -82,6 +82,7 @@ class Sidecar:
             password.get_secret_value() if password is not None else None,
             self._resolve_ref,
             self.settings.secrets(),
+            seen_directory=self.applier.note_directory,
         )
         self.api: ApiServer | None = None
         self.metrics.watch(self)

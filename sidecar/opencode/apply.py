@@ -108,12 +108,17 @@ class Applier:
                 # What this sidecar exists to prevent: say it loudly.
                 self.prompts_aborted_by_reload += 1
                 log.error("opencode.prompt_aborted_by_reload", directory=directory)
-        if directory not in self.directories:
-            # opencode announces no instance loads: this one may have read an older file.
+        self.note_directory(directory)
+        if directory in self._pending and kind in {"session.idle", "session.status"}:
+            self._wake.set()
+
+    def note_directory(self, directory: str) -> None:
+        """A directory opencode may have loaded: from its events, or a request the pass-through
+        forwarded there. opencode announces no instance loads, so one first seen now may have read
+        an older file: it is checked, and reloaded when idle if it is stale."""
+        if directory not in self.directories and os.path.isabs(directory):
             self.directories.add(directory)
             self._unverified.add(directory)
-            self._wake.set()
-        if directory in self._pending and kind in {"session.idle", "session.status"}:
             self._wake.set()
 
     def adopt_default_directory(self, directory: str) -> None:
