@@ -254,3 +254,17 @@ async def test_openapi_document_with_a_key_says_so() -> None:
     assert document["security"] and set(document["components"]["securitySchemes"]) == {"ApiKey", "Bearer", "Basic"}
     assert "401" in document["paths"]["/v1/models"]["get"]["responses"]
     assert document["paths"]["/livez"]["get"]["security"] == []
+
+
+def test_the_listening_socket_says_it_is_tcp_so_answers_are_not_held_by_nagle() -> None:
+    # asyncio sets TCP_NODELAY on accepted connections only when the listening socket's proto
+    # is IPPROTO_TCP; with 0, every small answer waited ~40 ms for the client's delayed ACK.
+    import socket
+
+    from sidecar.api import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
