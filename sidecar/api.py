@@ -475,14 +475,40 @@ def limited(endpoint: Callable[[Request], Any], limit: int) -> ASGIApp:
     return BodyLimit(request_response(endpoint), limit)
 
 
+class AnswerCache:
+    """Encoded answers of one catalog: the catalog changes once per poll at most, and it is read
+    far more often than that, so each page is serialised once per catalog, not once per request."""
+
+    MAX_ENTRIES = 512
+
+    def __init__(self) -> None:
+        self._catalog: Catalog | None = None
+        self._answers: dict[tuple[object, ...], bytes] = {}
+
+    def get(self, catalog: Catalog, key: tuple[object, ...], build: Callable[[], Any]) -> Response:
+        if catalog is not self._catalog or len(self._answers) >= self.MAX_ENTRIES:
+            self._catalog, self._answers = catalog, {}
+        body = self._answers.get(key)
+        if body is None:
+            body = self._answers[key] = JSONResponse(build()).body
+        return Response(body, media_type="application/json")
+
+
 def create_app(view: HealthView) -> Starlette:
+    answers = AnswerCache()
+
     async def list_models(request: Request) -> Response:
         params = request.query_params
         after_id, before_id = params.get("after_id"), params.get("before_id")
         if after_id is not None and before_id is not None:
             raise ApiError(400, "after_id and before_id cannot be used together")
-        page = page_of(view.catalog(), limit=_parse_limit(params.get("limit")), after_id=after_id, before_id=before_id)
-        return JSONResponse(page.model_dump(mode="json"))
+        limit = _parse_limit(params.get("limit"))
+        catalog = view.catalog()
+        return answers.get(
+            catalog,
+            ("page", limit, after_id, before_id),
+            lambda: page_of(catalog, limit=limit, after_id=after_id, before_id=before_id).model_dump(mode="json"),
+        )
 
     async def get_model(request: Request) -> Response:
         model_id = request.path_params["model_id"]

@@ -268,3 +268,19 @@ def test_the_listening_socket_says_it_is_tcp_so_answers_are_not_held_by_nagle() 
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+@pytest.mark.anyio
+async def test_a_new_catalog_is_served_at_once_though_pages_are_kept_encoded() -> None:
+    current = {"catalog": Catalog([ModelInfo(id="a", display_name="A")])}
+    app = create_app(HealthView(lambda: current["catalog"], lambda: {"ready": True}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
+        first = await client.get("/v1/models", params={"limit": 5})
+        again = await client.get("/v1/models", params={"limit": 5})
+        assert first.content == again.content and first.headers["content-type"] == "application/json"
+        current["catalog"] = Catalog([ModelInfo(id="a", display_name="A"), ModelInfo(id="b", display_name="B")])
+        changed = await client.get("/v1/models", params={"limit": 5})
+        assert [m["id"] for m in changed.json()["data"]] == ["a", "b"]
+        assert [m["id"] for m in (await client.get("/v1/models", params={"limit": 1})).json()["data"]] == ["a"]
+        unknown = await client.get("/v1/models", params={"after_id": "nope"})
+        assert unknown.status_code in (400, 404) and unknown.json()["type"] == "error"
