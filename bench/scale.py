@@ -113,7 +113,7 @@ def measure_reload(sidecar: SidecarProcess, upstream: fake_upstream.FakeUpstream
         applied_before = len(sidecar.events("opencode.applied"))
         upstream.models = synthetic_list(count, extra=rep)
         sidecar.wait_for(
-            lambda: len(sidecar.events("opencode.applied")) > applied_before, timeout=180, what="opencode.applied"
+            lambda n=applied_before: len(sidecar.events("opencode.applied")) > n, timeout=180, what="opencode.applied"
         )
         applied = _timestamp(sidecar.events("opencode.applied")[-1])
         reloads.append(applied - _timestamp(sidecar.events("opencode.config_written")[-1]))
