@@ -128,8 +128,9 @@ def reading(rows: list[Row]) -> str:
     else:
         big = max(ours, key=lambda row: _number(row, "models"))
         parts.append(
-            f"Our list is served from memory, but each request still builds the page (pydantic `model_dump`, then "
-            f"JSON) in the sidecar's one asyncio process, which also polls and supervises. It reaches "
+            f"Our list is served from memory, each page encoded once per catalog, so what is left per request is "
+            f"Starlette's routing, the body-limit and key checks and a dict lookup, in the sidecar's one asyncio "
+            f"process, which also polls and supervises. It reaches "
             f"{min(shares):.0%} to {max(shares):.0%} of the bare handler's rate (the floor peaks at "
             f"{best_floor:,.0f} req/s, ours at {max(_number(row, 'rps') for row in ours):,.0f}); at "
             f"{big.figures['models']} models ({big.figures['body_kb']} KiB) it reaches {_number(big, 'share_of_floor'):.0%}."
