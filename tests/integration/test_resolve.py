@@ -226,9 +226,14 @@ def test_api_key_and_opencode_run_attach(
         assert client.get("/session", headers={"authorization": f"Basic {basic}"}).status_code == 401
     # opencode's own client, pointed at the sidecar with the sidecar's key, and a foreign provider prefix.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIDECAR_", "OPENCODE_"))}
-    env.update({"HOME": str(sidecar.workdir / "client-home"), "OPENCODE_DISABLE_MODELS_FETCH": "1"})
+    # The key from the environment, not --password: on a command line every `ps` shows it.
+    env.update({
+        "HOME": str(sidecar.workdir / "client-home"),
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_SERVER_PASSWORD": "sidecar-key-123",
+    })
     result = subprocess.run(
-        [str(OPENCODE_BIN), "run", "--attach", sidecar.api_url, "--password", "sidecar-key-123",
+        [str(OPENCODE_BIN), "run", "--attach", sidecar.api_url,
          "--dir", directory, "--model", "anthropic/gpt-5.5", "say hi"],
         env=env, capture_output=True, text=True, timeout=120, cwd=directory, stdin=subprocess.DEVNULL,
     )
