@@ -340,9 +340,10 @@ class Reconciler:
         if text != self._written_text:
             self.writes["written"] += 1
             self._written_text = text
-            models = sum(len(ids) for ids in rendered_model_ids(config, list(self.gateways)).values())
+            expected = rendered_model_ids(config, list(self.gateways))
+            models = sum(len(ids) for ids in expected.values())
             log.info("opencode.config_written", path=str(self.paths.config), models=models)
-            self._listener.config_written(rendered_model_ids(config, list(self.gateways)))
+            self._listener.config_written(expected)
         self._refresh_views()
 
     # --- the loops ----------------------------------------------------------------------------

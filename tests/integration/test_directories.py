@@ -8,14 +8,12 @@ import httpx
 import pytest
 
 from tests.support import fake_upstream
+from tests.support.fake_upstream import model_list
 from tests.support.opencode_api import provider_models
 from tests.support.sidecar_process import SidecarProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-
-def model_list(ids: list[str]) -> dict:
-    return {"object": "list", "data": [{"id": i, "object": "model"} for i in ids]}
 
 
 @pytest.fixture

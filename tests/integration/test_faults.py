@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.support import fake_upstream
+from tests.support.fake_upstream import model_list
 from tests.support import litellm_proxy as lp
 from tests.support.opencode_api import create_session, prompt, provider_models
 from tests.support.sidecar_process import SidecarProcess
@@ -27,9 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 MODELS = [f"model-{i}" for i in range(6)]
 FAKE_KEY = "sk-fake-gateway-key-77f3"
 
-
-def model_list(ids: list[str]) -> dict:
-    return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "fake"} for i in ids]}
 
 
 @pytest.fixture

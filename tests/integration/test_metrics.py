@@ -9,13 +9,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import fake_upstream
+from tests.support.fake_upstream import model_list
 from tests.support.sidecar_process import SidecarProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-
-def model_list(ids: list[str]) -> dict:
-    return {"object": "list", "data": [{"id": i, "object": "model"} for i in ids]}
 
 
 @pytest.fixture

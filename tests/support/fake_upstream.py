@@ -21,6 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 CREATED = 1700000000
 
 
+def model_list(ids: list[str]) -> dict:
+    """An OpenAI-shaped `GET /v1/models` answer listing `ids`, for `FakeUpstream.models`."""
+    return {"object": "list", "data": [{"id": i, "object": "model", "owned_by": "fake"} for i in ids]}
+
+
 def answer_text(chunks: int) -> str:
     return "".join(f"chunk {i} " for i in range(chunks))
 
