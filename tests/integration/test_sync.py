@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.support import litellm_proxy as lp
-from tests.integration.conftest import SLOW_CHUNKS
+from tests.support.fixtures import SLOW_CHUNKS
 from tests.support.fake_upstream import answer_text as answer_of_upstream
 from tests.support.opencode_api import answer_text, busy_sessions, create_session, prompt, provider_models
 from tests.support.sidecar_process import SidecarProcess
