@@ -81,9 +81,11 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 USER 10001:10001
 # opencode's working directory, its default project (SIDECAR_OPENCODE_DIRECTORY).
 WORKDIR /workspace
-# 4097: the sidecar's API and its pass-through to opencode. 4096: opencode, where it listens on
-# all addresses (its own container in deploy/kubernetes/base); the sidecar's child binds 127.0.0.1.
-EXPOSE 4097 4096
+# 4097: the sidecar's API and its pass-through to opencode, the only port to publish. opencode
+# (4096) listens on 127.0.0.1 only, in this container or its pod: whoever reaches it runs shell
+# commands. The sidecar listens on every address here and so refuses to start without
+# SIDECAR_API_KEY (32+ characters): `docker run -e SIDECAR_API_KEY="$(openssl rand -hex 32)" ...`.
+EXPOSE 4097
 
 # Python, not curl (the image has none). Loopback on SIDECAR_LISTEN's port, past any HTTP proxy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \

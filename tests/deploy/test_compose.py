@@ -30,9 +30,17 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_docker_compose_loads_it(tmp_path: Path) -> None:
-    done = tool("docker-compose", "-f", COMPOSE, "config", "-q", env=clean_env(tmp_path))
+    env = {**clean_env(tmp_path), "SIDECAR_API_KEY": "k" * 64}
+    done = tool("docker-compose", "-f", COMPOSE, "config", "-q", env=env)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_there_is_no_default_api_key(tmp_path: Path) -> None:
+    # A default key in a public file is no key: compose refuses to start without one.
+    done = tool("docker-compose", "-f", COMPOSE, "config", "-q", env=clean_env(tmp_path))
+    assert done.returncode != 0
+    assert "set SIDECAR_API_KEY to a random key of 32+ characters" in done.stderr
 
 
 def test_it_matches_the_compose_spec_schema() -> None:

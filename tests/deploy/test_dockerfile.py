@@ -102,7 +102,10 @@ def test_environment_ports_and_health_check() -> None:
     env = " ".join(args for keyword, args in final_stage() if keyword == "ENV")
     assert "SIDECAR_LISTEN=0.0.0.0:4097" in env
     assert "SIDECAR_STATE_DIR=/var/lib/opencode-sidecar" in env
-    assert [args.split() for keyword, args in final_stage() if keyword == "EXPOSE"] == [["4097", "4096"]]
+    # opencode's port is never published: it listens on loopback, behind the sidecar's key.
+    assert [args.split() for keyword, args in final_stage() if keyword == "EXPOSE"] == [["4097"]]
+    # No key is baked into the image: listening on 0.0.0.0, the sidecar refuses to start without one.
+    assert "SIDECAR_API_KEY" not in env
     (health,) = [args for keyword, args in final_stage() if keyword == "HEALTHCHECK"]
     command = json.loads(health[health.index("CMD") + 3 :])
     assert command[:2] == ["python", "-c"] and "/livez" in command[2]

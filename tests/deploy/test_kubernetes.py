@@ -153,6 +153,12 @@ def test_probes_hit_routes_that_exist_and_need_no_key(base: Objects, overlay: Ob
                 probe = each.get(kind)
                 if probe is None:
                     continue
+                if "exec" in probe:
+                    # Only opencode's, which listens on the pod's loopback, out of the kubelet's reach.
+                    assert each["name"] == "opencode", f"{each['name']}.{kind}"
+                    command = probe["exec"]["command"]
+                    assert command[:2] == ["python", "-c"] and "('127.0.0.1', 4096)" in command[2]
+                    continue
                 handler = probe.get("httpGet") or probe.get("tcpSocket")
                 assert handler is not None, f"{each['name']}.{kind}"
                 # A named port must be one this container declares.
@@ -261,18 +267,21 @@ def test_opencode_reads_the_file_the_sidecar_writes(base: Objects) -> None:
 def test_the_sidecar_attaches_to_the_opencode_container(base: Objects) -> None:
     sidecar, opencode = container(base, "sidecar"), container(base, "opencode")
     assert "command" not in opencode, "keep the image's entrypoint (tini) as PID 1"
-    assert opencode["args"] == ["opencode", "serve", "--hostname", "0.0.0.0", "--port", "4096"]
+    # opencode on the pod's loopback only: the sidecar reaches it there, nothing outside the pod does.
+    assert opencode["args"] == ["opencode", "serve", "--hostname", "127.0.0.1", "--port", "4096"]
     assert env(sidecar)["SIDECAR_OPENCODE_URL"] == "http://127.0.0.1:4096"
     assert env(sidecar)["SIDECAR_LISTEN"] == "0.0.0.0:4097"
+    assert "secretKeyRef" in env(sidecar)["SIDECAR_API_KEY"], "listening on 0.0.0.0 needs a key"
     assert env(opencode)["OPENCODE_DISABLE_MODELS_FETCH"] == "1"
-    assert [port["containerPort"] for port in opencode["ports"]] == [4096]
+    assert "ports" not in opencode
     assert sidecar["image"] == opencode["image"] == f"opencode-sidecar:{project_version()}"
 
 
-def test_the_service_exposes_both_apis(base: Objects) -> None:
+def test_the_service_exposes_only_the_sidecar(base: Objects) -> None:
+    # opencode's port would let its password bypass the sidecar's key, Host checks and redaction.
     service = base["Service"]["spec"]
     assert service["selector"].items() <= base["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
-    assert sorted((port["port"], port["targetPort"]) for port in service["ports"]) == [(4096, 4096), (4097, 4097)]
+    assert [(port["port"], port["targetPort"]) for port in service["ports"]] == [(4097, 4097)]
 
 
 # --- the overlay: one container, supervise mode --------------------------------------------------

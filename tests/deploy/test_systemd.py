@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -55,3 +56,17 @@ def test_stopping_leaves_the_sidecar_time_to_stop_opencode() -> None:
     assert service["KillMode"] in {"mixed", "control-group"}
     grace = Settings.model_fields["stop_grace"].default
     assert int(service["TimeoutStopSec"]) > grace + 5
+
+
+@pytest.mark.parametrize(("key", "starts"), [(None, False), ("short-key", False), ("k" * 32, True)])
+def test_the_unit_refuses_to_start_without_a_long_key(tmp_path: Path, key: str | None, starts: bool) -> None:
+    # The check runs as systemd would run it: `$$` is systemd's escape for `$`, %h the home directory.
+    command = unit()["Service"]["ExecStartPre"].replace("$$", "$").replace("%h", str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "SIDECAR_API_KEY"}
+    if key is not None:
+        env["SIDECAR_API_KEY"] = key
+    done = subprocess.run(shlex.split(command), env=env, capture_output=True, text=True, timeout=10, check=False)
+    assert (done.returncode == 0) is starts, done.stderr
+    if not starts:
+        assert done.returncode == 2
+        assert f"set SIDECAR_API_KEY (32+ characters, e.g. openssl rand -hex 32) in {tmp_path}/" in done.stderr
