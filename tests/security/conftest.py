@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import _opencode_installed, command_line_sampler  # noqa: F401  (autouse here too)
+from tests.integration.conftest import _opencode_installed  # noqa: F401  (autouse here too)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,13 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import fake_upstream
+from tests.support import fake_upstream, secrets_audit
 from tests.support import litellm_proxy as lp
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
 
 # A model whose answer streams for several seconds: long enough to change the list under it.
 SLOW_CHUNKS = 45
 SLOW_DELAY = 1.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def command_line_sampler() -> Iterator[secrets_audit.CommandLineSampler]:
+    """Every command line seen while the suite runs (integration and security tests start sidecars),
+    for tests/integration/test_zz_secrets.py."""
+    sampler = secrets_audit.CommandLineSampler()
+    sampler.start()
+    yield sampler
+    sampler.stop()
 
 
 @pytest.fixture(scope="session")
