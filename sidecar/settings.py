@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from sidecar.directories import InvalidDirectory, check_directory
 from sidecar.gateway.config import (
     Format,
     Gateway,
@@ -68,6 +69,8 @@ class Settings(BaseSettings):
     health_interval: Annotated[float, Field(gt=0)] = 5.0
     health_failures: Annotated[int, Field(ge=1, le=1000)] = 3
     opencode_directory: Path | None = None
+    # Directories kept in step with the config (each costs a reload per change); least recently used dropped first.
+    max_directories: Annotated[int, Field(ge=1, le=100_000)] = 1000
     state_dir: Path = Field(default_factory=_default_state_dir)
     base_config: Path | None = None
     default_model: str | None = None
@@ -124,6 +127,17 @@ class Settings(BaseSettings):
     def _base_config_readable(cls, path: Path | None) -> Path | None:
         if path is not None and not path.is_file():
             raise ValueError(f"no such file: {path}")
+        return path
+
+    @field_validator("opencode_directory")
+    @classmethod
+    def _directory_shape(cls, path: Path | None) -> Path | None:
+        # Relative is fine here: it is the operator's, resolved against the sidecar's working directory.
+        if path is not None:
+            try:
+                check_directory(os.path.abspath(path))
+            except InvalidDirectory as exc:
+                raise ValueError(str(exc)) from None
         return path
 
     @model_validator(mode="after")

@@ -2,36 +2,74 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from structlog.testing import capture_logs
 
-from sidecar.opencode.apply import CONFIRM_ATTEMPTS, Applier, event_directory_and_type
+from sidecar.naming import ModelRef
+from sidecar.opencode.apply import (
+    CONFIRM_ATTEMPTS,
+    RELOAD_ATTEMPTS,
+    RELOAD_RETRY_MAX,
+    Applier,
+    DirectoryUnusable,
+    event_directory_and_type,
+    reload_retry_delay,
+)
 from sidecar.opencode.client import OpencodeError
 from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
 
-class FakeOpencode:
+class FakeClock:
+    """Monotonic time that moves only when the applier sleeps: hours pass in milliseconds."""
+
     def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+class FakeOpencode:
+    def __init__(self, clock: Callable[[], float] = lambda: 0.0) -> None:
         self.busy: dict[str, set[str]] = {}
         self.disposed: list[str] = []
         self.models: set[str] = set()
         self.loaded_models: dict[str, set[str]] = {}
+        # Directories opencode answers HTTP 500 for (as it does for a file): how many more times.
+        self.failing: dict[str, float] = {}
+        self.asked: dict[str, list[float]] = {}  # when, by the injected clock
+        self._clock = clock
+
+    def _answer(self, directory: str, path: str) -> None:
+        self.asked.setdefault(directory, []).append(self._clock())
+        if self.failing.get(directory, 0) > 0:
+            self.failing[directory] -= 1
+            raise OpencodeError(f"{path} answered HTTP 500")
 
     async def busy_sessions(self, directory: str) -> set[str]:
+        self._answer(directory, "/session/status")
         return set(self.busy.get(directory, set()))
 
     async def dispose(self, directory: str) -> None:
+        self._answer(directory, "/instance/dispose")
         assert not self.busy.get(directory), f"disposed {directory} while it was generating"
         self.disposed.append(directory)
         self.loaded_models[directory] = set(self.models)
 
     async def provider_model_ids(self, directory: str) -> dict[str, set[str]]:
+        self._answer(directory, "/config/providers")
         return {"litellm": self.loaded_models.get(directory, set())}
 
     async def global_events(self) -> AsyncIterator[dict[str, Any]]:
@@ -53,10 +91,14 @@ class FakeChild:
         self.generation += 1
 
 
-def make(tmp_path: Path, **settings: Any) -> tuple[Applier, FakeOpencode, FakeChild]:
-    opencode, child = FakeOpencode(), FakeChild()
+def make(
+    tmp_path: Path, clock: FakeClock | None = None, **settings: Any
+) -> tuple[Applier, FakeOpencode, FakeChild]:
+    opencode, child = FakeOpencode(clock or (lambda: 0.0)), FakeChild()
     config = Settings(gateway_url="http://gw", opencode_password="pw", **settings)  # type: ignore[arg-type]
-    applier = Applier(config, opencode, child, tmp_path / "a", recheck_interval=0.01)  # type: ignore[arg-type]
+    seams: dict[str, Any] = {"clock": clock, "sleep": clock.sleep, "recheck_interval": 1.0} if clock else {
+        "recheck_interval": 0.01}
+    applier = Applier(config, opencode, child, tmp_path / "a", **seams)  # type: ignore[arg-type]
     return applier, opencode, child
 
 
@@ -168,7 +210,8 @@ async def test_directory_first_seen_with_an_older_config_is_reloaded(tmp_path: P
 async def test_a_failing_directory_does_not_hold_up_the_others(tmp_path: Path) -> None:
     applier, opencode, _ = make(tmp_path)
     broken, fine = str(tmp_path / "broken"), str(tmp_path / "fine")
-    applier.directories |= {broken, fine}
+    applier.note_directory(broken)
+    applier.note_directory(fine)
     opencode.models = {"m1"}
     original = opencode.busy_sessions
 
@@ -203,3 +246,125 @@ async def test_an_abort_right_after_a_reload_of_its_directory_is_counted(tmp_pat
     other = {"directory": a, "payload": {"type": "session.error", "properties": {"error": {"name": "UnknownError"}}}}
     applier.note_event(other)
     assert applier.prompts_aborted_by_reload == 1
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
+@pytest.mark.parametrize("noted", ["before the config", "after it is applied"])
+async def test_a_directory_opencode_keeps_failing_is_retried_with_growing_delays_then_dropped(
+    tmp_path: Path, noted: str
+) -> None:
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
+    bad = "/etc/hostname"  # a file: opencode 1.18.33 answers HTTP 500 for it on every route
+    opencode.failing[bad] = float("inf")
+    opencode.models = {"m1"}
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as group:
+            if noted == "before the config":
+                applier.note_directory(bad)
+            group.start_soon(applier.run)
+            applier.config_written({"litellm": {"m1"}})
+            if noted == "after it is applied":
+                await wait_until(lambda: applier.applied)
+                applier.note_directory(bad)
+            await wait_until(lambda: bad not in applier.directories and bad in opencode.asked)
+            dropped_at = clock.now
+            # An hour later (of the injected clock) nothing more was tried, whatever was written meanwhile.
+            applier.config_written({"litellm": {"m1"}})
+            await wait_until(lambda: clock.now > dropped_at + 3600)
+            group.cancel_scope.cancel()
+    assert len(opencode.asked[bad]) == RELOAD_ATTEMPTS
+    assert gaps(opencode.asked[bad]) == [reload_retry_delay(n) for n in range(1, RELOAD_ATTEMPTS)]
+    assert gaps(opencode.asked[bad]) == sorted(set(gaps(opencode.asked[bad]))), "each wait is longer"
+    failed = [e for e in logs if e["event"] == "opencode.reload_failed" and e.get("directory") == bad]
+    assert [e["attempt"] for e in failed] == list(range(1, RELOAD_ATTEMPTS))
+    dropped = [e for e in logs if e["event"] == "opencode.directory_dropped"]
+    assert [(e["directory"], e["reason"], e["attempts"]) for e in dropped] == [(bad, "reload_failed", RELOAD_ATTEMPTS)]
+    report = applier.report()
+    assert report["directories"] == 1 and bad not in report["pending_reloads"]
+    assert applier.applied, "the other directories were not held up"
+
+
+async def test_the_default_directory_is_retried_for_ever_but_never_faster_than_the_cap(tmp_path: Path) -> None:
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
+    default = applier.default_directory
+    opencode.failing[default] = float("inf")
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as group:
+            group.start_soon(applier.run)
+            applier.config_written({"litellm": {"m1"}})
+            await wait_until(lambda: clock.now > 1000 + 3600)
+            group.cancel_scope.cancel()
+    assert default in applier.directories
+    assert not [e for e in logs if e["event"] == "opencode.directory_dropped"]
+    waits = gaps(opencode.asked[default])
+    ramp = [reload_retry_delay(n) for n in range(1, 7)]
+    assert ramp[-1] < RELOAD_RETRY_MAX and len(waits) > len(ramp) + 50
+    # After the ramp, a try (and a log line) a minute, not one a second.
+    assert waits[: len(ramp)] == ramp and set(waits[len(ramp):]) == {RELOAD_RETRY_MAX}
+
+
+async def test_a_directory_that_recovers_is_kept(tmp_path: Path) -> None:
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
+    flaky = str(tmp_path / "flaky")
+    opencode.failing[flaky] = RELOAD_ATTEMPTS - 1  # one short of the bound
+    opencode.models = {"m1"}
+    async with anyio.create_task_group() as group:
+        group.start_soon(applier.run)
+        applier.config_written({"litellm": {"m1"}})
+        await wait_until(lambda: applier.applied)
+        applier.note_directory(flaky)  # it lists nothing yet: stale, to be reloaded
+        await wait_until(lambda: flaky in opencode.disposed)
+        group.cancel_scope.cancel()
+    assert flaky in applier.directories and flaky not in applier.report()["pending_reloads"]
+    assert len(opencode.asked[flaky]) > RELOAD_ATTEMPTS, "and the count started again once it answered"
+
+
+def test_the_least_recently_used_directory_is_dropped_at_the_bound_never_the_default(tmp_path: Path) -> None:
+    applier, _, _ = make(tmp_path, max_directories=3)
+    default = applier.default_directory
+    d1, d2, d3, d4 = (str(tmp_path / f"d{i}") for i in range(1, 5))
+    with capture_logs() as logs:
+        for directory in (d1, d2, d3):
+            applier.note_directory(directory)
+        assert applier.directories == {default, d2, d3}, "the default is the oldest, and stays"
+        applier.note_directory(d2)  # used again: d3 is now the least recently used
+        applier.note_event({"directory": d4, "payload": {"type": "session.created"}})
+    assert applier.directories == {default, d2, d4}
+    assert applier.report()["directories"] == 3
+    dropped = [(e["directory"], e["reason"]) for e in logs if e["event"] == "opencode.directory_dropped"]
+    assert dropped == [(d1, "limit"), (d3, "limit")]
+
+
+def test_a_bound_of_one_keeps_only_the_default_directory(tmp_path: Path) -> None:
+    applier, _, _ = make(tmp_path, max_directories=1)
+    applier.note_directory(str(tmp_path / "other"))
+    assert applier.directories == {applier.default_directory}
+
+
+def test_directories_are_checked_and_normalised_as_they_enter(tmp_path: Path) -> None:
+    applier, _, _ = make(tmp_path)
+    for bad in ("/x\x00y", "relative", "/a/../etc", "/a\nb", "", "/" + "n" * 256):
+        applier.note_directory(bad)
+        applier.note_event({"directory": bad, "payload": {"type": "session.created"}})
+    assert applier.directories == {applier.default_directory}
+    applier.note_directory("//p/./q/")
+    applier.note_event({"directory": "/p/q", "payload": {"type": "session.idle"}})
+    assert applier.directories == {applier.default_directory, "/p/q"}
+
+
+async def test_a_resolve_in_a_directory_opencode_keeps_failing_gives_up_with_growing_waits(tmp_path: Path) -> None:
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
+    bad = "/etc/hostname"
+    opencode.failing[bad] = float("inf")
+    with pytest.raises(DirectoryUnusable, match="HTTP 500"):
+        await applier.wait_usable(bad, ModelRef("litellm", "m1"), timeout=600)
+    assert len(opencode.asked[bad]) == RELOAD_ATTEMPTS
+    assert gaps(opencode.asked[bad]) == [reload_retry_delay(n) for n in range(1, RELOAD_ATTEMPTS)]
+    assert bad not in applier.directories
