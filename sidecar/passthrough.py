@@ -19,6 +19,7 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from sidecar.directories import InvalidDirectory, check_directory
 from sidecar.naming import ModelRef
 
 log = structlog.get_logger("sidecar.passthrough")
@@ -137,8 +138,13 @@ class Passthrough:
         headers.append(("accept-encoding", "identity"))  # redaction needs the plain text
         content: bytes | AsyncIterator[bytes] | None = None
         directory = _directory(request, query)
-        if directory is not None and self._seen_directory is not None:
-            self._seen_directory(directory)
+        if directory is not None:
+            # opencode reads the query before the header: one checked value, where it looks first,
+            # so that the directory it works in is the one tracked here.
+            query = [(k, v) for k, v in query if k != "directory"] + [("directory", directory)]
+            headers = [(k, v) for k, v in headers if k.lower() != "x-opencode-directory"]
+            if self._seen_directory is not None:
+                self._seen_directory(directory)
         form = model_form(request.method, path)
         if form is not None:
             body = await request.body()
@@ -211,8 +217,23 @@ class PassthroughError(Exception):
 
 
 def _directory(request: Request, query: list[tuple[str, str]]) -> str | None:
-    for key, value in query:
-        if key == "directory":
-            return value
-    header = request.headers.get("x-opencode-directory")
-    return unquote(header) if header else None
+    """The directory a request works in, as opencode 1.18.33 picks it (the first non-empty of
+    `?directory=` and the percent-encoded `x-opencode-directory` header), checked and normalised;
+    a bad one is refused here and never reaches opencode."""
+    given = [value for key, value in query if key == "directory"]
+    if len(given) > 1:
+        raise PassthroughError(400, "directory must be given once")
+    value: str | None = given[0] if given and given[0] else None
+    if value is None:
+        header = request.headers.get("x-opencode-directory")
+        if not header:
+            return None
+        try:
+            # Header bytes arrive as latin-1; clients percent-encode the UTF-8 path.
+            value = unquote(header.encode("latin-1").decode(), errors="strict")
+        except UnicodeError:
+            raise PassthroughError(400, "x-opencode-directory must be a percent-encoded UTF-8 path") from None
+    try:
+        return check_directory(value)
+    except InvalidDirectory as exc:
+        raise PassthroughError(400, str(exc)) from None

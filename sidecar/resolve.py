@@ -3,7 +3,6 @@ and wait until opencode can use it in the agent's directory."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -12,9 +11,11 @@ from typing import Any
 import structlog
 
 from sidecar.catalog import ModelInfo
+from sidecar.directories import InvalidDirectory
+from sidecar.directories import check_directory as normal_directory
 from sidecar.gateway.client import GatewayClient, GatewayError, ModelRejected
 from sidecar.naming import InvalidModelName, ModelRef, normalise_model
-from sidecar.opencode.apply import Applier
+from sidecar.opencode.apply import Applier, DirectoryUnusable
 from sidecar.reconcile import Reconciler
 from sidecar.settings import Settings
 
@@ -38,11 +39,10 @@ class Resolution:
 
 
 def check_directory(directory: Any) -> str:
-    if not isinstance(directory, str) or not directory or not directory.isprintable():
-        raise ResolveError(400, "directory must be an absolute path")
-    if not os.path.isabs(directory) or len(directory) > 4096:
-        raise ResolveError(400, "directory must be an absolute path")
-    return directory
+    try:
+        return normal_directory(directory)
+    except InvalidDirectory as exc:
+        raise ResolveError(400, str(exc)) from None
 
 
 class Resolver:
@@ -113,7 +113,12 @@ class Resolver:
                 except GatewayError as exc:
                     raise ResolveError(502, str(exc)) from None
             model = await self._reconciler.register(ref)
-        if not await self._applier.wait_usable(directory, ref, self._settings.resolve_timeout):
+        try:
+            usable = await self._applier.wait_usable(directory, ref, self._settings.resolve_timeout)
+        except DirectoryUnusable as exc:
+            # The caller named it; what opencode can't open (a file, say) is the caller's to fix.
+            raise ResolveError(400, str(exc)) from None
+        if not usable:
             raise ResolveError(
                 409,
                 f"model {str(ref)!r} is registered, but directory {directory!r} was still generating "
