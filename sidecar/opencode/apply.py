@@ -255,6 +255,8 @@ class Applier:
                         error = str(exc) or type(exc).__name__
                         log.warning("opencode.check_failed", directory=directory, attempt=failures, error=error)
                         if failures >= RELOAD_ATTEMPTS:
+                            if directory != self.default_directory:
+                                self._forget(directory)
                             raise DirectoryUnusable(
                                 f"opencode cannot use directory {directory!r}: {error} ({failures} times)"
                             ) from None

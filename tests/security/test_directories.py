@@ -260,3 +260,20 @@ def test_max_directories_keeps_the_most_recently_used_and_the_default(
         assert reloaded == {str(sidecar.directory), str(d4), str(d5)}
     finally:
         sidecar.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_resolve_in_a_directory_opencode_answers_500_for_is_a_400_after_the_bound(
+    sidecar: SidecarProcess, tmp_path: Path
+) -> None:
+    not_a_directory = tmp_path / "another-file"
+    not_a_directory.write_text("")
+    bad = str(not_a_directory)
+    answer = httpx.post(
+        f"{sidecar.api_url}/v1/models/resolve", json={"model": "litellm/m1", "directory": bad}, timeout=90
+    )
+    assert_refused(answer, "opencode cannot use directory")
+    checks = [e for e in sidecar.events("opencode.check_failed") if e.get("directory") == bad]
+    assert [e["attempt"] for e in checks] == list(range(1, RELOAD_ATTEMPTS + 1)), "not one every 50 ms"
+    assert bad not in reloads(sidecar)["pending_reloads"]

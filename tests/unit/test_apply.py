@@ -363,6 +363,7 @@ async def test_a_resolve_in_a_directory_opencode_keeps_failing_gives_up_with_gro
     applier, opencode, _ = make(tmp_path, clock)
     bad = "/etc/hostname"
     opencode.failing[bad] = float("inf")
+    applier.note_directory(bad)  # the pass-through saw it first
     with pytest.raises(DirectoryUnusable, match="HTTP 500"):
         await applier.wait_usable(bad, ModelRef("litellm", "m1"), timeout=600)
     assert len(opencode.asked[bad]) == RELOAD_ATTEMPTS
