@@ -26,6 +26,7 @@ from sidecar.passthrough import Passthrough
 from sidecar.reconcile import Reconciler, StatePaths
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
+from sidecar.statedir import PRIVATE_FILE, StateDirError, claim_state_dir
 
 log = structlog.get_logger("sidecar")
 
@@ -47,12 +48,12 @@ class Sidecar:
                 resolve_binary(self.settings.opencode_bin)
             except OpencodeStartError as exc:
                 raise StartError(str(exc)) from None
+        # Before anything else touches the directory: a second sidecar must change nothing there,
+        # least of all stop the first one's opencode as a stale one. Held until the process ends.
         try:
-            self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StartError(
-                f"{ENV_PREFIX}STATE_DIR: cannot create {self.settings.state_dir}: {exc.strerror}"
-            ) from None
+            self.state_dir_lock = claim_state_dir(self.settings.state_dir, shared=self._shared_files())
+        except StateDirError as exc:
+            raise StartError(f"{ENV_PREFIX}STATE_DIR: {exc}") from None
         try:
             probe = self.settings.state_dir / ".writable"
             write_atomically(probe, "")
@@ -71,7 +72,9 @@ class Sidecar:
         else:
             self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
         self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
-        self.reconciler = Reconciler(self.settings, self.gateways, self.applier, self.paths, base)
+        self.reconciler = Reconciler(
+            self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file
+        )
         self.metrics = Metrics()
         self.resolver = Resolver(
             self.settings, self.reconciler, self.applier, self.gateways, observe=self.metrics.observe_resolve
@@ -86,6 +89,15 @@ class Sidecar:
         )
         self.api: ApiServer | None = None
         self.metrics.watch(self)
+
+    def _shared_files(self) -> set[Path]:
+        # Attach mode's config is read by opencode in another container, perhaps as another user;
+        # it holds references ({env:NAME}), never a key.
+        config = self.settings.opencode_config
+        return {config} if self.settings.attached and config is not None else set()
+
+    def _write_state_file(self, path: Path, text: str) -> None:
+        write_atomically(path, text, mode=0o644 if path in self._shared_files() else PRIVATE_FILE)
 
     async def _adopt_opencode_directory(self) -> None:
         """Attach mode: the default directory is wherever that opencode runs, on its filesystem."""

@@ -17,8 +17,13 @@ from anyio.abc import Process, TaskStatus
 from sidecar.backoff import restart_delay
 from sidecar.opencode.client import OpencodeClient
 from sidecar.settings import ENV_PREFIX, Settings
+from sidecar.statedir import PRIVATE_DIR, PRIVATE_FILE
 
 log = structlog.get_logger("sidecar.child")
+
+# Whatever opencode and the commands it runs create (its database, sessions, snapshots, and files
+# in the project too) is its user's alone.
+CHILD_UMASK = 0o077
 
 
 class OpencodeStartError(Exception):
@@ -43,6 +48,7 @@ async def spawn_process(
         stdout=output,
         stderr=output,
         start_new_session=True,
+        umask=CHILD_UMASK,
     )
 
 
@@ -134,8 +140,9 @@ class OpencodeChild:
             "--port",
             str(self._settings.opencode_port),
         ]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as output:
+        self.log_path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+        with os.fdopen(fd, "ab") as output:
             try:
                 await self._keep_running(command, output, task_status)
             finally:

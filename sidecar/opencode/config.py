@@ -176,13 +176,16 @@ def _dump_string(value: str) -> str:
     return text
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` so that a reader sees the old file or the new one, whole, even after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace `path` so that a reader sees the old file or the new one, whole, even after a crash.
+
+    Owner-only by default (the state directory's files); attach mode's shared config passes 0o644.
+    """
+    # A directory made here for an owner-only file is owner-only too; one for a shared file is not.
+    path.parent.mkdir(mode=0o700 if not mode & 0o077 else 0o777, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # Readable by an opencode running as another user (attach mode): it holds no secret.
-        os.fchmod(fd, 0o644)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
