@@ -180,6 +180,9 @@ class Sidecar:
                 group.start_soon(self._stop_on_signal, group.cancel_scope)
                 # The API first: /livez answers while a slow gateway holds up the first poll.
                 group.start_soon(self.api.run_until_stopped)
+                if isinstance(self.child, OpencodeChild):
+                    # An opencode left by a sidecar killed on this state directory holds our port.
+                    await self.child.stop_stale()
                 # A saved list goes to opencode at once; only gateways with none are waited for.
                 saved = frozenset(gid for gid, state in self.reconciler.gateways.items() if state.restored)
                 await self.reconciler.poll_all([gid for gid in self.reconciler.gateways if gid not in saved])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,14 +17,26 @@ from anyio.abc import Process, TaskStatus
 
 from sidecar.backoff import restart_delay
 from sidecar.opencode.client import OpencodeClient
+from sidecar.opencode.record import (
+    RECORD_NAME,
+    ChildRecord,
+    ProcessStat,
+    identify,
+    load_record,
+    read_boot_id,
+    read_stat,
+    save_record,
+)
 from sidecar.settings import ENV_PREFIX, Settings
 from sidecar.statedir import PRIVATE_DIR, PRIVATE_FILE
 
 log = structlog.get_logger("sidecar.child")
 
+LAUNCHER = Path(__file__).with_name("launch.py")
 # Whatever opencode and the commands it runs create (its database, sessions, snapshots, and files
 # in the project too) is its user's alone.
 CHILD_UMASK = 0o077
+STALE_POLL = 0.05  # seconds between looks at a stale opencode that was asked to stop
 
 
 class OpencodeStartError(Exception):
@@ -36,17 +49,27 @@ class SpawnProcess(Protocol):
     ) -> Awaitable[Process]: ...
 
 
+def launcher_command(command: Sequence[str], parent_pid: int) -> list[str]:
+    """On Linux, `command` run so that it dies with `parent_pid` (see launch.py); as is elsewhere."""
+    if sys.platform != "linux":
+        return list(command)
+    return [sys.executable, "-I", "-S", str(LAUNCHER), str(parent_pid), *command]
+
+
 async def spawn_process(
     command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, output: IO[Any]
 ) -> Process:
-    # A process group of its own, so that stopping it reaches everything it started.
+    # The parent-death signal follows the *thread* that forked, not the process: anyio forks in
+    # the thread running the event loop, which lives as long as the sidecar does. Never spawn from
+    # a worker thread (anyio.to_thread): opencode would die when that thread is retired.
     return await anyio.open_process(
-        list(command),
+        launcher_command(command, os.getpid()),
         env=dict(env),
         cwd=cwd,
         stdin=None,
         stdout=output,
         stderr=output,
+        # A process group of its own, so that stopping it reaches everything it started.
         start_new_session=True,
         umask=CHILD_UMASK,
     )
@@ -98,8 +121,12 @@ class OpencodeChild:
         clock: Callable[[], float] = anyio.current_time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         signal_group: Callable[[int, signal.Signals], None] | None = None,
+        process_stat: Callable[[int], ProcessStat | None] = read_stat,
+        boot_id: Callable[[], str | None] = read_boot_id,
     ) -> None:
         self._signal_group = signal_group or _signal_group
+        self._process_stat = process_stat
+        self._boot_id = boot_id
         self._settings = settings
         self._config_path = config_path
         self._client = client
@@ -117,6 +144,8 @@ class OpencodeChild:
         self.healthy_since: float | None = None  # wall-clock time
         self.backoff_until: float | None = None  # wall-clock time
         self.log_path = settings.state_dir / "opencode.log"
+        # Which opencode is ours, for the next sidecar if this one is killed before it stops it.
+        self.record_path = settings.state_dir / RECORD_NAME
 
     @property
     def pid(self) -> int | None:
@@ -202,6 +231,7 @@ class OpencodeChild:
             raise OpencodeStartError(f"cannot start opencode: {exc.strerror}") from None
         self._process = process
         log.info("child.started", pid=process.pid, port=self._settings.opencode_port)
+        await self._record(process.pid)
         deadline = self._clock() + self._settings.opencode_start_timeout
         while True:
             if process.returncode is not None:
@@ -290,6 +320,57 @@ class OpencodeChild:
         if self._process is not None:
             await self._stop_process(self._process)
             self._process = None
+        self.record_path.unlink(missing_ok=True)
+
+    async def _record(self, pid: int) -> None:
+        now = self._process_stat(pid)
+        if now is None:
+            return  # gone already: the health wait reports it
+        record = ChildRecord(pid, now.start_time, self._boot_id())
+        try:
+            await anyio.to_thread.run_sync(save_record, self.record_path, record)
+        except OSError as exc:
+            # Not fatal: the parent-death signal stops opencode with us; the record is the fallback.
+            log.warning("child.record_failed", path=str(self.record_path), error=exc.strerror or type(exc).__name__)
+
+    async def stop_stale(self) -> None:
+        """Stop an opencode that an earlier sidecar on this state directory started and never
+        stopped (killed, or no parent-death signal), before ours needs its port. Call it only
+        while holding the state directory's lock: the recorded opencode is then nobody's."""
+        record = load_record(self.record_path)
+        if record is None:
+            return
+        verdict = self._identify(record)
+        if verdict != "ours":
+            log.info("child.stale_record_ignored", pid=record.pid, reason=verdict)
+        else:
+            log.warning("child.stale_found", pid=record.pid, start_time=record.start_time)
+            with anyio.CancelScope(shield=True):
+                await self._stop_recorded(record)
+        self.record_path.unlink(missing_ok=True)
+
+    def _identify(self, record: ChildRecord) -> str:
+        return identify(record, self._process_stat(record.pid), self._boot_id())
+
+    async def _stop_recorded(self, record: ChildRecord) -> None:
+        self._signal_group(record.pid, signal.SIGTERM)
+        await self._wait_stale_gone(record)
+        by = "SIGTERM" if self._identify(record) != "ours" else "SIGKILL"
+        # What it started in its group goes too, unless its pid has gone to another process since.
+        if self._identify(record) in ("ours", "exited"):
+            self._signal_group(record.pid, signal.SIGKILL)
+            await self._wait_stale_gone(record)
+        if self._identify(record) == "ours":
+            # Stuck in the kernel (state D): the start that follows reports the port it holds.
+            log.error("child.stale_unstoppable", pid=record.pid)
+            return
+        log.warning("child.stale_stopped", pid=record.pid, signal=by)
+
+    async def _wait_stale_gone(self, record: ChildRecord) -> None:
+        # Not our child: nothing to wait() on, so look at /proc until it is gone or the grace is over.
+        deadline = self._clock() + self._settings.stop_grace
+        while self._identify(record) == "ours" and self._clock() < deadline:
+            await self._sleep(STALE_POLL)
 
     async def _stop_process(self, process: Process) -> None:
         with anyio.CancelScope(shield=True):

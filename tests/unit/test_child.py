@@ -1,14 +1,22 @@
-"""The child supervisor with fake processes and a fake clock: restarts, backoff, stopping."""
+"""The child supervisor with fake processes and a fake clock: restarts, backoff, stopping, and the
+record that lets the next sidecar stop an opencode this one left behind."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
-from sidecar.opencode.child import OpencodeChild, OpencodeStartError
+from sidecar.opencode import launch
+from sidecar.opencode.child import LAUNCHER, OpencodeChild, OpencodeStartError, launcher_command, spawn_process
+from sidecar.opencode.record import RECORD_NAME, ChildRecord, ProcessStat, identify, parse_stat
 from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -45,6 +53,12 @@ class Harness:
         self.signals: list[tuple[int, signal.Signals]] = []
         self.processes: list[FakeProcess] = []
         self.fail_next_start = False
+        self.boot = "boot-1"
+        # The process table as /proc shows it: pid -> (state, start time); a fake process is alive
+        # until it exits, and started at 100 ticks plus its pid.
+        self.table: dict[int, ProcessStat] = {}
+        self.advance_clock_on_sleep = False
+        self.stale_dies_on = {signal.SIGTERM, signal.SIGKILL}
         self.healthy_answers = True
         self.health_checks = False  # when off, the health check's sleep never ends
         config = Settings(
@@ -55,6 +69,7 @@ class Harness:
         self.child = OpencodeChild(
             config, tmp_path / "opencode.json", self, spawn=self.spawn,  # type: ignore[arg-type]
             clock=lambda: self.now, sleep=self.sleep, signal_group=self.signal_group,
+            process_stat=self.process_stat, boot_id=lambda: self.boot,
         )
 
     async def spawn(self, command, *, env, cwd, output) -> FakeProcess:
@@ -74,10 +89,24 @@ class Harness:
             self.health_checked += 1
         else:
             self.slept.append(delay)
+            if self.advance_clock_on_sleep:
+                self.now += delay
         await anyio.sleep(0)
+
+    def process_stat(self, pid: int) -> ProcessStat | None:
+        if pid in self.table:
+            return self.table[pid]
+        for process in self.processes:
+            if process.pid == pid:
+                state = "S" if process.returncode is None else "Z"
+                return ProcessStat(state=state, threads=1, start_time=100 + pid)
+        return None
 
     def signal_group(self, pid: int, sig: signal.Signals) -> None:
         self.signals.append((pid, sig))
+        stale = self.table.get(pid)
+        if stale is not None and stale.state != "Z" and sig in self.stale_dies_on:
+            self.table[pid] = ProcessStat("Z", 1, stale.start_time)
         for process in self.processes:
             if process.pid == pid and process.returncode is None:
                 process.exit(-sig)
@@ -95,7 +124,8 @@ async def test_a_child_that_stops_answering_is_killed_and_restarted(tmp_path: Pa
         await h.wait_for_processes(1)
         h.healthy_answers, h.health_checks = False, True  # e.g. SIGSTOP: the port accepts, nothing answers
         with anyio.fail_after(5):
-            while h.processes[0].returncode is None:
+            # Until the backoff: on a loaded machine the kill is seen before the restart is planned.
+            while h.processes[0].returncode is None or not h.slept:
                 await anyio.sleep(0.001)
         assert h.signals[-1] == (1000, signal.SIGKILL)  # a stopped process ignores SIGTERM
         assert h.health_checked == 3
@@ -183,3 +213,177 @@ async def test_stop_sends_sigterm_then_sigkill_to_the_group(tmp_path: Path) -> N
     assert h.signals == [(2000, signal.SIGTERM), (2000, signal.SIGKILL)]
     assert stubborn.returncode == -signal.SIGKILL
     assert not h.child.healthy
+
+
+# The record, and an opencode left behind by an earlier sidecar.
+
+STALE_PID = 4242
+
+
+def write_record(tmp_path: Path, pid: int = STALE_PID, start_time: int = 777, boot_id: str = "boot-1") -> Path:
+    path = tmp_path / RECORD_NAME
+    path.write_text(ChildRecord(pid, start_time, boot_id).to_json())
+    return path
+
+
+def events(logs: list[dict], name: str) -> list[dict]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def test_parse_stat_reads_past_a_command_name_with_spaces_and_parentheses() -> None:
+    text = "4242 (open (code) x) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 12 0 98765 1 2 3\n"
+    assert parse_stat(text) == ProcessStat(state="S", threads=12, start_time=98765)
+
+
+def test_a_process_is_the_recorded_one_only_when_pid_start_time_and_boot_match() -> None:
+    record = ChildRecord(STALE_PID, 777, "boot-1")
+    assert identify(record, ProcessStat("S", 3, 777), "boot-1") == "ours"
+    assert identify(record, ProcessStat("S", 1, 778), "boot-1") == "reused"
+    assert identify(record, ProcessStat("S", 3, 777), "boot-2") == "other_boot"
+    assert identify(record, None, "boot-1") == "exited"
+    assert identify(record, ProcessStat("Z", 1, 777), "boot-1") == "exited"
+    # Its main thread is a zombie, its other threads still exit and hold its files (the port).
+    assert identify(record, ProcessStat("Z", 5, 777), "boot-1") == "ours"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "not json", "[]", '{"pid": "4242", "start_time": 1}', '{"pid": 1, "start_time": 1}', '{"pid": 42}']
+)
+def test_a_damaged_record_names_no_process(text: str) -> None:
+    assert ChildRecord.from_json(text) is None
+
+
+async def test_the_started_opencode_is_recorded_owner_only_and_forgotten_once_stopped(tmp_path: Path) -> None:
+    h = Harness(tmp_path, stop_grace=0.05)
+    record = tmp_path / RECORD_NAME
+    async with anyio.create_task_group() as group:
+        await group.start(h.child.run)
+        assert json.loads(record.read_text()) == {"pid": 1000, "start_time": 1100, "boot_id": "boot-1"}
+        assert record.stat().st_mode & 0o777 == 0o600
+        h.child.request_restart()
+        await h.wait_for_processes(2)
+        assert json.loads(record.read_text())["pid"] == 1001
+        group.cancel_scope.cancel()
+    assert not record.exists()
+
+
+async def test_a_recorded_opencode_that_still_runs_is_stopped_with_its_group(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.table[STALE_PID] = ProcessStat("S", 12, 777)
+    record = write_record(tmp_path)
+    with capture_logs() as logs:
+        await h.child.stop_stale()
+    # SIGKILL after its exit too: whatever it started in its group goes with it.
+    assert h.signals == [(STALE_PID, signal.SIGTERM), (STALE_PID, signal.SIGKILL)]
+    assert [(e["pid"], e["signal"]) for e in events(logs, "child.stale_stopped")] == [(STALE_PID, "SIGTERM")]
+    assert not record.exists()
+
+
+async def test_a_recorded_opencode_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    h = Harness(tmp_path, stop_grace=5)
+    h.advance_clock_on_sleep, h.stale_dies_on = True, {signal.SIGKILL}
+    h.table[STALE_PID] = ProcessStat("S", 12, 777)
+    write_record(tmp_path)
+    with capture_logs() as logs:
+        await h.child.stop_stale()
+    assert h.signals == [(STALE_PID, signal.SIGTERM), (STALE_PID, signal.SIGKILL)]
+    assert 5 <= sum(h.slept) < 5.2
+    assert [e["signal"] for e in events(logs, "child.stale_stopped")] == ["SIGKILL"]
+
+
+@pytest.mark.parametrize(
+    ("now", "boot_id", "reason"),
+    [
+        (ProcessStat("S", 1, 778), "boot-1", "reused"),  # the pid is another process's now
+        (ProcessStat("S", 1, 777), "boot-0", "other_boot"),  # recorded before a reboot
+        (None, "boot-1", "exited"),
+        (ProcessStat("Z", 1, 777), "boot-1", "exited"),
+    ],
+)
+async def test_a_record_that_names_no_running_opencode_of_ours_signals_nothing(
+    tmp_path: Path, now: ProcessStat | None, boot_id: str, reason: str
+) -> None:
+    h = Harness(tmp_path)
+    if now is not None:
+        h.table[STALE_PID] = now
+    record = write_record(tmp_path, boot_id=boot_id)
+    with capture_logs() as logs:
+        await h.child.stop_stale()
+    assert h.signals == []
+    assert [(e["pid"], e["reason"]) for e in events(logs, "child.stale_record_ignored")] == [(STALE_PID, reason)]
+    assert not record.exists()
+
+
+async def test_a_pid_taken_by_another_process_during_the_grace_gets_no_sigkill(tmp_path: Path) -> None:
+    h = Harness(tmp_path, stop_grace=5)
+    h.advance_clock_on_sleep, h.stale_dies_on = True, set()
+    h.table[STALE_PID] = ProcessStat("S", 12, 777)
+    write_record(tmp_path)
+    original = h.signal_group
+
+    def exit_and_reuse(pid: int, sig: signal.Signals) -> None:
+        original(pid, sig)
+        h.table[pid] = ProcessStat("R", 1, 900)  # it exited, and its pid went to a new process
+
+    h.child._signal_group = exit_and_reuse  # type: ignore[method-assign]
+    await h.child.stop_stale()
+    assert h.signals == [(STALE_PID, signal.SIGTERM)]
+
+
+async def test_an_unstoppable_stale_opencode_is_reported(tmp_path: Path) -> None:
+    h = Harness(tmp_path, stop_grace=1)
+    h.advance_clock_on_sleep, h.stale_dies_on = True, set()  # state D: no signal lands
+    h.table[STALE_PID] = ProcessStat("D", 12, 777)
+    write_record(tmp_path)
+    with capture_logs() as logs:
+        await h.child.stop_stale()
+    assert h.signals == [(STALE_PID, signal.SIGTERM), (STALE_PID, signal.SIGKILL)]
+    assert [e["pid"] for e in events(logs, "child.stale_unstoppable")] == [STALE_PID]
+    assert not events(logs, "child.stale_stopped")
+
+
+async def test_no_record_no_signal(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    with capture_logs() as logs:
+        await h.child.stop_stale()
+    assert h.signals == [] and logs == []
+
+
+# The real launcher and spawn (tiny real children, no opencode).
+
+REPORT = (
+    "import ctypes, os\n"
+    "death = ctypes.c_int()\n"
+    "ctypes.CDLL(None).prctl(2, ctypes.byref(death), 0, 0, 0)  # PR_GET_PDEATHSIG\n"
+    "umask = os.umask(0)\n"
+    "print(os.getpid(), os.getpgid(0), death.value, oct(umask))\n"
+)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_the_launcher_becomes_the_program_with_the_parent_death_signal_set() -> None:
+    command = launcher_command([sys.executable, "-c", REPORT], os.getpid())
+    assert command[:4] == [sys.executable, "-I", "-S", str(LAUNCHER)]
+    child = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+    pid, _pgid, death, _umask = child.stdout.split()
+    assert int(death) == signal.SIGKILL == launch.DEATH_SIGNAL
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_the_launcher_runs_nothing_when_its_parent_died_before_it_asked(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    command = launcher_command(["/bin/sh", "-c", f"touch {marker}"], os.getpid() + 1)  # not its parent
+    assert subprocess.run(command, timeout=30).returncode == launch.EXIT_ORPHANED
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+async def test_spawn_gives_the_child_its_own_group_an_owner_only_umask_and_death_with_us(tmp_path: Path) -> None:
+    output_path = tmp_path / "out"
+    with output_path.open("wb") as output:
+        process = await spawn_process([sys.executable, "-c", REPORT], env=dict(os.environ), cwd=tmp_path, output=output)
+        assert await process.wait() == 0
+    pid, pgid, death, umask = output_path.read_text().split()
+    assert int(pid) == int(pgid) == process.pid  # the launcher became the program: same pid
+    assert int(death) == signal.SIGKILL
+    assert umask == "0o77"
