@@ -345,8 +345,12 @@ class OpencodeChild:
             log.info("child.stale_record_ignored", pid=record.pid, reason=verdict)
         else:
             log.warning("child.stale_found", pid=record.pid, start_time=record.start_time)
-            with anyio.CancelScope(shield=True):
-                await self._stop_recorded(record)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._stop_recorded(record)
+            except PermissionError:
+                # Another user's (a state directory reused across users): not ours to stop.
+                log.error("child.stale_unstoppable", pid=record.pid, error="not permitted")
         self.record_path.unlink(missing_ok=True)
 
     def _identify(self, record: ChildRecord) -> str:

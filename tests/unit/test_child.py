@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -59,6 +60,7 @@ class Harness:
         self.table: dict[int, ProcessStat] = {}
         self.advance_clock_on_sleep = False
         self.stale_dies_on = {signal.SIGTERM, signal.SIGKILL}
+        self.after_signal: Callable[[int, signal.Signals], None] | None = None
         self.healthy_answers = True
         self.health_checks = False  # when off, the health check's sleep never ends
         config = Settings(
@@ -107,6 +109,8 @@ class Harness:
         stale = self.table.get(pid)
         if stale is not None and stale.state != "Z" and sig in self.stale_dies_on:
             self.table[pid] = ProcessStat("Z", 1, stale.start_time)
+        if self.after_signal is not None:
+            self.after_signal(pid, sig)
         for process in self.processes:
             if process.pid == pid and process.returncode is None:
                 process.exit(-sig)
@@ -319,13 +323,11 @@ async def test_a_pid_taken_by_another_process_during_the_grace_gets_no_sigkill(t
     h.advance_clock_on_sleep, h.stale_dies_on = True, set()
     h.table[STALE_PID] = ProcessStat("S", 12, 777)
     write_record(tmp_path)
-    original = h.signal_group
 
     def exit_and_reuse(pid: int, sig: signal.Signals) -> None:
-        original(pid, sig)
         h.table[pid] = ProcessStat("R", 1, 900)  # it exited, and its pid went to a new process
 
-    h.child._signal_group = exit_and_reuse  # type: ignore[method-assign]
+    h.after_signal = exit_and_reuse
     await h.child.stop_stale()
     assert h.signals == [(STALE_PID, signal.SIGTERM)]
 
@@ -340,6 +342,21 @@ async def test_an_unstoppable_stale_opencode_is_reported(tmp_path: Path) -> None
     assert h.signals == [(STALE_PID, signal.SIGTERM), (STALE_PID, signal.SIGKILL)]
     assert [e["pid"] for e in events(logs, "child.stale_unstoppable")] == [STALE_PID]
     assert not events(logs, "child.stale_stopped")
+
+
+async def test_a_stale_opencode_of_another_user_is_reported_not_fatal(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.table[STALE_PID] = ProcessStat("S", 12, 777)
+    record = write_record(tmp_path)
+
+    def not_permitted(pid: int, sig: signal.Signals) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    h.after_signal = not_permitted
+    with capture_logs() as logs:
+        await h.child.stop_stale()
+    assert [e["error"] for e in events(logs, "child.stale_unstoppable")] == ["not permitted"]
+    assert not record.exists()
 
 
 async def test_no_record_no_signal(tmp_path: Path) -> None:
