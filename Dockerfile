@@ -57,7 +57,7 @@ RUN apt-get update \
 RUN groupadd --gid 10001 opencode \
     && useradd --uid 10001 --gid 10001 --home-dir /home/opencode --create-home \
         --shell /usr/sbin/nologin opencode \
-    && install -d -o 10001 -g 10001 -m 0750 /var/lib/opencode-sidecar \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/opencode-sidecar \
     && install -d -o 10001 -g 10001 -m 0755 /workspace
 
 COPY --from=sidecar /opt/venv /opt/venv

@@ -334,3 +334,13 @@ def test_the_pinned_opencode_accepts_the_config_map(tmp_path: Path) -> None:
     for key, value in json5.loads(config_map["data"]["opencode.json"]).items():
         assert seen.get(key) == value, key
 
+
+
+def test_the_state_directory_is_a_folder_the_sidecar_creates_inside_its_volume(base: Objects, overlay: Objects) -> None:
+    # An emptyDir's root belongs to root with mode 0777: the sidecar (UID 10001) could not make it
+    # 0700, so its state directory is a folder inside, which it creates private.
+    for objects in (base, overlay):
+        sidecar = container(objects, "sidecar")
+        state_dir = env(sidecar)["SIDECAR_STATE_DIR"]
+        mount = mount_holding(sidecar, state_dir)
+        assert mount is not None and state_dir != mount["mountPath"].rstrip("/")
