@@ -68,6 +68,43 @@ class ModelList(BaseModel):
     last_id: str | None
 
 
+# The names opencode cannot hold as a key of its config's `models` or `provider` maps: exactly the
+# own properties of JavaScript's Object.prototype, case-sensitive. Measured on opencode 1.18.33
+# (Bun 1.3.14; `BUN_BE_BUN=1 opencode -e ...` lists these twelve) with one config per round and
+# `POST /global/dispose` between rounds: of 323 candidate model ids (Object.prototype's,
+# Function.prototype's, Array.prototype's, String.prototype's and Object's own names, the 196
+# names on Bun's globalThis, `prototype`, `then`, `toJSON`, `Constructor`, `tostring`, ...),
+# these 11 made `GET /config/providers` answer 500 ("undefined is not an object (evaluating
+# '_?.api.id')": opencode looks each key up in a plain object of known models and finds the
+# inherited function), and `__proto__` vanished (assigning it sets the prototype). Every other
+# name was listed, with a 200. As a provider id, `constructor` answered 500 too (the only one of
+# these names lowercase enough to be one). The list is fixed by the language, so naming one of
+# these ids in a log or an error reveals nothing a caller sent beyond which of them it was.
+OPENCODE_RESERVED_KEYS: frozenset[str] = frozenset(
+    {
+        "__proto__",
+        "__defineGetter__",
+        "__defineSetter__",
+        "__lookupGetter__",
+        "__lookupSetter__",
+        "constructor",
+        "hasOwnProperty",
+        "isPrototypeOf",
+        "propertyIsEnumerable",
+        "toLocaleString",
+        "toString",
+        "valueOf",
+    }
+)
+
+
+def reserved_key_reason(name: object) -> str | None:
+    """Why opencode's config cannot hold `name` as a model or provider key, or None when it can."""
+    if isinstance(name, str) and name in OPENCODE_RESERVED_KEYS:
+        return f"is {name!r}, a JavaScript Object.prototype name that opencode's config cannot hold as a key"
+    return None
+
+
 def invalid_model_id_reason(model_id: object) -> str | None:
     """Why a name cannot be a model id ("is empty", ...), or None when it can."""
     if not isinstance(model_id, str):
@@ -78,10 +115,7 @@ def invalid_model_id_reason(model_id: object) -> str | None:
         return f"is longer than {MAX_MODEL_ID_LENGTH} characters"
     if not model_id.isprintable():
         return "contains control characters"
-    if model_id == "__proto__":
-        # opencode's config parser assigns keys to plain objects: this one sets the prototype.
-        return "is reserved in opencode's config"
-    return None
+    return reserved_key_reason(model_id)
 
 
 class Catalog:

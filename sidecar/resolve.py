@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from sidecar.catalog import ModelInfo
+from sidecar.catalog import ModelInfo, invalid_model_id_reason
 from sidecar.directories import InvalidDirectory
 from sidecar.directories import check_directory as normal_directory
 from sidecar.gateway.client import GatewayClient, GatewayError, ModelRejected
@@ -72,7 +72,7 @@ class Resolver:
 
     def normalise(self, requested: Any) -> ModelRef:
         try:
-            return normalise_model(
+            ref = normalise_model(
                 requested,
                 default_provider=self._settings.default_provider,
                 managed_providers=self.managed_providers(),
@@ -81,6 +81,10 @@ class Resolver:
             )
         except InvalidModelName as exc:
             raise ResolveError(400, str(exc)) from None
+        # The whole name was checked; `litellm/constructor` leaves a model id that was not.
+        if (reason := invalid_model_id_reason(ref.model_id)) is not None:
+            raise ResolveError(400, f"model id {reason}")
+        return ref
 
     async def resolve(self, requested: Any, directory: str | None = None) -> Resolution:
         started = time.perf_counter()

@@ -90,6 +90,8 @@ class GatewayClient:
         self._rng = rng
         # What `auto` turned out to be, once a list has been read.
         self._format: str | None = None if gateway.format == "auto" else gateway.format
+        # The reserved ids last reported as dropped: said again only when they change, not every poll.
+        self._dropped_reserved: list[str] = []
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
             timeout=httpx.Timeout(settings.gateway_timeout),
@@ -134,6 +136,16 @@ class GatewayClient:
             log.debug(
                 "gateway.entries_rejected", gateway=self.gateway.id, count=len(parsed.rejected), reasons=parsed.rejected[:10]
             )
+        reserved = sorted(set(parsed.reserved))  # at most a dozen, however often listed
+        if reserved and reserved != self._dropped_reserved:
+            # Not a debug line: the operator's gateway lists a model that opencode cannot be given.
+            log.warning(
+                "gateway.models_dropped",
+                gateway=self.gateway.id,
+                models=reserved,
+                reason="a JavaScript Object.prototype name that opencode's config cannot hold as a model id",
+            )
+        self._dropped_reserved = reserved
         if parsed.skipped_non_chat:
             log.debug(
                 "gateway.non_chat_skipped",
@@ -192,6 +204,7 @@ class GatewayClient:
             collected.models.extend(page.models)
             collected.skipped_non_chat.extend(page.skipped_non_chat)
             collected.rejected.extend(page.rejected)
+            collected.reserved.extend(page.reserved)
             if not has_more or not last_id:
                 return collected
             payload = await self._get_json(url, {"limit": ANTHROPIC_PAGE, "after_id": last_id})

@@ -17,7 +17,7 @@ from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from sidecar.catalog import UNKNOWN_DATE, Modality, ModelCost, ModelInfo, invalid_model_id_reason
+from sidecar.catalog import UNKNOWN_DATE, Modality, ModelCost, ModelInfo, invalid_model_id_reason, reserved_key_reason
 
 FORMATS = ("auto", "openai", "litellm", "openrouter", "portkey", "together", "vllm", "ollama", "lmstudio", "anthropic")
 
@@ -70,6 +70,9 @@ class ParsedList:
     models: list[ModelInfo]
     skipped_non_chat: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)  # reasons, never the raw names
+    # Ids opencode's config cannot hold (catalog.OPENCODE_RESERVED_KEYS), dropped: safe to name,
+    # each is one of a dozen names fixed by JavaScript.
+    reserved: list[str] = field(default_factory=list)
 
 
 # --- Values: untrusted in, clean or None out --------------------------------------------------
@@ -207,6 +210,9 @@ def _read_entries(entries: Iterable[Any], read: Reader, id_key: str = "id") -> P
             parsed.rejected.append("entry is not an object")
             continue
         model_id = entry.get(id_key)
+        if reserved_key_reason(model_id) is not None:
+            parsed.reserved.append(model_id)
+            continue
         if (reason := _id_problem(model_id)) is not None:
             parsed.rejected.append(reason)
             continue
@@ -456,6 +462,9 @@ def parse_anthropic_page(
         raise MalformedModelList("'has_more' must be a boolean and 'last_id' a string or null")
     parsed = ParsedList(models=[])
     for entry in payload["data"]:
+        if isinstance(entry, dict) and reserved_key_reason(entry.get("id")) is not None:
+            parsed.reserved.append(entry["id"])
+            continue
         model = anthropic_model(entry, fallback_name)
         if isinstance(model, str):
             parsed.rejected.append(model)
@@ -560,7 +569,12 @@ def parse_litellm_model_info(payload: Any) -> LiteLLMInfo:
 def enrich_with_litellm_info(parsed: ParsedList, info: LiteLLMInfo) -> ParsedList:
     """The list with what `/model/info` adds: metadata the list lacks (the list's own values win),
     non-chat models and access-group names taken out."""
-    enriched = ParsedList(models=[], skipped_non_chat=list(parsed.skipped_non_chat), rejected=list(parsed.rejected))
+    enriched = ParsedList(
+        models=[],
+        skipped_non_chat=list(parsed.skipped_non_chat),
+        rejected=list(parsed.rejected),
+        reserved=list(parsed.reserved),
+    )
     for model in parsed.models:
         details = info.models.get(model.id)
         if details is None:

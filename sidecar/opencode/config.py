@@ -10,14 +10,11 @@ from typing import Any
 
 import json5
 
-from sidecar.catalog import Catalog, ModelInfo
+from sidecar.catalog import Catalog, ModelInfo, reserved_key_reason
 from sidecar.gateway.config import Gateway
 from sidecar.settings import Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"
-# opencode's JSON parser builds objects by assignment, and in JavaScript `models["__proto__"] = m`
-# sets the object's prototype instead of adding a key: such a model would silently not be there.
-UNREPRESENTABLE_MODEL_IDS = frozenset({"__proto__"})
 
 
 class Untrusted(str):
@@ -90,10 +87,12 @@ def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> d
         "npm": gateway.npm,
         "name": gateway.name,
         "options": options,
+        # The gateway readers, the resolver and the saved-state loader refuse these ids already;
+        # one that slipped past them would make opencode answer 500 for every provider.
         "models": {
             Untrusted(model.id): render_model(model, settings)
             for model in catalog
-            if model.id not in UNREPRESENTABLE_MODEL_IDS
+            if reserved_key_reason(model.id) is None
         },
     }
 

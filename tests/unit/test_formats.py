@@ -410,3 +410,42 @@ def test_junk_anywhere_gives_clean_records_or_malformed(name: str, parse: Any) -
 def test_detect_format_never_raises(junk: Any) -> None:
     for payload in (junk, {"data": [junk]}, {"data": [{"id": "m", "owned_by": junk, "pricing": junk}]}):
         assert detect_format(payload) in FORMATS
+
+
+# --- Ids opencode cannot hold as keys (catalog.OPENCODE_RESERVED_KEYS) ---------------------------
+
+RESERVED_LISTED = ["toString", "hasOwnProperty", "constructor", "__proto__"]
+
+
+def _openai_entries(ids: list[str]) -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": model_id, "object": "model"} for model_id in ids]}
+
+
+@pytest.mark.parametrize("fmt", ["openai", "litellm", "openrouter", "portkey", "vllm", "ollama", "lmstudio"])
+def test_reserved_ids_are_dropped_and_reported_by_name_in_every_list_format(fmt: str) -> None:
+    parsed = parse_models(fmt, _openai_entries(["gpt-5.5", *RESERVED_LISTED, "toString", "Constructor"]))
+    assert [model.id for model in parsed.models] == ["gpt-5.5", "Constructor"]
+    assert parsed.reserved == [*RESERVED_LISTED, "toString"]
+    assert parsed.rejected == []
+
+
+def test_reserved_ids_are_dropped_from_together_ollama_tags_and_anthropic_pages() -> None:
+    together = parse_models("together", [{"id": "valueOf", "type": "chat"}, {"id": "m", "type": "chat"}])
+    assert ([m.id for m in together.models], together.reserved) == (["m"], ["valueOf"])
+    tags = parse_ollama_tags({"models": [{"name": "isPrototypeOf"}, {"model": "llama3"}]})
+    assert ([m.id for m in tags.models], tags.reserved) == (["llama3"], ["isPrototypeOf"])
+    page, _, last_id = parse_anthropic_page(
+        {"data": [{"type": "model", "id": "claude-x"}, {"type": "model", "id": "__defineGetter__"}], "has_more": False}
+    )
+    assert ([m.id for m in page.models], page.reserved, last_id) == (["claude-x"], ["__defineGetter__"], "claude-x")
+
+
+def test_litellm_enrichment_keeps_the_reserved_ids_reported() -> None:
+    listed = parse_models("litellm", _openai_entries(["gpt-5.5", "toLocaleString"]))
+    info = parse_litellm_model_info({"data": [
+        {"model_name": "toLocaleString", "model_info": {"mode": "chat"}},
+        {"model_name": "gpt-5.5", "model_info": {"mode": "chat"}},
+    ]})
+    assert "toLocaleString" not in info.models
+    enriched = enrich_with_litellm_info(listed, info)
+    assert ([m.id for m in enriched.models], enriched.reserved) == (["gpt-5.5"], ["toLocaleString"])

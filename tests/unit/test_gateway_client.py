@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from sidecar.gateway.client import MAX_LIST_BYTES, GatewayClient, GatewayError
 from sidecar.gateway.config import load_gateways_file
@@ -168,3 +169,22 @@ async def test_a_redirect_is_not_followed_with_the_key(tmp_path: Path) -> None:
     with pytest.raises(GatewayError, match="HTTP 302"):
         await gw.fetch_catalog()
     assert [r.url.host for r in seen] == ["gw"]
+
+
+async def test_reserved_ids_are_dropped_with_a_warning_naming_them_once_per_change(tmp_path: Path) -> None:
+    listed = [["m1", "toString", "hasOwnProperty", "toString"], ["m1", "toString", "hasOwnProperty"], ["m1", "valueOf"]]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        ids = listed[0]
+        return httpx.Response(200, json={"object": "list", "data": [{"id": i, "object": "model"} for i in ids]})
+
+    gw = client(tmp_path, handler, "url = 'http://gw:4000'\nformat = 'openai'")
+    dropped = []
+    for _ in range(3):
+        with capture_logs() as logs:
+            catalog = await gw.fetch_catalog()
+        assert catalog.ids == ["m1"]
+        dropped.append([(e["log_level"], e["models"]) for e in logs if e["event"] == "gateway.models_dropped"])
+        listed.pop(0)
+    # The same ids on the next poll are not said again; a change is.
+    assert dropped == [[("warning", ["hasOwnProperty", "toString"])], [], [("warning", ["valueOf"])]]

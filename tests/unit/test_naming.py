@@ -52,6 +52,9 @@ def test_normalisation_table(requested: object, expected: str) -> None:
         (None, "string or an object"),
         ({"providerID": "litellm"}, "modelID must be a string"),
         ({"providerID": 3, "modelID": "x"}, "providerID must be a string"),
+        ("constructor", "model is 'constructor', a JavaScript Object.prototype name"),
+        ({"providerID": "litellm", "modelID": "toString"}, "modelID is 'toString'"),
+        ("__proto__", "Object.prototype"),
     ],
 )
 def test_invalid_names(requested: object, fragment: str) -> None:

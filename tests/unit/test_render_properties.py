@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sidecar.catalog import Catalog, ModelInfo
+from sidecar.catalog import OPENCODE_RESERVED_KEYS, Catalog, ModelInfo
 from sidecar.gateway.formats import (
     enrich_with_litellm_info,
     parse_anthropic_page,
@@ -102,8 +102,8 @@ def assert_opencode_reads_what_was_rendered(models: list[ModelInfo]) -> None:
         model_id: names[model_id] for model_id in rendered
     }
     assert set(provider["whitelist"]) == rendered
-    # And that is every model the gateway's list gave, but one JavaScript cannot hold as a key.
-    assert rendered == set(names) - {"__proto__"}
+    # And that is every model the gateway's list gave, but one opencode cannot hold as a key.
+    assert rendered == set(names) - OPENCODE_RESERVED_KEYS
 
 
 # --- What a gateway may send ----------------------------------------------------------------
@@ -187,10 +187,12 @@ def test_any_untrusted_string_dumps_to_ascii_json_with_no_brace_and_back(value: 
 # --- Examples the properties found ----------------------------------------------------------
 
 
-def test_a_model_named_like_the_javascript_prototype_is_left_out_rather_than_silently_lost() -> None:
+@pytest.mark.parametrize("reserved", sorted(OPENCODE_RESERVED_KEYS))
+def test_a_model_named_like_an_object_prototype_property_is_left_out(reserved: str) -> None:
     # opencode's parser turns a `"__proto__"` key into the models object's prototype, so the
-    # sidecar waited for a model opencode could never list.
-    catalog = Catalog([ModelInfo(id="__proto__", display_name="x"), ModelInfo(id="m1", display_name="y")])
+    # sidecar waited for a model opencode could never list; `constructor` and the others made
+    # opencode answer 500 (tests/security/test_model_ids.py).
+    catalog = Catalog([ModelInfo(id=reserved, display_name="x"), ModelInfo(id="m1", display_name="y")])
     config = render_config({PROVIDER: catalog}, SETTINGS, {})
     assert rendered_model_ids(config, [PROVIDER]) == {PROVIDER: {"m1"}}
     assert list(config["provider"][PROVIDER]["models"]) == ["m1"]
@@ -215,8 +217,8 @@ REAL_IDS = [
 def test_the_real_opencode_reads_hostile_ids_and_names_as_sent(tmp_path: Path) -> None:
     entries = [(model_id, f"/* {{file:./secret.txt}} */ {model_id}"[:256]) for model_id in REAL_IDS]
     models = openrouter(entries)
-    # Every id but __proto__, which the parser refuses as an id (see invalid_model_id_reason).
-    assert {model.id for model in models} == set(REAL_IDS) - {"__proto__"}
+    # Every id but those opencode cannot hold as a key, which the parser drops (see catalog.py).
+    assert {model.id for model in models} == set(REAL_IDS) - OPENCODE_RESERVED_KEYS
     config = render_config({PROVIDER: Catalog(models)}, SETTINGS, {})
     path = tmp_path / "opencode.json"
     path.write_text(dump_config(config), encoding="utf-8")
@@ -239,7 +241,7 @@ def test_the_real_opencode_reads_hostile_ids_and_names_as_sent(tmp_path: Path) -
     assert "LEAKED" not in done.stdout
     seen = json.loads(done.stdout)["provider"][PROVIDER]
     expected = rendered_model_ids(config, [PROVIDER])[PROVIDER]
-    assert expected == {model.id for model in models} - {"__proto__"}
+    assert expected == {model.id for model in models}
     assert {model_id: entry["name"] for model_id, entry in seen["models"].items()} == {
         model.id: model.display_name for model in models if model.id in expected
     }
