@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from sidecar.catalog import ModelInfo
+from sidecar.catalog import ModelInfo, reserved_key_reason
 from sidecar.naming import check_aliases
 
 FORMATS = ("auto", "openai", "litellm", "openrouter", "portkey", "together", "vllm", "ollama", "lmstudio", "anthropic")
@@ -38,6 +38,9 @@ class GatewayConfigError(ValueError):
 def check_provider_id(value: str) -> str:
     if not PROVIDER_ID.fullmatch(value):
         raise ValueError("must be lowercase letters, digits, '.', '_' or '-', starting with a letter or digit")
+    # A provider id is a key of opencode's `provider` map: `constructor` made it answer 500.
+    if (reason := reserved_key_reason(value)) is not None:
+        raise ValueError(reason)
     return value
 
 

@@ -139,3 +139,21 @@ def test_settings_take_the_file_or_the_shorthand(tmp_path: Path, monkeypatch: py
         load_settings(config=write(tmp_path, "[[gateways]]\nid = 'litellm'\nurl = 'http://a'\nformat = 'x'\n"))
     with pytest.raises(SettingsError, match="SIDECAR_CONFIG: no such file"):
         load_settings(config=tmp_path / "missing.toml")
+
+
+def test_a_provider_id_opencode_cannot_hold_is_a_settings_error(tmp_path: Path) -> None:
+    # `constructor` as a key of opencode's `provider` map made its /config/providers answer 500.
+    with pytest.raises(GatewayConfigError, match=r"gateways\[0\] \(constructor\): id: is 'constructor', a JavaScript"):
+        load(tmp_path, "[[gateways]]\nid = 'constructor'\nurl = 'http://gw'\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(gateway_url="http://gw:4000", provider_id="constructor")
+    assert str(caught.value).startswith("SIDECAR_PROVIDER_ID: is 'constructor', a JavaScript Object.prototype name")
+    # Ids that merely look alike are fine (provider ids are lowercase: `tostring` is not `toString`).
+    assert [g.id for g in load(tmp_path, "[[gateways]]\nid = 'tostring'\nurl = 'http://gw'\n")] == ["tostring"]
+
+
+def test_an_alias_naming_a_reserved_id_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(GatewayConfigError, match="the target of 's' is 'valueOf'"):
+        load(tmp_path, "[[gateways]]\nid = 'gw'\nurl = 'http://gw'\naliases = { s = 'valueOf' }\n")
+    with pytest.raises(SettingsError, match="SIDECAR_MODEL_ALIASES: an alias is 'toString'"):
+        load_settings(gateway_url="http://gw:4000", model_aliases={"toString": "gpt-5.5"})
