@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import anyio
 import structlog
 
-from sidecar.catalog import Catalog, ModelInfo
+from sidecar.catalog import MAX_MODEL_ID_LENGTH, Catalog, ModelInfo, invalid_model_id_reason
 from sidecar.gateway.client import GatewayError
 from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
@@ -381,7 +381,7 @@ class Reconciler:
         path = self.paths.catalog(gateway_id)
         if not path.exists() and gateway_id == self.default_provider:
             path = self.paths.legacy_catalog
-        catalog = _load_catalog(path)
+        catalog = _without_unusable_ids(_load_catalog(path), path, gateway_id)
         if not len(catalog):
             return GatewayState(catalog)
         try:
@@ -413,8 +413,22 @@ class Reconciler:
             except ValueError:
                 log.warning("state.unreadable", path=str(self.paths.registered), gateway=gateway_id)
                 continue
+            catalog = _without_unusable_ids(catalog, self.paths.registered, gateway_id)
             registered[gateway_id] = {m.id: m.model_copy(update={"registered": True}) for m in catalog}
         return registered
+
+
+def _without_unusable_ids(catalog: Catalog, path: Path, gateway_id: str) -> Catalog:
+    """The saved models opencode can be given: an older version saved ids (`constructor`, ...)
+    that make opencode answer 500. The file is rewritten without them at the first publish."""
+    unusable = {model.id: reason for model in catalog if (reason := invalid_model_id_reason(model.id)) is not None}
+    if not unusable:
+        return catalog
+    for model_id, reason in unusable.items():
+        # Ids this sidecar accepted once (and logged at registration); a hand-edited one is cut short.
+        shown = model_id[:MAX_MODEL_ID_LENGTH]
+        log.warning("state.model_dropped", path=str(path), gateway=gateway_id, model=shown, reason=f"id {reason}")
+    return Catalog(model for model in catalog if model.id not in unusable)
 
 
 def _load_catalog(path: Path) -> Catalog:

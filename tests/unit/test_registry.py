@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.naming import ModelRef
@@ -74,3 +76,40 @@ async def test_unregister(tmp_path: Path) -> None:
     await reconciler.unregister("x")
     assert "x" not in reconciler.catalog
     assert listener.written[-1] == {"listed"}
+
+
+def saved_models(*ids: str, registered: bool = False) -> list[dict]:
+    """Records as this code saves them (`Catalog.to_json`), holding ids an older version accepted."""
+    return json.loads(Catalog(ModelInfo(id=i, display_name=i, registered=registered) for i in ids).to_json())
+
+
+def saved_state(tmp_path: Path, registered: object, listed: list[str]) -> None:
+    (tmp_path / "registered.json").write_text(json.dumps(registered, indent=1))
+    (tmp_path / "catalog-litellm.json").write_text(json.dumps(saved_models(*listed), indent=1))
+
+
+async def test_saved_ids_opencode_cannot_hold_are_dropped_at_start_and_the_files_rewritten(tmp_path: Path) -> None:
+    # An older version registered `constructor` on request and saved `toString` from a gateway's
+    # list; each made opencode answer 500 at every start until someone deleted the files.
+    saved_state(tmp_path, {"litellm": saved_models("constructor", "openai/new", registered=True)}, ["listed", "toString"])
+    with capture_logs() as logs:
+        reconciler, listener = make(tmp_path, Gateway("listed"))
+    assert sorted(reconciler.catalog.ids) == ["listed", "openai/new"]
+    dropped = sorted((e["model"], Path(e["path"]).name) for e in logs if e["event"] == "state.model_dropped")
+    assert dropped == [("constructor", "registered.json"), ("toString", "catalog-litellm.json")]
+    assert all(e["log_level"] == "warning" and "Object.prototype" in e["reason"] for e in logs if e["event"] == "state.model_dropped")
+
+    await reconciler.publish()  # what the supervisor does at start, before opencode starts
+    assert listener.written == [{"listed", "openai/new"}]
+    for name in ("registered.json", "catalog-litellm.json", "opencode.json"):
+        text = (tmp_path / name).read_text()
+        assert "constructor" not in text and "toString" not in text, name
+
+
+async def test_a_registry_of_the_single_gateway_format_is_cleaned_too(tmp_path: Path) -> None:
+    # Before several gateways, registered.json was one list, for the only gateway.
+    saved_state(tmp_path, saved_models("valueOf", "x"), [])
+    with capture_logs() as logs:
+        reconciler, _ = make(tmp_path, Gateway())
+    assert list(reconciler.registered["litellm"]) == ["x"]
+    assert [e["model"] for e in logs if e["event"] == "state.model_dropped"] == ["valueOf"]
