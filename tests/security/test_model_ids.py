@@ -10,6 +10,7 @@ against the real sidecar in front of the real opencode and a real LiteLLM gatewa
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -21,7 +22,7 @@ import httpx
 import pytest
 
 from sidecar.catalog import Catalog, ModelInfo, invalid_model_id_reason
-from sidecar.gateway.config import PROVIDER_ID
+from sidecar.gateway.config import PROVIDER_ID, check_provider_id
 from sidecar.opencode.config import dump_config, render_config, render_model, rendered_model_ids
 from sidecar.settings import Settings
 from tests.support import litellm_proxy as lp
@@ -40,6 +41,7 @@ SUSPICIOUS = ["prototype", "then", "length", "name", "toJSON", "valueOf", "calle
 # --- The property, against the real opencode serve ----------------------------------------------
 
 
+@functools.cache
 def runtime_names() -> dict[str, list[str]]:
     """The built-in names of opencode's own JavaScript runtime (the Bun inside its binary)."""
     script = """console.log(JSON.stringify({
@@ -131,8 +133,6 @@ def test_every_built_in_name_the_check_refuses_breaks_the_real_opencode_or_vanis
 
 
 def test_provider_ids_the_check_accepts_work_and_the_one_it_refuses_breaks_opencode(opencode: Opencode) -> None:
-    from sidecar.gateway.config import check_provider_id
-
     def accepted_id(name: str) -> bool:
         try:
             check_provider_id(name)
@@ -174,11 +174,12 @@ def hostile_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lp.Lit
 
 
 @pytest.fixture(scope="module")
-def listing_sidecar(tmp_path_factory: pytest.TempPathFactory, hostile_gateway: lp.LiteLLMProxy) -> Iterator[SidecarProcess]:
+def listing_sidecar(
+    tmp_path_factory: pytest.TempPathFactory, hostile_gateway: lp.LiteLLMProxy
+) -> Iterator[SidecarProcess]:
     # Polls an hour apart: the start's poll is the only one.
-    process = start_sidecar(
-        tmp_path_factory.mktemp("listing-sidecar"), hostile_gateway.url, hostile_gateway.master_key, poll_interval="3600"
-    )
+    workdir = tmp_path_factory.mktemp("listing-sidecar")
+    process = start_sidecar(workdir, hostile_gateway.url, hostile_gateway.master_key, poll_interval="3600")
     yield process
     process.stop()
 
@@ -253,9 +254,10 @@ def test_a_prompt_naming_an_object_prototype_name_through_the_passthrough_is_a_4
     directory = str(sidecar.directory)
     with sidecar.api() as api, sidecar.opencode() as opencode:
         session = create_session(opencode, directory)
+        model = {"providerID": PROVIDER, "modelID": "constructor"}
         answer = api.post(
             f"/session/{session}/message", params={"directory": directory},
-            json={"parts": [{"type": "text", "text": "hi"}], "model": {"providerID": PROVIDER, "modelID": "constructor"}},
+            json={"parts": [{"type": "text", "text": "hi"}], "model": model},
         )
         assert answer.status_code == 400, answer.text
         # Read on opencode's own port: the prompt never reached it.

@@ -91,13 +91,17 @@ def saved_state(tmp_path: Path, registered: object, listed: list[str]) -> None:
 async def test_saved_ids_opencode_cannot_hold_are_dropped_at_start_and_the_files_rewritten(tmp_path: Path) -> None:
     # An older version registered `constructor` on request and saved `toString` from a gateway's
     # list; each made opencode answer 500 at every start until someone deleted the files.
-    saved_state(tmp_path, {"litellm": saved_models("constructor", "openai/new", registered=True)}, ["listed", "toString"])
+    registered = {"litellm": saved_models("constructor", "openai/new", registered=True)}
+    saved_state(tmp_path, registered, ["listed", "toString"])
     with capture_logs() as logs:
         reconciler, listener = make(tmp_path, Gateway("listed"))
     assert sorted(reconciler.catalog.ids) == ["listed", "openai/new"]
-    dropped = sorted((e["model"], Path(e["path"]).name) for e in logs if e["event"] == "state.model_dropped")
-    assert dropped == [("constructor", "registered.json"), ("toString", "catalog-litellm.json")]
-    assert all(e["log_level"] == "warning" and "Object.prototype" in e["reason"] for e in logs if e["event"] == "state.model_dropped")
+    dropped = [e for e in logs if e["event"] == "state.model_dropped"]
+    assert sorted((e["model"], Path(e["path"]).name) for e in dropped) == [
+        ("constructor", "registered.json"),
+        ("toString", "catalog-litellm.json"),
+    ]
+    assert all(e["log_level"] == "warning" and "Object.prototype" in e["reason"] for e in dropped)
 
     await reconciler.publish()  # what the supervisor does at start, before opencode starts
     assert listener.written == [{"listed", "openai/new"}]
