@@ -2,7 +2,8 @@
 
 The caller never needs opencode's password: the sidecar adds it. Because of that, what only the
 password protected must not leak through: opencode shows the gateway key in `/config`,
-`/config/providers` and `/provider`, so every secret the sidecar knows is redacted from answers.
+`/config/providers` and `/provider`, so every secret the sidecar holds for others (gateway keys,
+opencode's password) is redacted from answers. The caller's own API key is not: they know it.
 Requests that carry a model have it normalised and resolved first.
 """
 

@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from sidecar.directories import InvalidDirectory, check_directory
+from sidecar.exposure import is_loopback
 from sidecar.gateway.config import (
     Format,
     Gateway,
@@ -37,6 +38,11 @@ API_KEY_ENV = "SIDECAR_GATEWAY_API_KEY"
 
 Seconds = Annotated[float, Field(ge=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+# The API key grants what opencode grants, a shell: long enough that it can't be guessed, and that
+# it is no common word.
+MIN_API_KEY_LENGTH = 32
+MAKE_A_KEY = "make one with: openssl rand -hex 32"
 
 
 def _default_state_dir() -> Path:
@@ -158,7 +164,21 @@ class Settings(BaseSettings):
     def _api_key_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be blank; unset it to turn authentication off")
+        if value is not None and len(value.get_secret_value()) < MIN_API_KEY_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_API_KEY_LENGTH} characters, as it grants a shell; {MAKE_A_KEY}"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _key_beyond_loopback(self) -> Settings:
+        if self.api_key is None and not is_loopback(self.listen_host):
+            raise ValueError(
+                f"{ENV_PREFIX}API_KEY: is required to listen on {self.listen_host}, beyond loopback: opencode "
+                f"runs shell commands for whoever reaches it; set {ENV_PREFIX}API_KEY ({MAKE_A_KEY}) or "
+                f"{ENV_PREFIX}LISTEN=127.0.0.1:{self.listen_port}"
+            )
+        return self
 
     @field_validator("default_model")
     @classmethod
@@ -269,13 +289,20 @@ class Settings(BaseSettings):
             return self
         return self.model_copy(update={"opencode_password": SecretStr(secrets.token_urlsafe(32))})
 
-    def secrets(self) -> list[str]:
-        """Every secret value, so that logs and forwarded answers can scrub them wherever they turn up."""
-        values = [self.gateway_api_key, self.opencode_password, self.api_key]
+    def held_secrets(self) -> list[str]:
+        """The secrets the sidecar holds for others (the gateways' keys, opencode's password), which
+        forwarded answers must never show. The caller's own API key is not one: they sent it, and
+        redacting it would only corrupt answers that happen to contain the same text."""
+        values = [self.gateway_api_key, self.opencode_password]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         for gateway in self.gateways:
             found.extend(gateway.secret_values)
         return list(dict.fromkeys(found))
+
+    def secrets(self) -> list[str]:
+        """Every secret value, the API key too, so that logs can scrub them wherever they turn up."""
+        key = [self.api_key.get_secret_value()] if self.api_key is not None else []
+        return list(dict.fromkeys([*self.held_secrets(), *key]))
 
 
 def split_listen(value: str) -> tuple[str, int]:

@@ -84,7 +84,7 @@ class Sidecar:
             self.opencode.base_url,
             password.get_secret_value() if password is not None else None,
             self._resolve_ref,
-            self.settings.secrets(),
+            self.settings.held_secrets(),
             seen_directory=self.applier.note_directory,
         )
         self.api: ApiServer | None = None

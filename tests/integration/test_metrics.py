@@ -14,6 +14,7 @@ from tests.support.sidecar_process import SidecarProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
+API_KEY = "sk-sidecar-api-key-0123456789abcdef0123"
 
 
 @pytest.fixture
@@ -38,12 +39,12 @@ def test_metrics_follow_polls_writes_reloads_and_resolves(
     fake_gateway: fake_upstream.FakeUpstream, make_sidecar: Callable[..., SidecarProcess]
 ) -> None:
     # With an API key: the probes and /metrics stay open to the kubelet and Prometheus.
-    sidecar = make_sidecar(f"http://127.0.0.1:{fake_gateway.port}", "sk-metrics-test-key", api_key="sk-sidecar-api-key")
+    sidecar = make_sidecar(f"http://127.0.0.1:{fake_gateway.port}", "sk-metrics-test-key", api_key=API_KEY)
     fake_gateway.models = model_list(["m1", "m2", "m3"])
     sidecar.wait_for(lambda: scrape(sidecar).get(("opencode_sidecar_catalog_models", (("gateway", "litellm"),))) == 3,
                      30, "three models in the metrics")
     resolved = httpx.post(
-        f"{sidecar.api_url}/v1/models/resolve", json={"model": "brand-new"}, headers={"x-api-key": "sk-sidecar-api-key"},
+        f"{sidecar.api_url}/v1/models/resolve", json={"model": "brand-new"}, headers={"x-api-key": API_KEY},
         timeout=60,
     )
     assert resolved.status_code == 200

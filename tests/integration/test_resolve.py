@@ -22,6 +22,7 @@ from tests.support.sidecar_process import OPENCODE_BIN, SidecarProcess, start_si
 
 pytestmark = pytest.mark.integration
 
+API_KEY = "sidecar-key-0123456789abcdef01234567"
 WILDCARD = lp.model_entry("openai/*", {"model": "openai/*", "mock_response": "wildcard answer"})
 
 
@@ -213,14 +214,14 @@ def test_registered_models_survive_a_restart(
 def test_api_key_and_opencode_run_attach(
     wildcard_gateway: lp.LiteLLMProxy, make_sidecar: Callable[..., SidecarProcess]
 ) -> None:
-    sidecar = make_sidecar(wildcard_gateway.url, api_key="sidecar-key-123")
+    sidecar = make_sidecar(wildcard_gateway.url, api_key=API_KEY)
     directory = str(sidecar.directory)
     with httpx.Client(base_url=sidecar.api_url, timeout=30) as client:
         assert client.get("/v1/models").status_code == 401
         assert client.get("/session", params={"directory": directory}).status_code == 401
         assert client.get("/livez").status_code == 200
-        assert client.get("/v1/models", headers={"x-api-key": "sidecar-key-123"}).status_code == 200
-        assert client.get("/session", headers={"authorization": "Bearer sidecar-key-123"}).status_code == 200
+        assert client.get("/v1/models", headers={"x-api-key": API_KEY}).status_code == 200
+        assert client.get("/session", headers={"authorization": f"Bearer {API_KEY}"}).status_code == 200
         # The opencode password is no key to the sidecar.
         basic = base64.b64encode(f"opencode:{sidecar.password}".encode()).decode()
         assert client.get("/session", headers={"authorization": f"Basic {basic}"}).status_code == 401
@@ -230,7 +231,7 @@ def test_api_key_and_opencode_run_attach(
     env.update({
         "HOME": str(sidecar.workdir / "client-home"),
         "OPENCODE_DISABLE_MODELS_FETCH": "1",
-        "OPENCODE_SERVER_PASSWORD": "sidecar-key-123",
+        "OPENCODE_SERVER_PASSWORD": API_KEY,
     })
     result = subprocess.run(
         [str(OPENCODE_BIN), "run", "--attach", sidecar.api_url,

@@ -84,7 +84,7 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
     assert response.status_code == 404 and response.json()["type"] == "error"
 
 
-KEY = "sidecar-key-123"
+KEY = "sidecar-key-0123456789abcdef0123456789"
 
 
 class RecordingResolver:

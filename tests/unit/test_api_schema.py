@@ -24,7 +24,7 @@ from sidecar.catalog import Catalog, ModelInfo
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolver
 
-KEY = "schema-test-key"
+KEY = "schema-test-key-0123456789abcdef0123"
 AUTH = {"x-api-key": KEY}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

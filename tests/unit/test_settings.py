@@ -109,3 +109,54 @@ def test_aliases_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
     monkeypatch.setenv("SIDECAR_MODEL_ALIASES", '{"sonnet": "claude-sonnet-4-5"}')
     assert load_settings().model_aliases == {"sonnet": "claude-sonnet-4-5"}
+
+
+KEY = "k" * 32
+
+
+@pytest.mark.parametrize("key", ["name", "x" * 31, "s3cr3t-but-only-twenty-n"])
+def test_a_short_api_key_is_refused_with_how_to_make_one(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_API_KEY", key)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("SIDECAR_API_KEY: ") and "32 characters" in message and "openssl rand -hex 32" in message
+    assert key not in message and "\n" not in message
+
+
+def test_a_key_of_32_characters_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_API_KEY", KEY)
+    assert load_settings().api_key.get_secret_value() == KEY
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:4097", "[::]:4097", "192.168.1.20:4097", "my-laptop:4097"])
+def test_listening_beyond_loopback_needs_a_key(monkeypatch: pytest.MonkeyPatch, listen: str) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_LISTEN", listen)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("SIDECAR_API_KEY: is required to listen on ") and "\n" not in message
+    assert "shell commands" in message and "openssl rand -hex 32" in message and "SIDECAR_LISTEN=127.0.0.1:4097" in message
+    monkeypatch.setenv("SIDECAR_API_KEY", KEY)
+    assert load_settings().listen == listen
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:4097", "127.0.0.2:4097", "localhost:4097", "[::1]:4097"])
+def test_loopback_needs_no_key(monkeypatch: pytest.MonkeyPatch, listen: str) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_LISTEN", listen)
+    assert load_settings().api_key is None
+
+
+def test_answers_are_redacted_of_what_the_sidecar_holds_not_of_the_callers_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_GATEWAY_API_KEY", "sk-gateway")
+    monkeypatch.setenv("SIDECAR_OPENCODE_PASSWORD", "opencode-password")
+    monkeypatch.setenv("SIDECAR_API_KEY", KEY)
+    settings = load_settings()
+    assert set(settings.held_secrets()) == {"sk-gateway", "opencode-password"}
+    # Logs still scrub the key.
+    assert set(settings.secrets()) == {"sk-gateway", "opencode-password", KEY}
