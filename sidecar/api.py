@@ -13,14 +13,16 @@ from typing import Any
 import uvicorn
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.catalog import Catalog, ModelInfo, ModelList
+from sidecar.exposure import BrowserPolicy
 from sidecar.passthrough import Passthrough, PassthroughError
 from sidecar.reconcile import Reconciler
 from sidecar.resolve import ResolveError, Resolver
@@ -206,13 +208,16 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
             schema = {"$ref": f"#/components/schemas/{schema}"}
         return {"description": description, "content": {"application/json": {"schema": schema}}}
 
+    # Any request may come from a browser page of another site, or by DNS rebinding.
+    forbidden = {"403": {"$ref": "#/components/responses/Forbidden"}}
+
     def operation(summary: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
         if protected:
             responses = responses | {"401": {"$ref": "#/components/responses/Unauthorized"}}
-        return {"summary": summary, "responses": responses, **more}
+        return {"summary": summary, "responses": responses | forbidden, **more}
 
     def probe(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
-        return {"summary": summary, "responses": responses, "security": []}
+        return {"summary": summary, "responses": responses | forbidden, "security": []}
 
     ref = {
         code: {"$ref": f"#/components/responses/{name}"}
@@ -341,6 +346,11 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
         "responses": {
             "BadRequest": error("A bad parameter or body (invalid_request_error)"),
             "Unauthorized": error("Missing or wrong API key (authentication_error)"),
+            "Forbidden": error(
+                "A Host or Origin header this sidecar does not serve: a foreign name while it listens on "
+                "loopback (DNS rebinding), or a page of another site; SIDECAR_ALLOWED_HOSTS and "
+                "SIDECAR_ALLOWED_ORIGINS list more (permission_error)"
+            ),
             "NotFound": error("No such model (not_found_error)"),
             "Conflict": error("Not possible in this state (invalid_request_error)"),
             "TooLarge": error(f"The body is over {OWN_BODY_LIMIT} bytes (request_too_large)"),
@@ -401,7 +411,7 @@ class HealthView:
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/startupz", "/metrics"})
 
 
-def authorised(request: Request, api_key: str) -> bool:
+def authorised(request: HTTPConnection, api_key: str) -> bool:
     """`x-api-key`, `Authorization: Bearer`, HTTP Basic (any user), or opencode's `?auth_token=`."""
     offered: list[str] = []
     if "x-api-key" in request.headers:
@@ -423,6 +433,15 @@ def _basic_password(token: str) -> str:
         return ""
 
 
+async def refuse(scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+    """Answer instead of the app: over HTTP, or as the refused handshake of a websocket (with the
+    body where the server can send one, a bare 403 where it can't)."""
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await response(scope, receive, send)
+
+
 class RequireKey:
     """Plain ASGI, so that streamed answers (server-sent events) pass untouched."""
 
@@ -431,10 +450,28 @@ class RequireKey:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
-            if not authorised(Request(scope), self.api_key):
+        if scope["type"] in ("http", "websocket") and scope["path"] not in OPEN_PATHS:
+            if not authorised(HTTPConnection(scope), self.api_key):
                 response = error_response(401, "missing or wrong API key (x-api-key, Bearer or Basic)")
-                await response(scope, receive, send)
+                await refuse(scope, receive, send, response)
+                return
+        await self.app(scope, receive, send)
+
+
+class RefuseForeignBrowsers:
+    """Before anything else, the key included: a web page must not reach a sidecar on loopback by
+    DNS rebinding (a foreign Host), nor send requests to any sidecar from another site (Origin)."""
+
+    def __init__(self, app: ASGIApp, policy: BrowserPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = Headers(scope=scope)
+            refusal = self.policy.refusal(headers.getlist("host"), headers.getlist("origin"))
+            if refusal is not None:
+                await refuse(scope, receive, send, error_response(403, refusal))
                 return
         await self.app(scope, receive, send)
 
@@ -494,7 +531,9 @@ class AnswerCache:
         return Response(body, media_type="application/json")
 
 
-def create_app(view: HealthView) -> Starlette:
+def create_app(view: HealthView, browsers: BrowserPolicy = BrowserPolicy()) -> Starlette:
+    """`browsers`: which Host and Origin headers to serve. The default is a sidecar's beyond
+    loopback without listed hosts (no Host check, the Origin check); the supervisor passes its own."""
     answers = AnswerCache()
 
     async def list_models(request: Request) -> Response:
@@ -588,6 +627,10 @@ def create_app(view: HealthView) -> Starlette:
 
     own = OWN_BODY_LIMIT
     every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+    middleware = [Middleware(RefuseForeignBrowsers, policy=browsers)]
+    if view.api_key:
+        middleware.append(Middleware(RequireKey, api_key=view.api_key))
     return Starlette(
         routes=[
             Route("/v1/models", limited(list_models, own), methods=["GET"]),
@@ -602,7 +645,7 @@ def create_app(view: HealthView) -> Starlette:
             Route("/v1/status", limited(status, own), methods=["GET"]),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=every_method),
         ],
-        middleware=[Middleware(RequireKey, api_key=view.api_key)] if view.api_key else [],
+        middleware=middleware,
         exception_handlers={
             ApiError: api_error,
             ResolveError: api_error,

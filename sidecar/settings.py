@@ -17,11 +17,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from sidecar.directories import InvalidDirectory, check_directory
-from sidecar.exposure import is_loopback
+from sidecar.exposure import BadAddress, is_loopback, normal_host, normal_origin
 from sidecar.gateway.config import (
     Format,
     Gateway,
@@ -38,6 +38,8 @@ API_KEY_ENV = "SIDECAR_GATEWAY_API_KEY"
 
 Seconds = Annotated[float, Field(ge=0)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+# A list as `a,b,c`, friendlier in an environment variable than JSON.
+CommaList = Annotated[tuple[str, ...], NoDecode]
 
 # The API key grants what opencode grants, a shell: long enough that it can't be guessed, and that
 # it is no common word.
@@ -86,6 +88,9 @@ class Settings(BaseSettings):
     probe_models: bool = False
     resolve_timeout: Annotated[float, Field(gt=0)] = 120.0
     api_key: SecretStr | None = None
+    # Browsers: names besides loopback's that may be in `Host`, sites besides the request's own in `Origin`.
+    allowed_hosts: CommaList = ()
+    allowed_origins: CommaList = ()
     reload: Literal["auto", "restart"] = "auto"
     reload_timeout: Annotated[float, Field(gt=0)] = 600.0
     restart_backoff_initial: Seconds = 10.0
@@ -169,6 +174,29 @@ class Settings(BaseSettings):
                 f"must be at least {MIN_API_KEY_LENGTH} characters, as it grants a shell; {MAKE_A_KEY}"
             )
         return value
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_shape(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(dict.fromkeys(normal_host(host) for host in hosts))
+        except BadAddress as exc:
+            raise ValueError(f"{exc}; expected host names or addresses, comma-separated") from None
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_shape(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(dict.fromkeys(normal_origin(origin) for origin in origins))
+        except BadAddress as exc:
+            raise ValueError(f"{exc}; expected origins such as https://app.example.com, comma-separated") from None
 
     @model_validator(mode="after")
     def _key_beyond_loopback(self) -> Settings:

@@ -14,6 +14,7 @@ from anyio.abc import CancelScope
 from watchfiles import awatch
 
 from sidecar.api import ApiServer, HealthView, bind_socket, create_app
+from sidecar.exposure import BrowserPolicy
 from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.apply import Applier
 from sidecar.opencode.attached import AttachedOpencode
@@ -169,7 +170,8 @@ class Sidecar:
             started=lambda: self.reconciler.config_on_disk,
             metrics=self.metrics.render,
         )
-        self.api = ApiServer(create_app(view), sock)
+        browsers = BrowserPolicy.for_listen(host, self.settings.allowed_hosts, self.settings.allowed_origins)
+        self.api = ApiServer(create_app(view, browsers), sock)
         log.info(
             "sidecar.starting",
             listen=f"{host}:{port}",

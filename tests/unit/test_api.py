@@ -7,6 +7,7 @@ import pytest
 
 from sidecar.api import FORWARDED_BODY_LIMIT, OWN_BODY_LIMIT, HealthView, create_app
 from sidecar.catalog import Catalog, ModelInfo
+from sidecar.exposure import BrowserPolicy
 from sidecar.naming import ModelRef
 from sidecar.passthrough import Passthrough
 from sidecar.resolve import Resolution
@@ -98,9 +99,10 @@ class RecordingResolver:
         return Resolution(ModelInfo(id=str(requested), display_name=str(requested)), ModelRef("litellm", str(requested)))
 
 
-def app_with(**view: object) -> httpx.AsyncClient:
+def app_with(browsers: BrowserPolicy = BrowserPolicy(), **view: object) -> httpx.AsyncClient:
     health = HealthView(lambda: CATALOG, lambda: {"ready": True}, **view)  # type: ignore[arg-type]
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(health)), base_url="http://sidecar")
+    app = create_app(health, browsers)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar")
 
 
 def assert_anthropic_error(response: httpx.Response, status: int, error_type: str) -> None:
@@ -204,7 +206,7 @@ async def test_unreadable_content_length_is_a_400(length: str) -> None:
         assert_anthropic_error(await client.send(request), 400, "invalid_request_error")
 
 
-def forwarding_app(seen: list[bytes]) -> httpx.AsyncClient:
+def forwarding_app(seen: list[bytes], **view: object) -> httpx.AsyncClient:
     def opencode(request: httpx.Request) -> httpx.Response:
         seen.append(request.content)
         return httpx.Response(200, json={"ok": True})
@@ -213,7 +215,7 @@ def forwarding_app(seen: list[bytes]) -> httpx.AsyncClient:
         return ModelRef("litellm", str(requested))
 
     passthrough = Passthrough("http://opencode", "pw", resolve, [], transport=httpx.MockTransport(opencode))
-    return app_with(passthrough=passthrough)
+    return app_with(passthrough=passthrough, **view)
 
 
 async def test_forwarded_bodies_may_be_large_but_not_unbounded() -> None:
@@ -284,3 +286,76 @@ async def test_a_new_catalog_is_served_at_once_though_pages_are_kept_encoded() -
         assert [m["id"] for m in (await client.get("/v1/models", params={"limit": 1})).json()["data"]] == ["a"]
         unknown = await client.get("/v1/models", params={"after_id": "nope"})
         assert unknown.status_code in (400, 404) and unknown.json()["type"] == "error"
+
+
+ON_LOOPBACK = BrowserPolicy.for_listen("127.0.0.1")
+
+
+async def test_a_foreign_host_on_loopback_is_refused_before_the_key_and_before_forwarding() -> None:
+    seen: list[bytes] = []
+    async with forwarding_app(seen, browsers=ON_LOOPBACK, api_key=KEY) as client:
+        for path in ["/session", "/v1/models", "/livez"]:
+            refused = await client.post(path, json={}, headers={"host": "rebind.evil.example", "x-api-key": KEY})
+            assert_anthropic_error(refused, 403, "permission_error")
+            assert "SIDECAR_ALLOWED_HOSTS" in refused.json()["error"]["message"]
+        assert_anthropic_error(await client.get("/v1/models", headers={"host": "evil.example"}), 403, "permission_error")
+        served = await client.post("/session", json={}, headers={"host": "127.0.0.1:4097", "x-api-key": KEY})
+        assert served.status_code == 200
+    assert seen == [b"{}"]
+
+
+async def test_a_foreign_origin_is_refused_and_the_own_origin_served() -> None:
+    seen: list[bytes] = []
+    async with forwarding_app(seen) as client:
+        for origin in ["http://evil.example", "null", "http://sidecar:8080"]:
+            refused = await client.post("/session", json={}, headers={"origin": origin})
+            assert_anthropic_error(refused, 403, "permission_error")
+            assert "SIDECAR_ALLOWED_ORIGINS" in refused.json()["error"]["message"]
+        assert seen == []
+        assert (await client.post("/session", json={}, headers={"origin": "http://sidecar"})).status_code == 200
+        assert (await client.post("/session", json={})).status_code == 200
+    assert len(seen) == 2
+
+
+async def call_websocket(app: object, headers: list[tuple[bytes, bytes]], *, denial: bool) -> list[dict]:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
+        "path": "/pty/pty_1/connect", "raw_path": b"/pty/pty_1/connect", "query_string": b"", "root_path": "",
+        "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 4097), "subprotocols": [],
+        "extensions": {"websocket.http.response": {}} if denial else {},
+    }
+    await app(scope, receive, send)  # type: ignore[operator]
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("headers", "names"),
+    [
+        ([(b"host", b"rebind.evil.example")], "SIDECAR_ALLOWED_HOSTS"),
+        ([(b"host", b"127.0.0.1:4097"), (b"origin", b"http://evil.example")], "SIDECAR_ALLOWED_ORIGINS"),
+        ([(b"host", b"127.0.0.1:4097")], "API key"),
+    ],
+)
+async def test_a_websocket_handshake_is_refused_like_a_request(headers: list, names: str) -> None:
+    app = create_app(HealthView(lambda: CATALOG, lambda: {"ready": True}, api_key=KEY), ON_LOOPBACK)
+    with_body = await call_websocket(app, headers, denial=True)
+    assert with_body[0]["type"] == "websocket.http.response.start" and with_body[0]["status"] in (401, 403)
+    assert names in json.loads(with_body[1]["body"])["error"]["message"]
+    # A server that can't send a body refuses the handshake all the same (uvicorn answers 403).
+    assert (await call_websocket(app, headers, denial=False))[0]["type"] == "websocket.close"
+
+
+async def test_openapi_document_describes_the_403_everywhere(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert operation["responses"]["403"] == {"$ref": "#/components/responses/Forbidden"}, (method, path)
+    assert "SIDECAR_ALLOWED_HOSTS" in document["components"]["responses"]["Forbidden"]["description"]

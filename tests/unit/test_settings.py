@@ -151,6 +151,37 @@ def test_loopback_needs_no_key(monkeypatch: pytest.MonkeyPatch, listen: str) -> 
     assert load_settings().api_key is None
 
 
+def test_allowed_hosts_and_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_ALLOWED_HOSTS", " Sidecar.NS.svc, sidecar ,,[fd00::1]")
+    monkeypatch.setenv("SIDECAR_ALLOWED_ORIGINS", "https://App.example.com:443,http://localhost:3000")
+    settings = load_settings()
+    assert settings.allowed_hosts == ("sidecar.ns.svc", "sidecar", "fd00::1")
+    assert settings.allowed_origins == ("https://app.example.com", "http://localhost:3000")
+    monkeypatch.delenv("SIDECAR_ALLOWED_HOSTS")
+    monkeypatch.delenv("SIDECAR_ALLOWED_ORIGINS")
+    assert load_settings().allowed_hosts == () and load_settings().allowed_origins == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("SIDECAR_ALLOWED_HOSTS", "sidecar:4097", "without a port"),
+        ("SIDECAR_ALLOWED_HOSTS", "http://sidecar", "host names"),
+        ("SIDECAR_ALLOWED_ORIGINS", "null", "any web page"),
+        ("SIDECAR_ALLOWED_ORIGINS", "app.example.com", "scheme://host"),
+        ("SIDECAR_ALLOWED_ORIGINS", "https://app.example.com/", "origins such as"),
+    ],
+)
+def test_bad_allowed_entries_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str, fragment: str) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"{name}: ") and fragment in message and "\n" not in message
+
+
 def test_answers_are_redacted_of_what_the_sidecar_holds_not_of_the_callers_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
     monkeypatch.setenv("SIDECAR_GATEWAY_API_KEY", "sk-gateway")
