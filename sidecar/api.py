@@ -49,10 +49,11 @@ ERROR_TYPES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def page_of(catalog: Catalog, *, limit: int, after_id: str | None, before_id: str | None) -> ModelList:
@@ -95,14 +96,14 @@ def _parse_limit(raw: str | None) -> int:
     return limit
 
 
-def error_response(status: int, message: str) -> JSONResponse:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     request_id = f"req_{secrets.token_hex(12)}"
     body = {
         "type": "error",
         "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
         "request_id": request_id,
     }
-    return JSONResponse(body, status_code=status, headers={"request-id": request_id})
+    return JSONResponse(body, status_code=status, headers={**(headers or {}), "request-id": request_id})
 
 
 STARTUP_SCHEMA: dict[str, Any] = {
@@ -407,8 +408,9 @@ class HealthView:
         self.api_key = api_key
 
 
-# Probes answer without a key, so that a kubelet needs none.
+# Probes answer without a key, so that a kubelet needs none; they only read, so only GET and HEAD.
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/startupz", "/metrics"})
+OPEN_METHODS = frozenset({"GET", "HEAD"})
 
 
 def authorised(request: HTTPConnection, api_key: str) -> bool:
@@ -442,6 +444,10 @@ async def refuse(scope: Scope, receive: Receive, send: Send, response: Response)
     await response(scope, receive, send)
 
 
+def open_probe(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope["path"] in OPEN_PATHS and scope["method"] in OPEN_METHODS
+
+
 class RequireKey:
     """Plain ASGI, so that streamed answers (server-sent events) pass untouched."""
 
@@ -450,7 +456,7 @@ class RequireKey:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and scope["path"] not in OPEN_PATHS:
+        if scope["type"] in ("http", "websocket") and not open_probe(scope):
             if not authorised(HTTPConnection(scope), self.api_key):
                 response = error_response(401, "missing or wrong API key (x-api-key, Bearer or Basic)")
                 await refuse(scope, receive, send, response)
@@ -607,7 +613,7 @@ def create_app(view: HealthView, browsers: BrowserPolicy = BrowserPolicy()) -> S
 
     async def api_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, (ApiError, ResolveError, PassthroughError))
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, getattr(exc, "headers", None))
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -628,6 +634,18 @@ def create_app(view: HealthView, browsers: BrowserPolicy = BrowserPolicy()) -> S
     own = OWN_BODY_LIMIT
     every_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
+    def probe(path: str, endpoint: Callable[[Request], Any]) -> Route:
+        """A probe path takes every method, so that no method of it falls through to opencode."""
+
+        async def only_reads(request: Request) -> Response:
+            if request.method not in OPEN_METHODS:
+                raise ApiError(
+                    405, f"{request.url.path} answers GET and HEAD only", headers={"allow": "GET, HEAD"}
+                )
+            return await endpoint(request)
+
+        return Route(path, limited(only_reads, own), methods=every_method)
+
     middleware = [Middleware(RefuseForeignBrowsers, policy=browsers)]
     if view.api_key:
         middleware.append(Middleware(RequireKey, api_key=view.api_key))
@@ -637,10 +655,10 @@ def create_app(view: HealthView, browsers: BrowserPolicy = BrowserPolicy()) -> S
             Route("/v1/models/resolve", limited(resolve_model, own), methods=["POST"]),
             Route("/v1/models/{model_id:path}", limited(get_model, own), methods=["GET"]),
             Route("/v1/models/{model_id:path}", limited(delete_model, own), methods=["DELETE"]),
-            Route("/livez", limited(livez, own), methods=["GET"]),
-            Route("/readyz", limited(readyz, own), methods=["GET"]),
-            Route("/startupz", limited(startupz, own), methods=["GET"]),
-            Route("/metrics", limited(metrics, own), methods=["GET"]),
+            probe("/livez", livez),
+            probe("/readyz", readyz),
+            probe("/startupz", startupz),
+            probe("/metrics", metrics),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=every_method),

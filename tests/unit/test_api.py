@@ -353,6 +353,22 @@ async def test_a_websocket_handshake_is_refused_like_a_request(headers: list, na
     assert (await call_websocket(app, headers, denial=False))[0]["type"] == "websocket.close"
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/startupz", "/metrics"])
+async def test_probe_paths_are_open_to_get_and_head_only_and_never_forward(method: str, path: str) -> None:
+    seen: list[bytes] = []
+    async with forwarding_app(seen, api_key=KEY, metrics=lambda: b"") as client:
+        assert (await client.get(path)).status_code == 200
+        assert (await client.head(path)).status_code == 200
+        assert_anthropic_error(await client.request(method, path, params={"directory": "/tmp/x"}), 401, "authentication_error")
+        keyed = await client.request(method, path, params={"directory": "/tmp/x"}, headers={"x-api-key": KEY})
+        assert_anthropic_error(keyed, 405, "invalid_request_error")
+        assert keyed.headers["allow"] == "GET, HEAD"
+    async with forwarding_app(seen, metrics=lambda: b"") as client:
+        assert_anthropic_error(await client.request(method, path), 405, "invalid_request_error")
+    assert seen == []
+
+
 async def test_openapi_document_describes_the_403_everywhere(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     for path, operations in document["paths"].items():
