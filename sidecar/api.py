@@ -482,6 +482,27 @@ class RefuseForeignBrowsers:
         await self.app(scope, receive, send)
 
 
+class RefuseAmbiguousLength:
+    """Content-Length beside Transfer-Encoding is refused (RFC 9112 section 6.3): two framings of one
+    body are how requests are smuggled past a proxy, and h11 accepts them (it follows the chunks).
+    The connection closes after the answer, since where this body ends is exactly what is in doubt."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            if "content-length" in headers and "transfer-encoding" in headers:
+                response = error_response(
+                    400, "a request may not have both Content-Length and Transfer-Encoding (RFC 9112 section 6.3)",
+                    headers={"connection": "close"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """One route's bound on its request body. A declared length over it is refused before a byte is
     read; a chunked body is counted as it arrives and refused as soon as it passes the bound."""
@@ -646,7 +667,7 @@ def create_app(view: HealthView, browsers: BrowserPolicy = BrowserPolicy()) -> S
 
         return Route(path, limited(only_reads, own), methods=every_method)
 
-    middleware = [Middleware(RefuseForeignBrowsers, policy=browsers)]
+    middleware = [Middleware(RefuseForeignBrowsers, policy=browsers), Middleware(RefuseAmbiguousLength)]
     if view.api_key:
         middleware.append(Middleware(RequireKey, api_key=view.api_key))
     return Starlette(

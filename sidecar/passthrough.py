@@ -152,7 +152,9 @@ class Passthrough:
             content = await self._rewrite_model(body, form, directory) if body else None
         elif "content-length" in request.headers or "transfer-encoding" in request.headers:
             content = request.stream()
-            if "content-length" in request.headers:
+            # A chunked body's length is known only at its end: a Content-Length beside it (refused
+            # before here as a smuggling attempt) would tell opencode to cut the stream elsewhere.
+            if "transfer-encoding" not in request.headers:
                 headers.append(("content-length", request.headers["content-length"]))
         raw_path = request.scope.get("raw_path") or path.encode()
         target = raw_path.decode("latin-1") + (f"?{urlencode(query)}" if query else "")

@@ -369,6 +369,18 @@ async def test_probe_paths_are_open_to_get_and_head_only_and_never_forward(metho
     assert seen == []
 
 
+@pytest.mark.parametrize("path", ["/session", "/v1/models/resolve", "/livez"])
+async def test_content_length_beside_transfer_encoding_is_a_400_that_closes(path: str) -> None:
+    seen: list[bytes] = []
+    async with forwarding_app(seen, resolver=RecordingResolver()) as client:
+        request = client.build_request("POST", path, content=b'{"model": "m"}')
+        request.headers["transfer-encoding"] = "chunked"
+        answer = await client.send(request)
+    assert_anthropic_error(answer, 400, "invalid_request_error")
+    assert "Transfer-Encoding" in answer.json()["error"]["message"] and answer.headers["connection"] == "close"
+    assert seen == []
+
+
 async def test_openapi_document_describes_the_403_everywhere(client: httpx.AsyncClient) -> None:
     document = (await client.get("/openapi.json")).json()
     for path, operations in document["paths"].items():

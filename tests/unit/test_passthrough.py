@@ -123,3 +123,32 @@ async def test_an_absurdly_nested_body_is_forwarded_as_it_is_not_a_500() -> None
         answer = await client.post("/session/ses_1/message", content=body, headers={"content-type": "application/json"})
     assert answer.status_code == 400 and seen == [body]
     await passthrough.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_chunked_body_is_never_given_the_callers_content_length() -> None:
+    # The API refuses Content-Length beside Transfer-Encoding first; should one get here, the
+    # stream goes on chunked, whole, and without a length opencode would cut it at.
+    seen: list[httpx.Request] = []
+
+    async def opencode(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    async def resolve(requested: object, directory: str | None) -> ModelRef:
+        raise AssertionError("no model here")
+
+    passthrough = Passthrough("http://opencode", "pw-1", resolve, [], transport=httpx.MockTransport(opencode))
+    app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["POST"])])
+    body = b'{"parts": []}' * 100
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
+        request = client.build_request("POST", "/file/upload", content=body)
+        request.headers["content-length"] = "5"
+        request.headers["transfer-encoding"] = "chunked"
+        assert (await client.send(request)).status_code == 200
+        declared = client.build_request("POST", "/file/upload", content=body)
+        assert (await client.send(declared)).status_code == 200
+    assert "content-length" not in seen[0].headers and seen[0].content == body
+    assert seen[1].headers["content-length"] == str(len(body)) and seen[1].content == body
+    await passthrough.aclose()
