@@ -219,3 +219,35 @@ def test_install_opencode_refuses_a_version_other_than_the_pin(tmp_path: Path) -
     assert done.returncode == 1
     assert f"pins {pinned_opencode_version()}" in done.stderr
     assert not (tmp_path / "opencode").exists()
+
+
+def image_environment() -> dict[str, str]:
+    """The final stage's ENV, as `docker run` would set it."""
+    values: dict[str, str] = {}
+    for keyword, args in final_stage():
+        if keyword == "ENV":
+            for pair in shlex.split(args.replace("\\\n", " ")):
+                name, _, value = pair.partition("=")
+                values[name] = value
+    return values
+
+
+def test_the_image_refuses_to_start_without_a_key(tmp_path: Path) -> None:
+    # `docker run -p 4097:4097 IMAGE` without -e SIDECAR_API_KEY: the image's own settings (0.0.0.0)
+    # with nothing added but a gateway and a writable state directory must not start a shell server.
+    image = image_environment()
+    assert image["SIDECAR_LISTEN"] == "0.0.0.0:4097"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update({name: value for name, value in image.items() if name.startswith("SIDECAR_")})
+    env.update(
+        SIDECAR_STATE_DIR=str(tmp_path / "state"),
+        SIDECAR_OPENCODE_BIN=sys.executable,
+        SIDECAR_GATEWAY_URL="http://127.0.0.1:9",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "sidecar", "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "SIDECAR_API_KEY: is required to listen on 0.0.0.0" in done.stderr
+    assert "openssl rand -hex 32" in done.stderr
+    assert not (tmp_path / "state").exists(), "nothing is written before the settings are checked"
