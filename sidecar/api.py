@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import uvicorn
 from pydantic.json_schema import models_json_schema
 from starlette.applications import Starlette
@@ -23,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.catalog import Catalog, ModelInfo, ModelList
 from sidecar.exposure import BrowserPolicy
+from sidecar.connections import LISTEN_BACKLOG, ConnectionLimits, accept_batch
+from sidecar.http_guard import ConnectionGuard, ignore_client_disconnect
 from sidecar.passthrough import Passthrough, PassthroughError
 from sidecar.reconcile import Reconciler
 from sidecar.resolve import ResolveError, Resolver
@@ -711,15 +714,32 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 class ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the supervisor owns signals and stops it."""
+    """uvicorn without its own signal handling: the supervisor owns signals and stops it. Its
+    connections are bounded and their requests timed by a ConnectionGuard (sidecar/http_guard.py)."""
 
-    def __init__(self, app: Starlette, sock: socket.socket) -> None:
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    def __init__(self, app: Starlette, sock: socket.socket, limits: ConnectionLimits = ConnectionLimits()) -> None:
+        self.guard = ConnectionGuard(limits)
+        config = uvicorn.Config(
+            ignore_client_disconnect(app),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http=self.guard.protocol,  # type: ignore[arg-type]
+            # asyncio accepts up to `backlog` connections per turn of its loop, and listens with it.
+            backlog=accept_batch(limits.max_connections),
+        )
         super().__init__(config)
         self._sock = sock
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self._sock.listen(LISTEN_BACKLOG)  # a longer queue in the kernel than the batch asyncio takes
 
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
     async def run_until_stopped(self) -> None:
-        await self.serve(sockets=[self._sock])
+        async with anyio.create_task_group() as group:
+            group.start_soon(self.guard.run)
+            await self.serve(sockets=[self._sock])
+            group.cancel_scope.cancel()

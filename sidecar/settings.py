@@ -22,6 +22,13 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from sidecar.directories import InvalidDirectory, check_directory
 from sidecar.exposure import BadAddress, is_loopback, normal_host, normal_origin
+from sidecar.connections import (
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionLimits,
+    connections_that_fit,
+    open_file_limits,
+    open_files_needed,
+)
 from sidecar.gateway.config import (
     Format,
     Gateway,
@@ -67,6 +74,9 @@ class Settings(BaseSettings):
     shrink_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
     shrink_confirmations: Annotated[int, Field(ge=1, le=1000)] = 3
     listen: str = "127.0.0.1:4097"
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout: Annotated[float, Field(gt=0)] = 60.0
+    max_connections: int = Field(default_factory=lambda: default_max_connections(), validate_default=True)
     opencode_bin: str = "opencode"
     opencode_port: Port = 4096
     opencode_password: SecretStr | None = None
@@ -124,6 +134,20 @@ class Settings(BaseSettings):
     @classmethod
     def _listen_shape(cls, value: str) -> str:
         split_listen(value)
+        return value
+
+    @field_validator("max_connections")
+    @classmethod
+    def _connections_fit(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        _, hard = open_file_limits()
+        if value > connections_that_fit(hard):
+            raise ValueError(
+                f"{value} connections need {open_files_needed(value)} open files, more than this process may "
+                f"open ({hard}, its RLIMIT_NOFILE hard limit); set fewer, or raise that limit (ulimit -Hn, "
+                "systemd LimitNOFILE=, docker run --ulimit nofile=)"
+            )
         return value
 
     @field_validator("opencode_password")
@@ -284,6 +308,10 @@ class Settings(BaseSettings):
         return self._gateways[0].id
 
     @property
+    def connection_limits(self) -> ConnectionLimits:
+        return ConnectionLimits(self.max_connections, self.header_timeout, self.body_timeout)
+
+    @property
     def listen_host(self) -> str:
         return split_listen(self.listen)[0]
 
@@ -331,6 +359,11 @@ class Settings(BaseSettings):
         """Every secret value, the API key too, so that logs can scrub them wherever they turn up."""
         key = [self.api_key.get_secret_value()] if self.api_key is not None else []
         return list(dict.fromkeys([*self.held_secrets(), *key]))
+
+
+def default_max_connections() -> int:
+    """1,000, or as many as the open-file limit allows once the soft limit is raised to the hard one."""
+    return max(min(DEFAULT_MAX_CONNECTIONS, connections_that_fit(open_file_limits()[1])), 1)
 
 
 def split_listen(value: str) -> tuple[str, int]:

@@ -171,7 +171,7 @@ class Sidecar:
             metrics=self.metrics.render,
         )
         browsers = BrowserPolicy.for_listen(host, self.settings.allowed_hosts, self.settings.allowed_origins)
-        self.api = ApiServer(create_app(view, browsers), sock)
+        self.api = ApiServer(create_app(view, browsers), sock, self.settings.connection_limits)
         log.info(
             "sidecar.starting",
             listen=f"{host}:{port}",

@@ -35,6 +35,10 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SIDECAR_PROVIDER_ID", "Lite LLM", "SIDECAR_PROVIDER_ID"),
         ("SIDECAR_BASE_CONFIG", "/nonexistent/opencode.json", "SIDECAR_BASE_CONFIG: no such file"),
         ("SIDECAR_GATEWAY_URL", "not a url", "SIDECAR_GATEWAY_URL"),
+        ("SIDECAR_HEADER_TIMEOUT", "0", "SIDECAR_HEADER_TIMEOUT"),
+        ("SIDECAR_BODY_TIMEOUT", "-1", "SIDECAR_BODY_TIMEOUT"),
+        ("SIDECAR_MAX_CONNECTIONS", "0", "SIDECAR_MAX_CONNECTIONS: must be at least 1"),
+        ("SIDECAR_MAX_CONNECTIONS", "many", "SIDECAR_MAX_CONNECTIONS"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -191,3 +195,26 @@ def test_answers_are_redacted_of_what_the_sidecar_holds_not_of_the_callers_key(m
     assert set(settings.held_secrets()) == {"sk-gateway", "opencode-password"}
     # Logs still scrub the key.
     assert set(settings.secrets()) == {"sk-gateway", "opencode-password", KEY}
+
+
+def test_connection_bound_must_fit_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.connections import connections_that_fit, open_file_limits
+
+    hard = open_file_limits()[1]
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard) + 1))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("SIDECAR_MAX_CONNECTIONS: ") and f"({hard}, its RLIMIT_NOFILE hard limit)" in message
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard)))
+    assert load_settings().max_connections == connections_that_fit(hard)
+
+
+def test_connection_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.connections import connections_that_fit, open_file_limits
+
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    limits = load_settings().connection_limits
+    assert limits.header_timeout == 10 and limits.body_timeout == 60
+    assert limits.max_connections == min(1000, connections_that_fit(open_file_limits()[1]))
