@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -109,9 +110,11 @@ def start_sidecar(
     *,
     wait: bool = True,
     extra_env: dict[str, str] | None = None,
+    open_files: int | None = None,
     **settings: str | None,
 ) -> SidecarProcess:
-    """`gateway_url=None` with a `config=` setting follows the gateways of that file instead."""
+    """`gateway_url=None` with a `config=` setting follows the gateways of that file instead;
+    `open_files` sets the sidecar's RLIMIT_NOFILE (soft and hard)."""
     workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "state"
     directory = workdir / "project"
@@ -166,6 +169,7 @@ def start_sidecar(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=None if open_files is None else _limit_open_files(open_files),
         )
     sidecar = SidecarProcess(
         process=process,
@@ -185,3 +189,10 @@ def start_sidecar(
             sidecar.stop()
             raise
     return sidecar
+
+
+def _limit_open_files(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
