@@ -1,0 +1,198 @@
+"""The guard on uvicorn's real h11 protocol, fed bytes by hand, with a fake transport and an
+injected clock: which connection is closed, and when."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from sidecar.connections import ConnectionLimits
+from sidecar.http_guard import ConnectionGuard, GuardedH11Protocol, ignore_client_disconnect
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+        self.written = b""
+        self.closed = False
+        self.aborted = False
+        self.buffered = 0
+
+    def get_extra_info(self, name: str, default=None):
+        return {"peername": ("127.0.0.1", self.port), "sockname": ("127.0.0.1", 4097)}.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+async def echo_body(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(str(len(await request.body())))
+
+
+async def hello(_request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+APP = Starlette(routes=[Route("/livez", hello), Route("/upload", echo_body, methods=["POST"])])
+
+
+def make_guard(max_connections: int = 3) -> tuple[ConnectionGuard, FakeClock, uvicorn.Config]:
+    clock = FakeClock()
+    guard = ConnectionGuard(ConnectionLimits(max_connections, header_timeout=10.0, body_timeout=30.0), clock=clock)
+    config = uvicorn.Config(ignore_client_disconnect(APP), log_config=None, access_log=False, lifespan="off", http=guard.protocol)
+    config.load()
+    return guard, clock, config
+
+
+def connect(guard: ConnectionGuard, config: uvicorn.Config, port: int) -> tuple[GuardedH11Protocol, FakeTransport]:
+    protocol = guard.protocol(config, uvicorn.server.ServerState(), {})
+    transport = FakeTransport(port)
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def hang_up(*protocols: GuardedH11Protocol) -> None:
+    """What the event loop does once a transport is closed; lets the application's tasks end."""
+    for protocol in protocols:
+        protocol.connection_lost(None)
+    await settle()
+
+
+async def test_half_a_request_line_is_closed_at_the_header_deadline() -> None:
+    guard, clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    protocol.data_received(b"GET /li")
+    clock.now += 5
+    protocol.data_received(b"v")  # a byte now and then does not buy time
+    clock.now += 4.9
+    guard.close_overdue()
+    assert not transport.closed
+    clock.now += 0.1
+    guard.close_overdue()
+    assert transport.closed and transport.written == b""
+
+
+async def test_a_complete_request_is_answered_and_its_connection_waits_anew() -> None:
+    guard, clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    clock.now += 9
+    protocol.data_received(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
+    await settle()
+    assert transport.written.startswith(b"HTTP/1.1 200") and not transport.closed
+    clock.now += 9.9  # the header clock restarted with the answer
+    guard.close_overdue()
+    assert not transport.closed
+    clock.now += 0.1
+    guard.close_overdue()
+    assert transport.closed
+
+
+async def test_at_the_bound_the_longest_waiting_is_evicted_and_the_probe_served() -> None:
+    guard, clock, config = make_guard(max_connections=3)
+    flood = []
+    for port in range(3):
+        protocol, transport = connect(guard, config, port)
+        protocol.data_received(b"GET /li")
+        flood.append(transport)
+        clock.now += 1
+    probe, probe_transport = connect(guard, config, 99)
+    assert flood[0].closed and not flood[1].closed and not flood[2].closed
+    probe.data_received(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
+    await settle()
+    assert probe_transport.written.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_stalled_body_is_closed_after_the_body_timeout_and_progress_renews_it() -> None:
+    guard, clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    protocol.data_received(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc")
+    await settle()  # the application now waits for the rest
+    clock.now += 20
+    protocol.data_received(b"def")
+    await settle()
+    clock.now += 29.9
+    guard.close_overdue()
+    assert not transport.closed
+    clock.now += 0.1
+    guard.close_overdue()
+    assert transport.closed and transport.written == b""
+    protocol.connection_lost(None)
+    await settle()  # the application sees the client gone, and nothing is logged as an error
+    assert len(guard.table) == 0
+
+
+async def test_a_body_the_application_has_not_taken_yet_is_not_the_clients_stall() -> None:
+    guard, clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    # No event-loop turn: the application has not started reading the body it was sent.
+    protocol.data_received(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n")
+    clock.now += 31
+    guard.close_overdue()
+    assert not transport.closed
+    assert not protocol.stalled_by_client()
+    await hang_up(protocol)
+
+
+async def test_a_client_that_stops_reading_its_answer_is_closed_after_the_body_timeout() -> None:
+    guard, clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    protocol.data_received(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nab")
+    protocol.pause_writing()  # the transport's buffer is full: the client does not read
+    transport.buffered = 70_000
+    clock.now += 30
+    guard.close_overdue()
+    assert transport.aborted  # close() would wait for the buffer to drain
+    await hang_up(protocol)
+
+
+async def test_when_every_connection_is_at_work_a_new_one_is_refused() -> None:
+    guard, clock, config = make_guard(max_connections=2)
+    working = []
+    for port in range(2):
+        protocol, _ = connect(guard, config, port)
+        # Complete: the application is at work on it until its next turn of the loop.
+        protocol.data_received(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+        working.append(protocol)
+    refused, transport = connect(guard, config, 3)
+    assert transport.closed
+    await hang_up(*working, refused)
