@@ -142,6 +142,11 @@ class StdlibBridge(logging.Handler):
     through the same processors: scrubbed, rate-limited, under the event `stdlib.<logger>`; no
     longer bare tracebacks on stderr from logging's last-resort handler."""
 
+    # uvicorn's sans-io websocket protocol logs this error after every handshake the app refuses
+    # with an HTTP answer (the ASGI denial-response extension), which is how a refused key, Host or
+    # Origin is answered on a websocket: a refusal, not a fault, and one an attacker could repeat.
+    EXPECTED = frozenset({("uvicorn.error", "ASGI callable returned without completing handshake.")})
+
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
 
@@ -150,6 +155,8 @@ class StdlibBridge(logging.Handler):
             message = record.getMessage()
         except (TypeError, ValueError):
             message = str(record.msg)
+        if (record.name, message) in self.EXPECTED:
+            return
         fields: dict[str, Any] = {"logger": record.name, "message": message.partition("\n")[0]}
         if record.exc_info and record.exc_info[1] is not None:
             fields["exc_info"] = record.exc_info
