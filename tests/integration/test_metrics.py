@@ -49,6 +49,12 @@ def test_metrics_follow_polls_writes_reloads_and_resolves(
     )
     assert resolved.status_code == 200
     sidecar.wait_ready()
+    # Counters that the next polls and reloads bring: waited for, not assumed already there (a
+    # busy machine may not have polled the unchanged list yet when the resolve answers).
+    unchanged = ("opencode_sidecar_gateway_polls_total", (("gateway", "litellm"), ("outcome", "unchanged")))
+    reloaded = ("opencode_sidecar_reloads_total", (("result", "reloaded"),))
+    sidecar.wait_for(lambda: scrape(sidecar).get(unchanged, 0) >= 1 and scrape(sidecar).get(reloaded, 0) >= 2,
+                     30, "an unchanged poll and two reloads in the metrics")
     samples = scrape(sidecar)
     assert samples["opencode_sidecar_build_info", (("version", "0.1.0"),)] == 1
     assert samples["opencode_sidecar_gateway_polls_total", (("gateway", "litellm"), ("outcome", "changed"))] >= 2
