@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import anyio.lowlevel
 import structlog
 
 from sidecar.catalog import MAX_MODEL_ID_LENGTH, Catalog, ModelInfo, invalid_model_id_reason
@@ -23,6 +24,16 @@ from sidecar.opencode.config import (
     render_config,
     rendered_model_ids,
     write_atomically,
+)
+from sidecar.registry import (
+    SESSIONS_TTL,
+    Clock,
+    NoSessions,
+    Registry,
+    RegistryFull,
+    SessionModels,
+    SessionsUnknown,
+    least_recently_used,
 )
 from sidecar.settings import Settings
 
@@ -107,16 +118,25 @@ class Reconciler:
         base_config: dict[str, Any],
         *,
         write: Callable[[Path, str], None] = write_atomically,
+        sessions: SessionModels = NoSessions(),
+        clock: Clock = time.monotonic,
     ) -> None:
         self._settings = settings
         self._write = write
+        # Asked only when the registry is full; without an opencode to ask nothing is evicted.
+        self._sessions = sessions
+        self._clock = clock
         self._sources = sources
         self._listener = listener
         self.paths = paths
         self.base_config = base_config
         self.default_provider = settings.default_provider
         self.gateways = {g.id: self._restore(g.id) for g in settings.gateways}
-        self.registered = self._load_registered()
+        self.registry = Registry(self._load_registered(), settings.max_registered, clock)
+        # What the config on disk holds (or the write in flight), per gateway.
+        self.registered = self.registry.models
+        self._admission = anyio.Lock()  # one eviction decided at a time
+        self._sessions_seen: tuple[float, set[ModelRef]] | None = None
         self._written_text: str | None = None
         # For /metrics: polls by gateway and outcome, config writes by result.
         self.polls: Counter[tuple[str, str]] = Counter()
@@ -258,17 +278,91 @@ class Reconciler:
 
     # --- the registry -------------------------------------------------------------------------
 
+    def known(self, ref: ModelRef) -> ModelInfo | None:
+        """The model as opencode has it, unless the next write evicts it (then it is registered again)."""
+        return None if self.registry.leaving(ref) else self.model(ref)
+
+    def note_used(self, ref: ModelRef) -> None:
+        """A resolve asked for `ref`: the least recently used registered model is evicted first."""
+        self.registry.touch(ref)
+
     async def register(self, ref: ModelRef) -> ModelInfo:
-        """Add a model its gateway doesn't list; one write however many ask at once."""
+        """Add a model its gateway doesn't list. Registrations arriving while a write is in flight
+        share the next one; at SIDECAR_MAX_REGISTERED the least recently used model that no session
+        uses is evicted in that same write, and RegistryFull is raised when every one is in use."""
+        known = self.known(ref)
+        if known is not None:
+            self.registry.touch(ref)
+            return known
+        model = ModelInfo(id=ref.model_id, display_name=ref.model_id, registered=True)
+        if self.registry.holds(ref):
+            self.registry.touch(ref)  # another caller's registration of it waits for its write
+        elif len(self.registry) < self.registry.limit:
+            self._add(ref, model)
+        else:
+            async with self._admission:
+                if not self.registry.holds(ref):
+                    await self._make_room()
+                    self._add(ref, model)
+        await self._write_registry(self.registry.changes)
+        return self.model(ref) or model
+
+    def _add(self, ref: ModelRef, model: ModelInfo) -> None:
+        self.registry.add(ref, model)
+        log.info("registry.registered", gateway=ref.provider_id, model=ref.model_id)
+
+    async def _make_room(self) -> None:
+        """Evict least recently used models that no session uses until one more fits."""
+        limit = self.registry.limit
+        while len(self.registry) >= limit:
+            try:
+                held = await self._models_in_use()
+            except SessionsUnknown as exc:
+                log.warning("registry.full", registered=len(self.registry), max_registered=limit, error=str(exc))
+                raise RegistryFull(
+                    502,
+                    f"the registry is full (SIDECAR_MAX_REGISTERED={limit}) and opencode could not say which "
+                    f"models its sessions use, so none was evicted: {exc}",
+                ) from None
+            victim = least_recently_used(self.registry.by_last_use(), held)
+            if victim is None:
+                log.warning("registry.full", registered=len(self.registry), max_registered=limit)
+                raise RegistryFull(
+                    409,
+                    f"the registry is full: SIDECAR_MAX_REGISTERED={limit} models are registered and every one "
+                    f"is the model of a session (or was asked for in the last few seconds); end or move a "
+                    f"session to another model, remove a registered model, or raise SIDECAR_MAX_REGISTERED",
+                )
+            self.registry.evict(victim)
+            log.info("registry.evicted", gateway=victim.provider_id, model=victim.model_id,
+                     reason="limit", max_registered=limit)
+
+    async def _models_in_use(self) -> set[ModelRef]:
+        """The models sessions use or may be about to use: never evicted."""
+        now = self._clock()
+        if self._sessions_seen is None or now - self._sessions_seen[0] > SESSIONS_TTL:
+            self._sessions_seen = (now, await self._sessions.session_models())
+        held = self._sessions_seen[1] | self.registry.recently_used()
+        # A session that names no model uses the configured default.
+        base = self.base_config
+        defaults = (self._settings.default_model_ref(), base.get("model"), base.get("small_model"))
+        for name in defaults:
+            if isinstance(name, str) and "/" in name:
+                provider_id, _, model_id = name.partition("/")
+                held.add(ModelRef(provider_id, model_id))
+        return held
+
+    async def _write_registry(self, changes: int) -> None:
+        """Write the registry once it holds `changes`: a write already carrying them is waited for,
+        and changes made while one is in flight share the next one (one write, one reload per
+        directory, for any number of registrations arriving together)."""
         async with self._lock:
-            known = self.model(ref)
-            if known is not None:
-                return known
-            model = ModelInfo(id=ref.model_id, display_name=ref.model_id, registered=True)
-            self.registered.setdefault(ref.provider_id, {})[ref.model_id] = model
-            log.info("registry.registered", gateway=ref.provider_id, model=ref.model_id)
+            if self.registry.written >= changes:
+                return
+            # Registrations made in this same turn of the loop join this write.
+            await anyio.lowlevel.checkpoint()
+            self.registry.written = self.registry.apply_pending()
             await self._publish()
-            return self.model(ref) or model
 
     async def unregister(self, listed_id: str) -> None:
         async with self._lock:

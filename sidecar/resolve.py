@@ -17,6 +17,7 @@ from sidecar.gateway.client import GatewayClient, GatewayError, ModelRejected
 from sidecar.naming import InvalidModelName, ModelRef, normalise_model
 from sidecar.opencode.apply import Applier, DirectoryUnusable
 from sidecar.reconcile import Reconciler
+from sidecar.registry import RegistryFull
 from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.resolve")
@@ -107,7 +108,7 @@ class Resolver:
         if gateway is None:
             # The operator's own provider: opencode knows it from their config as it is.
             return Resolution(ModelInfo(id=ref.model_id, display_name=ref.model_id), ref)
-        model = self._reconciler.model(ref)
+        model = self._reconciler.known(ref)
         if model is None:
             if self._settings.probe_models:
                 try:
@@ -116,7 +117,12 @@ class Resolver:
                     raise ResolveError(400, str(exc)) from None
                 except GatewayError as exc:
                     raise ResolveError(502, str(exc)) from None
-            model = await self._reconciler.register(ref)
+            try:
+                model = await self._reconciler.register(ref)
+            except RegistryFull as exc:
+                raise ResolveError(exc.status, exc.message) from None
+        else:
+            self._reconciler.note_used(ref)
         try:
             usable = await self._applier.wait_usable(directory, ref, self._settings.resolve_timeout)
         except DirectoryUnusable as exc:

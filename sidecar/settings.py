@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     model_aliases: dict[str, str] = Field(default_factory=dict)
     probe_models: bool = False
     resolve_timeout: Annotated[float, Field(gt=0)] = 120.0
+    # Models registered on request; past it the least recently used one no session uses makes room.
+    max_registered: Annotated[int, Field(ge=1, le=100_000)] = 256
     api_key: SecretStr | None = None
     # Browsers: names besides loopback's that may be in `Host`, sites besides the request's own in `Origin`.
     allowed_hosts: CommaList = ()

@@ -74,7 +74,8 @@ class Sidecar:
             self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
         self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
         self.reconciler = Reconciler(
-            self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file
+            self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file,
+            sessions=self.opencode,
         )
         self.metrics = Metrics()
         self.resolver = Resolver(

@@ -12,7 +12,14 @@ from typing import Any
 
 import httpx
 
+from sidecar.naming import ModelRef
+from sidecar.registry import SessionsUnknown
 from sidecar.settings import Settings
+
+# Sessions per page of `/experimental/session`, and pages read before giving up (the registry then
+# evicts nothing: a model it cannot see unused is kept).
+SESSION_PAGE = 1000
+MAX_SESSION_PAGES = 100
 
 
 class OpencodeError(Exception):
@@ -77,6 +84,41 @@ class OpencodeClient:
             for provider in providers
             if isinstance(provider, dict) and isinstance(provider.get("id"), str)
         }
+
+    async def session_models(self) -> set[ModelRef]:
+        """The model of every session opencode keeps, in every directory, archived ones included.
+
+        opencode 1.18.33 sets a session's `model` at its creation and at each prompt that names
+        one (measured), and `/experimental/session` lists every directory's sessions, a page at a
+        time (`x-next-cursor`). SessionsUnknown when it can't be read whole.
+        """
+        models: set[ModelRef] = set()
+        params = {"archived": "true", "limit": str(SESSION_PAGE)}
+        for _ in range(MAX_SESSION_PAGES):
+            try:
+                response = await self._http.get("/experimental/session", params=params)
+            except httpx.HTTPError as exc:
+                raise SessionsUnknown(f"/experimental/session failed: {type(exc).__name__}") from None
+            if response.status_code != 200:
+                raise SessionsUnknown(f"/experimental/session answered HTTP {response.status_code}")
+            try:
+                sessions = response.json()
+            except ValueError:
+                raise SessionsUnknown("/experimental/session did not answer JSON") from None
+            if not isinstance(sessions, list):
+                raise SessionsUnknown("/experimental/session did not answer a list")
+            for session in sessions:
+                model = session.get("model") if isinstance(session, dict) else None
+                if not isinstance(model, dict):
+                    continue  # a session that never named a model uses the default one
+                provider_id, model_id = model.get("providerID"), model.get("id")
+                if isinstance(provider_id, str) and isinstance(model_id, str):
+                    models.add(ModelRef(provider_id, model_id))
+            cursor = response.headers.get("x-next-cursor")
+            if not cursor or not sessions:
+                return models
+            params["cursor"] = cursor
+        raise SessionsUnknown(f"more than {MAX_SESSION_PAGES * SESSION_PAGE} sessions")
 
     async def global_events(self) -> AsyncIterator[dict[str, Any]]:
         """opencode's `/global/event` stream: every directory's events, each with its `directory`."""

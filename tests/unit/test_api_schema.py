@@ -46,6 +46,11 @@ class FakeReconciler:
     def model(self, ref: ModelRef) -> ModelInfo | None:
         return CATALOG.get(ref.model_id) if ref.provider_id == "litellm" else None
 
+    known = model
+
+    def note_used(self, ref: ModelRef) -> None:
+        pass
+
     async def register(self, ref: ModelRef) -> ModelInfo:
         return ModelInfo(id=ref.model_id, display_name=ref.model_id, registered=True)
 
