@@ -152,13 +152,18 @@ def run(ctx: Context) -> list[Row]:
     ]
 
 
+def _count(n: object, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def reading(rows: list[Row]) -> str:
     together, in_turn = rows[0].figures, rows[1].figures
     return (
-        f"{together['resolves']} registrations arriving together took {together['config_writes']} config writes and at most "
-        f"{together['max_reloads_per_directory']} reloads per directory ({together['total_s']} s in all); one after another, "
-        f"each is a write of its own and a reload of every directory ({in_turn['config_writes']} writes, "
-        f"{in_turn['reloads']} reloads, {in_turn['total_s']} s). A registration waits for the write in flight, then shares "
-        "the next one with every registration that arrived meanwhile; what is left per write is opencode's rebuild of "
-        "each directory's instance after its reload, which the resolves of that directory wait for together."
+        f"{together['resolves']} registrations arriving together took {_count(together['config_writes'], 'config write')} "
+        f"and at most {_count(together['max_reloads_per_directory'], 'reload')} per directory ({together['total_s']} s in "
+        f"all); one after another, each is a write of its own and a reload of (nearly) every directory "
+        f"({_count(in_turn['config_writes'], 'write')}, {_count(in_turn['reloads'], 'reload')}, {in_turn['total_s']} s). "
+        "A registration waits for the write in flight, then shares the next one with every registration that arrived "
+        "meanwhile; what is left per write is opencode's rebuild of each directory's instance after its reload, which "
+        "the resolves of that directory wait for together."
     )
