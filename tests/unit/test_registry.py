@@ -369,3 +369,17 @@ async def test_session_models_reads_every_page_of_every_directory() -> None:
     with pytest.raises(SessionsUnknown, match="HTTP 500"):
         await broken.session_models()
     await broken.aclose()
+
+
+async def test_a_cap_lowered_below_the_saved_registry_evicts_down_to_it_at_the_next_registration(tmp_path: Path) -> None:
+    # Saved by a run with a higher cap; the saved order stands for the order of use.
+    saved_state(tmp_path, {"litellm": saved_models("a", "b", "c", "d", registered=True)}, ["listed"])
+    clock, sessions = Clock(), Sessions("b")
+    reconciler, listener = bounded(tmp_path, 2, sessions, clock)
+    assert len(reconciler.registry) == 4  # kept as saved: nothing can be asked before opencode runs
+    await reconciler.poll_once()
+    with capture_logs() as logs:
+        await reconciler.register(ModelRef("litellm", "e"))
+    assert [e["model"] for e in logs if e["event"] == "registry.evicted"] == ["a", "c", "d"]
+    assert set(reconciler.registered["litellm"]) == {"b", "e"}
+    assert listener.written[-1] == {"listed", "b", "e"}
