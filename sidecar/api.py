@@ -26,7 +26,7 @@ from sidecar.catalog import Catalog, ModelInfo, ModelList
 from sidecar.exposure import BrowserPolicy
 from sidecar.connections import LISTEN_BACKLOG, ConnectionLimits, accept_batch
 from sidecar.http_guard import ConnectionGuard, ignore_client_disconnect
-from sidecar.passthrough import Passthrough, PassthroughError
+from sidecar.passthrough import FORWARDED_BODY_LIMIT, Passthrough, PassthroughError
 from sidecar.reconcile import Reconciler
 from sidecar.resolve import ResolveError, Resolver
 
@@ -34,9 +34,9 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 
 # Request bodies, counted as they arrive, never read whole first. The sidecar's own routes take a
-# model name; what goes on to opencode may carry a prompt with files attached.
+# model name; what goes on to opencode may carry a prompt with files attached (FORWARDED_BODY_LIMIT,
+# sidecar/passthrough.py, which also bounds the prompts held at once).
 OWN_BODY_LIMIT = 64 * 1024
-FORWARDED_BODY_LIMIT = 10 * 1024 * 1024
 
 ERROR_TYPES = {
     400: "invalid_request_error",

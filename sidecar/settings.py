@@ -38,6 +38,7 @@ from sidecar.gateway.config import (
     load_gateways_file,
 )
 from sidecar.naming import check_aliases
+from sidecar.passthrough import FORWARDED_BODY_LIMIT, PassthroughLimits
 
 ENV_PREFIX = "SIDECAR_"
 # The shorthand gateway's key reaches opencode under this name; the file holds only the reference.
@@ -77,6 +78,12 @@ class Settings(BaseSettings):
     header_timeout: Annotated[float, Field(gt=0)] = 10.0
     body_timeout: Annotated[float, Field(gt=0)] = 60.0
     max_connections: int = Field(default_factory=lambda: default_max_connections(), validate_default=True)
+    # Event streams forwarded at once (GET /event, /global/event): in total, and per client address.
+    max_streams: Annotated[int, Field(ge=1, le=100_000)] = PassthroughLimits.max_streams
+    max_streams_per_client: Annotated[int, Field(ge=1, le=100_000)] = PassthroughLimits.max_streams_per_client
+    # Bytes of model-carrying bodies (prompts with their attachments) held whole at once; at least
+    # one body of the largest size forwarded, or such a prompt could never pass.
+    body_memory: Annotated[int, Field(ge=FORWARDED_BODY_LIMIT, le=2**40)] = PassthroughLimits.body_memory
     opencode_bin: str = "opencode"
     opencode_port: Port = 4096
     opencode_password: SecretStr | None = None
@@ -312,6 +319,10 @@ class Settings(BaseSettings):
     @property
     def connection_limits(self) -> ConnectionLimits:
         return ConnectionLimits(self.max_connections, self.header_timeout, self.body_timeout)
+
+    @property
+    def passthrough_limits(self) -> PassthroughLimits:
+        return PassthroughLimits(self.max_streams, self.max_streams_per_client, self.body_memory)
 
     @property
     def listen_host(self) -> str:

@@ -87,6 +87,7 @@ class Sidecar:
             password.get_secret_value() if password is not None else None,
             self._resolve_ref,
             self.settings.held_secrets(),
+            limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
         )
         self.api: ApiServer | None = None
