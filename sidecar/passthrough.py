@@ -89,8 +89,9 @@ class PassthroughLimits:
     # requests. Per client a quarter of that, so one peer cannot hold them all.
     max_streams: int = 256
     max_streams_per_client: int = 64
-    # Model-carrying bodies held at once: three 10 MiB prompts; each costs about four times its size
-    # while parsed and rewritten, which keeps the sidecar within its 256 Mi container limit.
+    # Model-carrying bodies held at once: three 10 MiB prompts. Each costs three times its size at
+    # its peak (measured: 30 MiB for 10, while parsed, then while the rewritten bytes are made), so
+    # three add about 90 MiB to an idle sidecar's 70: within its 256 Mi container limit.
     body_memory: int = 32 * MIB
     # A prompt past that waits this long for others to be sent on: sending is fast, but resolving
     # a model the gateway does not list yet may take a while.
@@ -318,44 +319,59 @@ class Passthrough:
                 self._seen_directory(directory)
         form = model_form(request.method, path)
         held = 0
-        if form is not None:
-            body, held = await self._hold_body(request)
-            try:
-                content = await self._rewrite_model(body, form, directory) if body else None
-            except BaseException:
-                self.bodies.give(held)
-                raise
-            del body
-        elif "content-length" in request.headers or "transfer-encoding" in request.headers:
-            content = request.stream()
-            # A chunked body's length is known only at its end: a Content-Length beside it (refused
-            # before here as a smuggling attempt) would tell opencode to cut the stream elsewhere.
-            if "transfer-encoding" not in request.headers:
-                headers.append(("content-length", request.headers["content-length"]))
-        raw_path = request.scope.get("raw_path") or path.encode()
-        target = raw_path.decode("latin-1") + (f"?{urlencode(query)}" if query else "")
-        peer = request.client.host if request.client is not None else "unknown"
-        stream = wants_stream(request.method, path, request.headers.get("accept", ""))
+        try:
+            if form is not None:
+                body, held = await self._hold_body(request)
+                if body:
+                    rewritten = await self._rewrite_model(body, form, directory)
+                    del body
+                    content = _slices(rewritten)
+                    headers.append(("content-length", str(len(rewritten))))
+            elif "content-length" in request.headers or "transfer-encoding" in request.headers:
+                content = request.stream()
+                # A chunked body's length is known only at its end: a Content-Length beside it (refused
+                # before here as a smuggling attempt) would tell opencode to cut the stream elsewhere.
+                if "transfer-encoding" not in request.headers:
+                    headers.append(("content-length", request.headers["content-length"]))
+            raw_path = request.scope.get("raw_path") or path.encode()
+            target = raw_path.decode("latin-1") + (f"?{urlencode(query)}" if query else "")
+            peer = request.client.host if request.client is not None else "unknown"
+            stream = wants_stream(request.method, path, request.headers.get("accept", ""))
+            client = self._streams_http if stream else self._http
+            upstream = client.build_request(request.method, target, headers=headers, content=content)
+            answer, stream = await self._send(client, upstream, peer, stream)
+        finally:
+            self.bodies.give(held)  # sent (or failed): the bytes are opencode's now, or nobody's
+
+        async def close() -> None:
+            await answer.aclose()
+            if stream:
+                self.streams.give(peer)
+                log.debug("passthrough.stream_closed", path=path, peer=peer, open=self.streams.open)
+
+        response_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+        body = self._events(answer) if _is_stream(answer) else self._body(answer)
+        return ForwardedResponse(body, status_code=answer.status_code, headers=response_headers, on_close=close)
+
+    async def _send(
+        self, client: httpx.AsyncClient, upstream: httpx.Request, peer: str, stream: bool
+    ) -> tuple[httpx.Response, bool]:
+        """opencode's answer, its body still to come, and whether it holds one of the peer's stream
+        slots (to give back when it ends)."""
+        path = upstream.url.path
         if stream:
             self.streams.take(peer)
-        client = self._streams_http if stream else self._http
         try:
-            upstream = client.build_request(request.method, target, headers=headers, content=content)
             answer = await client.send(upstream, stream=True)
-        except httpx.HTTPError as exc:
-            error = failure(exc, self.limits.connections)
-            log.warning("passthrough.failed", path=path, error=type(exc).__name__, status=error.status, stream=stream)
+        except BaseException as exc:
             if stream:
                 self.streams.give(peer)
-            raise error from None
-        except BaseException:
-            if stream:
-                self.streams.give(peer)
+            if isinstance(exc, httpx.HTTPError):
+                error = failure(exc, self.limits.connections)
+                log.warning("passthrough.failed", path=path, error=type(exc).__name__, status=error.status, stream=stream)
+                raise error from None
             raise
-        finally:
-            self.bodies.give(held)  # sent: the bytes are opencode's now
-        events = answer.headers.get("content-type", "").startswith("text/event-stream")
-        if events and not stream:
+        if _is_stream(answer) and not stream:
             # A stream from a route not known to answer one still counts, though on the other pool.
             try:
                 self.streams.take(peer)
@@ -365,16 +381,7 @@ class Passthrough:
             stream = True
         if stream:
             log.debug("passthrough.stream_opened", path=path, peer=peer, open=self.streams.open)
-
-        async def close() -> None:
-            await answer.aclose()
-            if stream:
-                self.streams.give(peer)
-                log.debug("passthrough.stream_closed", path=path, peer=peer, open=self.streams.open)
-
-        response_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
-        body = self._events(answer) if events else self._body(answer)
-        return ForwardedResponse(body, status_code=answer.status_code, headers=response_headers, on_close=close)
+        return answer, stream
 
     async def _hold_body(self, request: Request) -> tuple[bytearray, int]:
         """A model-carrying body, whole, with the bytes of the budget it holds (given back once sent).
@@ -437,6 +444,22 @@ class Passthrough:
         ref = await self._resolve(requested, directory)
         body.clear()
         return json.dumps(with_model(parsed, form, ref)).encode()
+
+
+# What is written to opencode's socket at a time. Written whole, a 10 MiB body was copied into the
+# connection's write buffer (a bytearray in Python 3.11's asyncio), which kept its 10 MiB after
+# draining, on every kept-alive connection: 16 prompts left the sidecar at 316 MiB.
+WRITE_SLICE = 64 * 1024
+
+
+async def _slices(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), WRITE_SLICE):
+        yield bytes(view[start : start + WRITE_SLICE])
+
+
+def _is_stream(answer: httpx.Response) -> bool:
+    return answer.headers.get("content-type", "").startswith("text/event-stream")
 
 
 class PassthroughError(Exception):
