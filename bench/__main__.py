@@ -31,7 +31,15 @@ from bench.common import BENCHMARKS, Context, Row
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # In the order the issue numbers them; a module not written yet is skipped.
-MODULES = ("bench.serving", "bench.propagation", "bench.churn", "bench.scale", "bench.idle", "bench.registrations")
+MODULES = (
+    "bench.serving",
+    "bench.propagation",
+    "bench.churn",
+    "bench.scale",
+    "bench.idle",
+    "bench.streams",
+    "bench.registrations",
+)
 
 
 def load_benchmarks() -> None:
