@@ -30,9 +30,10 @@ LISTEN_BACKLOG = 2048
 # live to send its request while a flood pushes the oldest out: with a batch of 128 and a bound
 # of 200, a flood that reconnected at once evicted the probes before their requests were read.
 MAX_ACCEPT_BATCH = 128
-# Files the process holds besides the API's connections: up to 100 connections to opencode
-# (httpx's default pool), the gateways', opencode's pipes, the event loop's own (about 30 in an
-# idle sidecar), with room to spare.
+# Files the process holds besides the API's connections and the event streams' own connections to
+# opencode (one each, up to SIDECAR_MAX_STREAMS, counted apart): up to 100 connections to opencode
+# for ordinary requests, the gateways', opencode's pipes, the event loop's own (about 30 in an idle
+# sidecar), with room to spare.
 OTHER_OPEN_FILES = 256
 
 HEADER_TIMEOUT = "header_timeout"
@@ -46,6 +47,8 @@ class ConnectionLimits:
     header_timeout: float = 10.0
     # Without a byte while the server waits on the client mid-body (its request's, or its answer's).
     body_timeout: float = 60.0
+    # Event streams forwarded at once: each also holds a connection to opencode.
+    max_streams: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,16 +141,17 @@ def accept_batch(max_connections: int) -> int:
     return min(max(max_connections // 8, 1), MAX_ACCEPT_BATCH)
 
 
-def open_files_needed(max_connections: int) -> int:
-    return max_connections + accept_batch(max_connections) + OTHER_OPEN_FILES
+def open_files_needed(max_connections: int, max_streams: int = 0) -> int:
+    return max_connections + accept_batch(max_connections) + OTHER_OPEN_FILES + max_streams
 
 
-def connections_that_fit(open_files: int) -> int:
-    """The most connections a process allowed `open_files` files can hold (0 when none fit)."""
+def connections_that_fit(open_files: int, max_streams: int = 0) -> int:
+    """The most connections a process allowed `open_files` files can hold beside `max_streams`
+    forwarded event streams (0 when none fit)."""
     if open_files == resource.RLIM_INFINITY:
         return DEFAULT_MAX_CONNECTIONS
-    fit = max(open_files - OTHER_OPEN_FILES, 0)
-    while fit and open_files_needed(fit) > open_files:
+    fit = max(open_files - OTHER_OPEN_FILES - max_streams, 0)
+    while fit and open_files_needed(fit, max_streams) > open_files:
         fit -= 1
     return fit
 

@@ -147,17 +147,24 @@ class Settings(BaseSettings):
 
     @field_validator("max_connections")
     @classmethod
-    def _connections_fit(cls, value: int) -> int:
+    def _connections_at_least_one(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
-        _, hard = open_file_limits()
-        if value > connections_that_fit(hard):
-            raise ValueError(
-                f"{value} connections need {open_files_needed(value)} open files, more than this process may "
-                f"open ({hard}, its RLIMIT_NOFILE hard limit); set fewer, or raise that limit (ulimit -Hn, "
-                "systemd LimitNOFILE=, docker run --ulimit nofile=)"
-            )
         return value
+
+    @model_validator(mode="after")
+    def _connections_fit(self) -> Settings:
+        # Each forwarded event stream holds a connection to opencode beside its client's.
+        value, streams = self.max_connections, self.max_streams
+        _, hard = open_file_limits()
+        if value > connections_that_fit(hard, streams):
+            raise ValueError(
+                f"{ENV_PREFIX}MAX_CONNECTIONS: {value} connections (with {ENV_PREFIX}MAX_STREAMS={streams}) need "
+                f"{open_files_needed(value, streams)} open files, more than this process may open ({hard}, its "
+                "RLIMIT_NOFILE hard limit); set fewer, or raise that limit (ulimit -Hn, systemd LimitNOFILE=, "
+                "docker run --ulimit nofile=)"
+            )
+        return self
 
     @field_validator("opencode_password")
     @classmethod
@@ -318,7 +325,7 @@ class Settings(BaseSettings):
 
     @property
     def connection_limits(self) -> ConnectionLimits:
-        return ConnectionLimits(self.max_connections, self.header_timeout, self.body_timeout)
+        return ConnectionLimits(self.max_connections, self.header_timeout, self.body_timeout, self.max_streams)
 
     @property
     def passthrough_limits(self) -> PassthroughLimits:
@@ -375,8 +382,10 @@ class Settings(BaseSettings):
 
 
 def default_max_connections() -> int:
-    """1,000, or as many as the open-file limit allows once the soft limit is raised to the hard one."""
-    return max(min(DEFAULT_MAX_CONNECTIONS, connections_that_fit(open_file_limits()[1])), 1)
+    """1,000, or as many as the open-file limit allows beside the default number of event streams,
+    once the soft limit is raised to the hard one."""
+    fit = connections_that_fit(open_file_limits()[1], PassthroughLimits.max_streams)
+    return max(min(DEFAULT_MAX_CONNECTIONS, fit), 1)
 
 
 def split_listen(value: str) -> tuple[str, int]:

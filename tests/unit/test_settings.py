@@ -1,6 +1,6 @@
 import pytest
 
-from sidecar.settings import SettingsError, load_settings
+from sidecar.settings import Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -201,14 +201,23 @@ def test_connection_bound_must_fit_the_open_file_limit(monkeypatch: pytest.Monke
     from sidecar.connections import connections_that_fit, open_file_limits
 
     hard = open_file_limits()[1]
+    streams = Settings.model_fields["max_streams"].default
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
-    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard) + 1))
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard, streams) + 1))
     with pytest.raises(SettingsError) as caught:
         load_settings()
     message = str(caught.value)
     assert message.startswith("SIDECAR_MAX_CONNECTIONS: ") and f"({hard}, its RLIMIT_NOFILE hard limit)" in message
-    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard)))
-    assert load_settings().max_connections == connections_that_fit(hard)
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard, streams)))
+    assert load_settings().max_connections == connections_that_fit(hard, streams)
+
+
+def test_event_streams_count_against_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each forwarded stream holds a connection to opencode too: more streams, fewer connections fit.
+    from sidecar.connections import connections_that_fit, open_files_needed
+
+    assert open_files_needed(500, 300) == open_files_needed(500) + 300
+    assert connections_that_fit(2000, 300) == connections_that_fit(1700)
 
 
 def test_connection_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,4 +226,6 @@ def test_connection_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
     limits = load_settings().connection_limits
     assert limits.header_timeout == 10 and limits.body_timeout == 60
-    assert limits.max_connections == min(1000, connections_that_fit(open_file_limits()[1]))
+    streams = Settings.model_fields["max_streams"].default
+    assert limits.max_connections == min(1000, connections_that_fit(open_file_limits()[1], streams))
+    assert limits.max_streams == streams
