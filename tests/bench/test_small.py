@@ -26,6 +26,13 @@ EXPECTED = {
         "prompt": {"first_ms", "median_ms"},
     },
     "idle": {"sidecar": {"cpu_s", "cpu_pct", "rss_start_mib", "rss_end_mib", "rss_max_mib"}, "opencode": {"cpu_s"}},
+    "streams": {
+        "sidecar GET /session": {"streams", "rps", "p50_ms", "p99_ms", "errors", "sidecar_rss_mib"},
+        "opencode GET /session": {"streams", "rps", "p50_ms", "p99_ms", "errors"},
+    },
+    "registrations": {
+        "10 resolves of new names": {"resolves", "ok", "total_s", "config_writes", "reloads", "max_reloads_per_directory"},
+    },
 }
 
 
