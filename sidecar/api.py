@@ -125,7 +125,9 @@ STATUS_SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": {
                 "type": "object",
-                "required": ["models", "catalog_age", "stale", "last_poll_ok", "last_error", "last_success", "shrink_guard"],
+                "required": [
+                    "models", "catalog_age", "stale", "last_poll_ok", "last_error", "last_success", "shrink_guard", "capped",
+                ],
             },
         },
         "opencode": {"type": "object", "required": ["state", "pid", "healthy", "uptime", "restarts", "backoff_until"]},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timezone
 from typing import Literal
 
@@ -118,12 +118,55 @@ def invalid_model_id_reason(model_id: object) -> str | None:
     return reserved_key_reason(model_id)
 
 
+def newest_first(models: Iterable[ModelInfo]) -> list[ModelInfo]:
+    """Newest first; models of one date (or of no known date) keep the order given: the gateway's."""
+    return sorted(models, key=lambda model: model.created_at, reverse=True)  # stable, reversed too
+
+
+class NewestModels:
+    """The newest `limit` of the models a gateway lists (SIDECAR_MAX_MODELS), ties in its order,
+    among those its include/exclude globs want.
+
+    Added one at a time and trimmed whenever twice `limit` are held, so a huge list is never held
+    whole as records: at 100,001 models the records alone took 76 MiB, the sidecar's limit is 256.
+    """
+
+    def __init__(self, limit: int, wants: Callable[[str], bool] = lambda model_id: True) -> None:
+        self.limit = limit
+        self._wants = wants
+        self._models: list[ModelInfo] = []
+        self.listed = 0  # models added that the globs want, kept or not
+
+    def add(self, model: ModelInfo) -> None:
+        if not self._wants(model.id):
+            return
+        self.listed += 1
+        self._models.append(model)
+        if len(self._models) >= 2 * self.limit:
+            self._models = newest_first(self._models)[: self.limit]
+
+    def extend(self, models: Iterable[ModelInfo]) -> None:
+        for model in models:
+            self.add(model)
+
+    def candidates(self) -> list[ModelInfo]:
+        """Newest first, fewer than twice `limit`: what a later step may still take some out of
+        (LiteLLM's non-chat models) before `cap` cuts it to `limit`."""
+        return newest_first(self._models)
+
+
+def cap(models: Iterable[ModelInfo], limit: int, *, listed: int | None = None) -> Catalog:
+    """The first `limit` of `models` as a catalog that remembers how many there were."""
+    models = list(models)
+    return Catalog(models[:limit], listed=max(len(models), listed or 0))
+
+
 class Catalog:
     """An immutable set of models, ordered newest first, then by id."""
 
-    __slots__ = ("_models", "_by_id", "fingerprint")
+    __slots__ = ("_models", "_by_id", "fingerprint", "listed")
 
-    def __init__(self, models: Iterable[ModelInfo] = ()) -> None:
+    def __init__(self, models: Iterable[ModelInfo] = (), *, listed: int | None = None) -> None:
         unique = {model.id: model for model in models}
         ordered = sorted(unique.values(), key=lambda m: m.id)
         ordered.sort(key=lambda m: m.created_at, reverse=True)
@@ -132,6 +175,9 @@ class Catalog:
         identities = sorted(model.identity() for model in self._models)
         digest = hashlib.sha256(json.dumps(identities, default=str).encode())
         self.fingerprint = digest.hexdigest()
+        # How many models the gateway listed: more than it holds when SIDECAR_MAX_MODELS cut the
+        # list. Not in the fingerprint: opencode gets the same models either way.
+        self.listed = max(listed or 0, len(self._models))
 
     def __iter__(self) -> Iterator[ModelInfo]:
         return iter(self._models)
@@ -141,6 +187,11 @@ class Catalog:
 
     def __contains__(self, model_id: object) -> bool:
         return model_id in self._by_id
+
+    @property
+    def capped(self) -> bool:
+        """SIDECAR_MAX_MODELS left some of the gateway's models out."""
+        return self.listed > len(self._models)
 
     def get(self, model_id: str) -> ModelInfo | None:
         return self._by_id.get(model_id)

@@ -14,7 +14,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from sidecar.catalog import MAX_MODEL_ID_LENGTH, Catalog, ModelInfo, invalid_model_id_reason
+from sidecar.catalog import MAX_MODEL_ID_LENGTH, Catalog, ModelInfo, cap, invalid_model_id_reason
 from sidecar.gateway.client import GatewayError
 from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
@@ -38,6 +38,12 @@ from sidecar.registry import (
 from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.reconcile")
+
+# What an operator whose gateway lists more than SIDECAR_MAX_MODELS can do about it.
+CAP_HINT = (
+    "opencode is given the newest models, in the gateway's order; choose which with this gateway's include/exclude "
+    "globs in SIDECAR_CONFIG, or raise SIDECAR_MAX_MODELS"
+)
 
 
 class CatalogSource(Protocol):
@@ -73,6 +79,8 @@ class GatewayState:
     # The shrink guard: consecutive polls whose list lost too many models, and the last such list.
     shrink_seen: int = 0
     shrink_models: int | None = None
+    # The listed count last reported as over SIDECAR_MAX_MODELS: said again only when it changes.
+    capped_listed: int | None = None
 
     def report(self, now: float, poll_interval: float) -> dict[str, Any]:
         age = None if self.catalog_time is None else round(max(0.0, now - self.catalog_time), 3)
@@ -87,6 +95,10 @@ class GatewayState:
             "shrink_guard": None
             if not self.shrink_seen
             else {"held_polls": self.shrink_seen, "listed_models": self.shrink_models},
+            # SIDECAR_MAX_MODELS left models out: how many the gateway listed, how many opencode has.
+            "capped": None
+            if not self.catalog.capped
+            else {"listed_models": self.catalog.listed, "kept_models": len(self.catalog)},
         }
 
     def is_stale(self, now: float, poll_interval: float) -> bool:
@@ -246,6 +258,7 @@ class Reconciler:
             state.last_poll_ok, state.last_error = False, str(exc)
             log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
             return False
+        catalog = self._within_cap(catalog)
         now = time.time()
         state.last_poll_ok, state.last_error, state.last_success = True, None, now
         if not len(catalog):
@@ -257,7 +270,9 @@ class Reconciler:
             self.polls[gateway_id, "unchanged"] += 1
             return False
         state.catalog_time, state.restored = now, False
+        self._note_cap(gateway_id, state, catalog)
         if catalog.same_models(state.catalog) and self._written_text is not None and not self._publish_failed:
+            state.catalog = catalog  # the same models; how many the gateway lists may have changed
             self.polls[gateway_id, "unchanged"] += 1
             log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
             return False
@@ -275,6 +290,31 @@ class Reconciler:
             state.catalog = catalog
             await self._publish()
         return True
+
+    def _within_cap(self, catalog: Catalog) -> Catalog:
+        """At most SIDECAR_MAX_MODELS. The gateway client's lists come capped already, in the
+        gateway's order, while they are read; this holds any other (a saved list) to the same bound,
+        in the catalog's order."""
+        limit = self._settings.max_models
+        return catalog if len(catalog) <= limit else cap(catalog, limit, listed=catalog.listed)
+
+    def _note_cap(self, gateway_id: str, state: GatewayState, catalog: Catalog) -> None:
+        """Warn that opencode gets only part of a gateway's list: once per change of its size, not every poll."""
+        listed = catalog.listed if catalog.capped else None
+        if listed == state.capped_listed:
+            return
+        state.capped_listed = listed
+        if listed is None:
+            log.info("gateway.models_uncapped", gateway=gateway_id, models=len(catalog))
+            return
+        log.warning(
+            "gateway.models_capped",
+            gateway=gateway_id,
+            listed=listed,
+            kept=len(catalog),
+            max_models=self._settings.max_models,
+            hint=CAP_HINT,
+        )
 
     # --- the registry -------------------------------------------------------------------------
 
@@ -475,7 +515,7 @@ class Reconciler:
         path = self.paths.catalog(gateway_id)
         if not path.exists() and gateway_id == self.default_provider:
             path = self.paths.legacy_catalog
-        catalog = _without_unusable_ids(_load_catalog(path), path, gateway_id)
+        catalog = self._within_cap(_without_unusable_ids(_load_catalog(path), path, gateway_id))
         if not len(catalog):
             return GatewayState(catalog)
         try:
@@ -484,7 +524,9 @@ class Reconciler:
             saved_at = None
         age = None if saved_at is None else round(time.time() - saved_at, 1)
         log.info("catalog.restored", gateway=gateway_id, models=len(catalog), path=str(path), age=age)
-        return GatewayState(catalog, catalog_time=saved_at, restored=True)
+        state = GatewayState(catalog, catalog_time=saved_at, restored=True)
+        self._note_cap(gateway_id, state, catalog)
+        return state
 
     def _load_registered(self) -> dict[str, dict[str, ModelInfo]]:
         try:

@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     default_model: str | None = None
     default_context_limit: Annotated[int, Field(gt=0)] = 128_000
     default_output_limit: Annotated[int, Field(gt=0)] = 8_192
+    # Each gateway's models handed to opencode; past it the newest, in the gateway's order.
+    max_models: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
     model_aliases: dict[str, str] = Field(default_factory=dict)
     probe_models: bool = False
     resolve_timeout: Annotated[float, Field(gt=0)] = 120.0

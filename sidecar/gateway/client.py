@@ -12,7 +12,7 @@ import httpx
 import structlog
 
 from sidecar.backoff import retry_delay
-from sidecar.catalog import Catalog
+from sidecar.catalog import Catalog, NewestModels, cap
 from sidecar.gateway.config import Gateway
 from sidecar.gateway.formats import (
     MalformedModelList,
@@ -127,6 +127,11 @@ class GatewayClient:
                 await self._sleep(delay)
         raise AssertionError("unreachable")
 
+    def _keep(self) -> NewestModels:
+        """Where a list's models go as they are read: at most the newest SIDECAR_MAX_MODELS (times
+        two while reading) of those the include/exclude globs want."""
+        return NewestModels(self._settings.max_models, self.gateway.wants)
+
     async def _fetch_once(self) -> Catalog:
         try:
             parsed = await self._read_list()
@@ -153,7 +158,8 @@ class GatewayClient:
                 count=len(parsed.skipped_non_chat),
                 first=parsed.skipped_non_chat[:10],
             )
-        return Catalog(self.gateway.select(parsed.models))
+        models = self.gateway.select(parsed.models)
+        return cap(models, self._settings.max_models, listed=parsed.listed)
 
     async def _read_list(self) -> ParsedList:
         base, root = self.gateway.api_base, self.gateway.root
@@ -161,25 +167,25 @@ class GatewayClient:
         if fmt == "anthropic":
             return await self._anthropic_list()
         if fmt == "ollama":
-            return parse_ollama_tags(await self._get_json(f"{root}/api/tags"))
+            return parse_ollama_tags(await self._get_json(f"{root}/api/tags"), self._keep())
         if fmt == "lmstudio":
             try:
-                return parse_lmstudio_models(await self._get_json(f"{root}/api/v0/models"))
+                return parse_lmstudio_models(await self._get_json(f"{root}/api/v0/models"), self._keep())
             except _NotFound:
-                return parse_models("lmstudio", await self._get_json(f"{base}/models"))
+                return parse_models("lmstudio", await self._get_json(f"{base}/models"), self._keep())
         payload = await self._get_json(f"{base}/models")
         detecting = fmt is None
         fmt = fmt or detect_format(payload)
         if fmt == "anthropic":
             parsed = await self._anthropic_list(payload)
         else:
-            parsed = parse_models(fmt, payload)
+            parsed = parse_models(fmt, payload, self._keep())
         # LiteLLM's list says little; its /model/info says the rest, and tells LiteLLM apart.
         if fmt == "litellm" or (detecting and fmt == "openai"):
             info = await self._litellm_info()
             if info is not None:
                 if fmt != "litellm":
-                    fmt, parsed = "litellm", parse_models("litellm", payload)
+                    fmt, parsed = "litellm", parse_models("litellm", payload, self._keep())
                 parsed = enrich_with_litellm_info(parsed, info)
         if detecting:
             self._format = fmt
@@ -198,14 +204,15 @@ class GatewayClient:
         """Every page of an Anthropic-shaped list, following `after_id` while `has_more`."""
         url = f"{self.gateway.api_base}/models"
         payload = first if first is not None else await self._get_json(url, {"limit": ANTHROPIC_PAGE})
-        collected = ParsedList(models=[])
+        collected, keep = ParsedList(models=[]), self._keep()
         for _ in range(MAX_PAGES):
             page, has_more, last_id = parse_anthropic_page(payload)
-            collected.models.extend(page.models)
+            keep.extend(page.models)
             collected.skipped_non_chat.extend(page.skipped_non_chat)
             collected.rejected.extend(page.rejected)
             collected.reserved.extend(page.reserved)
             if not has_more or not last_id:
+                collected.models, collected.listed = keep.candidates(), keep.listed
                 return collected
             payload = await self._get_json(url, {"limit": ANTHROPIC_PAGE, "after_id": last_id})
         raise GatewayError(f"model list has more than {MAX_PAGES} pages")
@@ -217,7 +224,7 @@ class GatewayClient:
         except (ValueError, RecursionError):
             raise GatewayError("malformed model list: body is not JSON") from None
 
-    async def _get(self, url: str, params: dict[str, Any] | None) -> bytes:
+    async def _get(self, url: str, params: dict[str, Any] | None) -> bytearray:
         """The body of a GET, read no further than MAX_LIST_BYTES, headers and body within gateway_timeout."""
         path = httpx.URL(url).path
         timeout = self._settings.gateway_timeout
@@ -231,7 +238,7 @@ class GatewayClient:
         except httpx.HTTPError as exc:
             raise _Retryable(f"{path}: request failed: {type(exc).__name__}") from None
 
-    async def _read_body(self, url: str, params: dict[str, Any] | None, path: str) -> bytes:
+    async def _read_body(self, url: str, params: dict[str, Any] | None, path: str) -> bytearray:
         async with self._http.stream("GET", url, params=params) as response:
             if response.status_code == 429 or response.status_code >= 500:
                 raise _Retryable(f"{path} answered HTTP {response.status_code}")
@@ -244,13 +251,13 @@ class GatewayClient:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_LIST_BYTES:
                 raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
-            chunks, size = [], 0
+            # One buffer, not chunks then their join: a 16 MiB list held once, not twice.
+            body = bytearray()
             async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_LIST_BYTES:
+                if len(body) + len(chunk) > MAX_LIST_BYTES:
                     raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
+                body += chunk
+            return body
 
     async def probe(self, model_id: str) -> None:
         """Ask the gateway to accept `model_id` with the smallest chat request there is.

@@ -17,7 +17,15 @@ from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from sidecar.catalog import UNKNOWN_DATE, Modality, ModelCost, ModelInfo, invalid_model_id_reason, reserved_key_reason
+from sidecar.catalog import (
+    UNKNOWN_DATE,
+    Modality,
+    ModelCost,
+    ModelInfo,
+    NewestModels,
+    invalid_model_id_reason,
+    reserved_key_reason,
+)
 
 FORMATS = ("auto", "openai", "litellm", "openrouter", "portkey", "together", "vllm", "ollama", "lmstudio", "anthropic")
 
@@ -73,6 +81,8 @@ class ParsedList:
     # Ids opencode's config cannot hold (catalog.OPENCODE_RESERVED_KEYS), dropped: safe to name,
     # each is one of a dozen names fixed by JavaScript.
     reserved: list[str] = field(default_factory=list)
+    # Read through a NewestModels: how many models its globs wanted, of which `models` holds the newest.
+    listed: int | None = None
 
 
 # --- Values: untrusted in, clean or None out --------------------------------------------------
@@ -203,8 +213,12 @@ def _id_problem(model_id: Any) -> str | None:
 Reader = Callable[[dict[str, Any], str], ModelInfo | None]
 
 
-def _read_entries(entries: Iterable[Any], read: Reader, id_key: str = "id") -> ParsedList:
+def _read_entries(
+    entries: Iterable[Any], read: Reader, id_key: str = "id", keep: NewestModels | None = None
+) -> ParsedList:
+    """Every entry read; with `keep`, the models go there (bounded) and `models` is what it kept."""
     parsed = ParsedList(models=[])
+    add = parsed.models.append if keep is None else keep.add
     for entry in entries:
         if not isinstance(entry, dict):
             parsed.rejected.append("entry is not an object")
@@ -225,7 +239,9 @@ def _read_entries(entries: Iterable[Any], read: Reader, id_key: str = "id") -> P
         if model is None:
             parsed.skipped_non_chat.append(model_id)
         else:
-            parsed.models.append(model)
+            add(model)
+    if keep is not None:
+        parsed.models, parsed.listed = keep.candidates(), keep.listed
     return parsed
 
 
@@ -353,7 +369,7 @@ _LIST_READERS: dict[str, Reader] = {
 }
 
 
-def parse_models(fmt: str, payload: Any) -> ParsedList:
+def parse_models(fmt: str, payload: Any, keep: NewestModels | None = None) -> ParsedList:
     """The answer of `GET <base>/models` in format `fmt` (a FORMATS name but "auto" and "anthropic")."""
     read = _LIST_READERS.get(fmt)
     if read is None:
@@ -361,10 +377,10 @@ def parse_models(fmt: str, payload: Any) -> ParsedList:
         raise ValueError(f"no list parser for format {fmt!r}; known: {', '.join(_LIST_READERS)}")
     if fmt == "together":
         if isinstance(payload, list):
-            return _read_entries(payload, read)
+            return _read_entries(payload, read, keep=keep)
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             raise MalformedModelList("expected a JSON array of models, or an object with a 'data' list")
-    return _read_entries(_data_list(payload), read)
+    return _read_entries(_data_list(payload), read, keep=keep)
 
 
 def parse_model_list(payload: Any) -> ParsedList:
@@ -386,7 +402,7 @@ def _ollama_tag(entry: dict[str, Any], model_id: str) -> ModelInfo | None:
     return ModelInfo(id=model_id, display_name=model_id)
 
 
-def parse_ollama_tags(payload: Any) -> ParsedList:
+def parse_ollama_tags(payload: Any, keep: NewestModels | None = None) -> ParsedList:
     """Ollama's `GET /api/tags`: `{"models": [{"name", "model", "modified_at", "details"}]}`."""
     if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
         raise MalformedModelList("expected a JSON object with a 'models' list")
@@ -394,12 +410,12 @@ def parse_ollama_tags(payload: Any) -> ParsedList:
         {**entry, "name": entry.get("model")} if isinstance(entry, dict) and "name" not in entry else entry
         for entry in payload["models"]
     ]
-    return _read_entries(entries, _ollama_tag, id_key="name")
+    return _read_entries(entries, _ollama_tag, id_key="name", keep=keep)
 
 
-def parse_lmstudio_models(payload: Any) -> ParsedList:
+def parse_lmstudio_models(payload: Any, keep: NewestModels | None = None) -> ParsedList:
     """LM Studio's `GET /api/v0/models`: `type` llm or vlm chats, embeddings doesn't."""
-    return _read_entries(_data_list(payload), _lmstudio_model)
+    return _read_entries(_data_list(payload), _lmstudio_model, keep=keep)
 
 
 # --- The Anthropic shape --------------------------------------------------------------------
@@ -574,6 +590,7 @@ def enrich_with_litellm_info(parsed: ParsedList, info: LiteLLMInfo) -> ParsedLis
         skipped_non_chat=list(parsed.skipped_non_chat),
         rejected=list(parsed.rejected),
         reserved=list(parsed.reserved),
+        listed=parsed.listed,
     )
     for model in parsed.models:
         details = info.models.get(model.id)

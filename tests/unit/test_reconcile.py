@@ -146,3 +146,56 @@ async def test_a_full_disk_keeps_the_old_files_whole_and_the_old_list_served(tmp
     assert set(json.loads((tmp_path / "opencode.json").read_text())["provider"]["litellm"]["models"]) == {"a", "b"}
     assert reconciler.catalog.ids == ["a", "b"] and listener.written[-1] == {"a", "b"}
     assert reconciler.last_write_error is None
+
+
+# --- SIDECAR_MAX_MODELS (issue 13) ------------------------------------------------------------
+
+
+def capped_events(logs: list[dict]) -> list[dict]:
+    return [e for e in logs if e["event"] in ("gateway.models_capped", "gateway.models_uncapped")]
+
+
+async def test_a_list_over_the_cap_gives_opencode_the_cap_and_says_so_once_per_change(tmp_path: Path) -> None:
+    gateway = Gateway(*MODELS)
+    reconciler, listener = make(tmp_path, gateway, max_models=4)
+    with capture_logs() as logs:
+        for _ in range(3):  # three polls of the same list: one warning
+            await reconciler.poll_once()
+    (warned,) = capped_events(logs)
+    assert warned["event"] == "gateway.models_capped" and warned["log_level"] == "warning"
+    assert (warned["listed"], warned["kept"], warned["max_models"]) == (10, 4, 4)
+    assert "include/exclude" in warned["hint"] and "SIDECAR_MAX_MODELS" in warned["hint"]
+    assert listener.written == [{"m0", "m1", "m2", "m3"}]
+    written = json.loads((tmp_path / "opencode.json").read_text())["provider"]["litellm"]["models"]
+    assert len(written) == 4 and len(reconciler.catalog) == 4
+    state = reconciler.gateways["litellm"]
+    assert state.report(now=0, poll_interval=30)["capped"] == {"listed_models": 10, "kept_models": 4}
+
+    gateway.ids.append("m99")  # listed, not kept: opencode needs no change, the status does
+    with capture_logs() as logs:
+        assert await reconciler.poll_once() is False
+        await reconciler.poll_once()
+    assert [(e["event"], e["listed"]) for e in capped_events(logs)] == [("gateway.models_capped", 11)]
+    assert state.report(now=0, poll_interval=30)["capped"] == {"listed_models": 11, "kept_models": 4}
+    assert len(listener.written) == 1
+
+    gateway.ids = MODELS[:3]
+    with capture_logs() as logs:
+        await reconciler.poll_once()
+        await reconciler.poll_once()
+    assert [e["event"] for e in capped_events(logs)] == ["gateway.models_uncapped"]
+    assert state.report(now=0, poll_interval=30)["capped"] is None
+
+
+async def test_a_saved_list_over_the_cap_is_cut_before_opencode_reads_it(tmp_path: Path) -> None:
+    gateway = Gateway(*MODELS)
+    first, _ = make(tmp_path, gateway)
+    await first.poll_once()
+    gateway.down = True
+    with capture_logs() as logs:
+        second, _ = make(tmp_path, gateway, max_models=2)
+    (warned,) = capped_events(logs)
+    assert (warned["listed"], warned["kept"]) == (10, 2)
+    assert second.catalog.ids == ["m0", "m1"]
+    await second.publish()
+    assert set(json.loads((tmp_path / "opencode.json").read_text())["provider"]["litellm"]["models"]) == {"m0", "m1"}
