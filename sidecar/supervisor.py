@@ -16,6 +16,7 @@ from watchfiles import awatch
 from sidecar.api import ApiServer, HealthView, bind_socket, create_app
 from sidecar.exposure import BrowserPolicy
 from sidecar.gateway.client import GatewayClient
+from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.apply import Applier
 from sidecar.opencode.attached import AttachedOpencode
 from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
@@ -67,12 +68,14 @@ class Sidecar:
         self.opencode = OpencodeClient(self.settings)
         self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
         self.child: OpencodeChild | AttachedOpencode
+        # The applier marks what makes opencode read its config; the child's health check asks.
+        activity = ReloadActivity()
         if self.settings.attached:
             learn = self._adopt_opencode_directory if self.settings.opencode_directory is None else None
             self.child = AttachedOpencode(self.settings, self.opencode, on_up=learn)
         else:
-            self.child = OpencodeChild(self.settings, self.paths.config, self.opencode)
-        self.applier = Applier(self.settings, self.opencode, self.child, self.directory)
+            self.child = OpencodeChild(self.settings, self.paths.config, self.opencode, activity=activity)
+        self.applier = Applier(self.settings, self.opencode, self.child, self.directory, activity=activity)
         self.reconciler = Reconciler(
             self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file,
             sessions=self.opencode,

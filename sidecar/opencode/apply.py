@@ -24,6 +24,7 @@ import structlog
 from sidecar.backoff import restart_delay
 from sidecar.directories import InvalidDirectory, check_directory
 from sidecar.naming import ModelRef
+from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.child import OpencodeChild
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.settings import Settings
@@ -90,7 +91,10 @@ class Applier:
         recheck_interval: float = RECHECK_INTERVAL,
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
+        activity: ReloadActivity | None = None,
     ) -> None:
+        # Shared with the child's health check: what makes opencode read its config is marked there.
+        self.activity = activity or ReloadActivity(clock=clock)
         self._settings = settings
         self._recheck = recheck_interval
         self._clock = clock
@@ -131,6 +135,7 @@ class Applier:
     def config_written(self, expected: dict[str, set[str]]) -> None:
         """A new config is on disk; opencode must end up listing exactly these models per provider."""
         self.version += 1
+        self.activity.config_written()
         self._expected = expected
         self._pending = set(self.directories)
         self._deferred: set[str] = set()
@@ -249,7 +254,7 @@ class Applier:
                 if directory not in self._pending:
                     try:
                         # Builds the directory's instance from the current file if it has none.
-                        listed = await self._client.provider_model_ids(directory)
+                        listed = await self._listed(directory)
                     except DIRECTORY_ERRORS as exc:
                         failures += 1
                         error = str(exc) or type(exc).__name__
@@ -318,6 +323,11 @@ class Applier:
         if self._wake.is_set():
             self._wake = anyio.Event()
 
+    async def _listed(self, directory: str) -> dict[str, set[str]]:
+        """The directory's models; the first request after a dispose is where opencode reads the file."""
+        with self.activity.reloading():
+            return await self._client.provider_model_ids(directory)
+
     async def _reload_pending(self, generation: int) -> None:
         if self._settings.reload == "restart":
             await self._restart_when_idle(generation)
@@ -334,7 +344,8 @@ class Applier:
                         self._deferred.add(directory)
                         log.info("opencode.reload_deferred", directory=directory, busy_sessions=len(busy))
                     continue
-                await self._client.dispose(directory)
+                with self.activity.reloading():
+                    await self._client.dispose(directory)
             except DIRECTORY_ERRORS as exc:
                 self.reloads["failed"] += 1
                 self._failed(directory, exc, "reload")
@@ -354,7 +365,7 @@ class Applier:
             if not self._due(directory):
                 continue
             try:
-                listed = await self._client.provider_model_ids(directory)
+                listed = await self._listed(directory)
             except DIRECTORY_ERRORS as exc:
                 self._failed(directory, exc, "check")
                 continue
@@ -402,7 +413,7 @@ class Applier:
         if self._mismatches >= CONFIRM_ATTEMPTS or not self._due(directory):
             return
         try:
-            listed = await self._client.provider_model_ids(directory)
+            listed = await self._listed(directory)
         except DIRECTORY_ERRORS as exc:
             self._failed(directory, exc, "confirm")
             return

@@ -43,6 +43,17 @@ class OpencodeStartError(Exception):
     """opencode could not be started; the message says why in one line."""
 
 
+class ReloadsInFlight(Protocol):
+    """Whether opencode may be busy reading a new config (activity.ReloadActivity)."""
+
+    def in_flight(self) -> bool: ...
+
+
+class _NoReloads:
+    def in_flight(self) -> bool:
+        return False
+
+
 class SpawnProcess(Protocol):
     def __call__(
         self, command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, output: IO[Any]
@@ -123,7 +134,9 @@ class OpencodeChild:
         signal_group: Callable[[int, signal.Signals], None] | None = None,
         process_stat: Callable[[int], ProcessStat | None] = read_stat,
         boot_id: Callable[[], str | None] = read_boot_id,
+        activity: ReloadsInFlight | None = None,
     ) -> None:
+        self._activity = activity or _NoReloads()
         self._signal_group = signal_group or _signal_group
         self._process_stat = process_stat
         self._boot_id = boot_id
@@ -273,11 +286,22 @@ class OpencodeChild:
             async def check_health() -> None:
                 nonlocal reason
                 failures = 0
+                excused_since: float | None = None
+                # A reload may take as long as a start may: opencode reads the same file either way.
+                bound = self._settings.opencode_start_timeout
                 while True:
                     await self._sleep(self._settings.health_interval)
                     if await self._client.healthy():
-                        failures = 0
+                        failures, excused_since = 0, None
                         continue
+                    now = self._clock()
+                    if self._activity.in_flight():
+                        excused_since = now if excused_since is None else excused_since
+                        if now - excused_since < bound:
+                            # Busy reading a big config, not hung: a failure only once the bound is past.
+                            log.info("child.health_check_excused", pid=process.pid, reason="reload_in_flight",
+                                     excused_for=round(now - excused_since, 3), bound=bound)
+                            continue
                     failures += 1
                     limit = self._settings.health_failures
                     log.warning("child.health_check_failed", pid=process.pid, failures=failures, limit=limit)

@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sidecar.opencode import launch
+from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.child import LAUNCHER, OpencodeChild, OpencodeStartError, launcher_command, spawn_process
 from sidecar.opencode.record import RECORD_NAME, ChildRecord, ProcessStat, identify, parse_stat
 from sidecar.settings import Settings
@@ -47,8 +48,10 @@ class FakeProcess:
 class Harness:
     """Fake processes, clock, sleep and signals: the supervisor's whole world."""
 
-    def __init__(self, tmp_path: Path, **settings: object) -> None:
+    def __init__(self, tmp_path: Path, activity: object = None, **settings: object) -> None:
         self.now = 0.0
+        self.health_tick = 0.0  # how far the clock moves with each health check's sleep
+        self.answers: list[bool] = []  # the next health checks' answers, then `healthy_answers`
         self.slept: list[float] = []
         self.health_checked = 0
         self.signals: list[tuple[int, signal.Signals]] = []
@@ -71,7 +74,7 @@ class Harness:
         self.child = OpencodeChild(
             config, tmp_path / "opencode.json", self, spawn=self.spawn,  # type: ignore[arg-type]
             clock=lambda: self.now, sleep=self.sleep, signal_group=self.signal_group,
-            process_stat=self.process_stat, boot_id=lambda: self.boot,
+            process_stat=self.process_stat, boot_id=lambda: self.boot, activity=activity,  # type: ignore[arg-type]
         )
 
     async def spawn(self, command, *, env, cwd, output) -> FakeProcess:
@@ -82,13 +85,14 @@ class Harness:
         return process
 
     async def healthy(self) -> bool:
-        return self.healthy_answers
+        return self.answers.pop(0) if self.answers else self.healthy_answers
 
     async def sleep(self, delay: float) -> None:
         if delay == HEALTH_INTERVAL:
             if not self.health_checks:
                 await anyio.sleep_forever()
             self.health_checked += 1
+            self.now += self.health_tick
         else:
             self.slept.append(delay)
             if self.advance_clock_on_sleep:
@@ -138,6 +142,89 @@ async def test_a_child_that_stops_answering_is_killed_and_restarted(tmp_path: Pa
         await h.wait_for_processes(2)
         assert h.child.report()["state"] == "running" and h.child.report()["pid"] == 1001
         group.cancel_scope.cancel()
+
+
+class Reloading:
+    """The applier's word on whether opencode is reading a new config."""
+
+    def __init__(self, in_flight: bool) -> None:
+        self.now = in_flight
+
+    def in_flight(self) -> bool:
+        return self.now
+
+
+async def test_failed_health_checks_during_a_reload_do_not_count(tmp_path: Path) -> None:
+    # Issue 13: opencode reading an 18.6 MB config missed its 2 s health checks and was killed.
+    h = Harness(tmp_path, activity=Reloading(True), opencode_start_timeout=60)
+    h.health_tick = HEALTH_INTERVAL
+    async with anyio.create_task_group() as group:
+        await group.start(h.child.run)
+        await h.wait_for_processes(1)
+        h.answers = [False] * 6 + [True] + [False] * 2  # twice the limit in a row, 42 s: within the bound
+        with capture_logs() as logs:
+            h.health_checks = True
+            with anyio.fail_after(5):
+                while h.health_checked < 11:
+                    await anyio.sleep(0.001)
+        assert h.processes[0].returncode is None and h.child.restarts == 0 and not h.signals
+        excused = events(logs, "child.health_check_excused")
+        assert len(excused) == 8 and not events(logs, "child.health_check_failed")
+        assert excused[5]["excused_for"] == 5 * HEALTH_INTERVAL and excused[6]["excused_for"] == 0  # reset by a success
+        group.cancel_scope.cancel()
+
+
+async def test_a_hung_opencode_is_killed_once_a_reload_has_excused_it_for_the_bound(tmp_path: Path) -> None:
+    h = Harness(tmp_path, activity=Reloading(True), opencode_start_timeout=60)
+    h.health_tick = HEALTH_INTERVAL
+    async with anyio.create_task_group() as group:
+        await group.start(h.child.run)
+        await h.wait_for_processes(1)
+        h.healthy_answers = False
+        with capture_logs() as logs:
+            h.health_checks = True
+            with anyio.fail_after(5):
+                while h.processes[0].returncode is None or not h.slept:
+                    await anyio.sleep(0.001)
+        # Checks at 7, 14, ... 63 s are within 60 s of the first: excused; 70, 77, 84 count.
+        assert len(events(logs, "child.health_check_excused")) == 9
+        assert [e["failures"] for e in events(logs, "child.health_check_failed")] == [1, 2, 3]
+        assert h.health_checked == 12 and h.signals[-1] == (1000, signal.SIGKILL)
+        assert events(logs, "child.unresponsive") and h.child.restarts == 1
+        group.cancel_scope.cancel()
+
+
+async def test_without_a_reload_in_flight_failures_count_at_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path, activity=Reloading(False), opencode_start_timeout=60)
+    h.health_tick = HEALTH_INTERVAL
+    async with anyio.create_task_group() as group:
+        await group.start(h.child.run)
+        await h.wait_for_processes(1)
+        h.healthy_answers = False
+        with capture_logs() as logs:
+            h.health_checks = True
+            with anyio.fail_after(5):
+                while h.processes[0].returncode is None or not h.slept:
+                    await anyio.sleep(0.001)
+        assert h.health_checked == 3 and not events(logs, "child.health_check_excused")
+        group.cancel_scope.cancel()
+
+
+def test_a_reload_is_in_flight_while_it_runs_and_for_the_settle_time_after() -> None:
+    clock = [100.0]
+    activity = ReloadActivity(settle=5.0, clock=lambda: clock[0])
+    assert not activity.in_flight()
+    with activity.reloading():
+        clock[0] += 120  # a reload that takes long is in flight all along
+        assert activity.in_flight()
+    clock[0] += 4.9
+    assert activity.in_flight()
+    clock[0] += 0.2
+    assert not activity.in_flight()
+    activity.config_written()
+    assert activity.in_flight()
+    clock[0] += 5.1
+    assert not activity.in_flight()
 
 
 async def test_crashes_back_off_like_kubelet_and_reset_after_healthy_time(tmp_path: Path) -> None:
