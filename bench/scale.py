@@ -1,7 +1,8 @@
 """4. Scale: synthetic catalogs of 10, 1,000 and 10,000 models.
 
 The gateway is tests/support/fake_upstream serving an OpenAI-shaped list of N models (it also
-answers chat completions for any model, so prompts work). A poll's own steps are timed in this
+answers chat completions for any model, so prompts work; SIDECAR_MAX_MODELS is raised out of the
+way for these rows). A poll's own steps are timed in this
 process by calling the sidecar's functions, each as its poll runs them: fetch (GatewayClient:
 HTTP GET, parse, build the Catalog with its fingerprint), diff (compare with the previous list:
 `same_models` and the added/removed sets), render (`render_config` and `dump_config`) and write
@@ -11,29 +12,51 @@ and the time runs from the sidecar's `opencode.config_written` to its `opencode.
 directory disposed, then `GET /config/providers` listing exactly the rendered models). Memory
 is VmRSS of the sidecar and of opencode after that change. Prompt latency is a
 blocking prompt through opencode to a model of the synthetic provider (after a first, cold one).
+
+The largest catalog that keeps opencode healthy (issue 13) is searched for, not guessed: one sidecar
+(with no cap and a health check that never gives up, so that nothing is killed while it is
+measured) is given catalogs of doubling size, then sizes between the last healthy one and the
+first unhealthy one. Through each reload, this process asks opencode's `GET /global/health` every
+0.2 s (the sidecar's own check gives up after 2 s) and times each answer; a size is healthy when no
+answer took more than half of those 2 s. Memory at SIDECAR_MAX_MODELS is the sidecar's VmRSS and
+VmHWM (its peak) with its default cap and a gateway listing 100,001 models, against the 256 MiB
+limit of deploy/kubernetes/base.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import httpx
 
 from bench.common import Context, Row, benchmark
 from bench.servers import rss_mib
 from sidecar.catalog import Catalog
 from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.config import dump_config, render_config, write_atomically
-from sidecar.settings import load_settings
+from sidecar.settings import Settings, load_settings
 from tests.support import fake_upstream, opencode_api
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
 
 CREATED = fake_upstream.CREATED
+
+HEALTH_TIMEOUT = 2.0  # the sidecar's own health check of opencode gives up after this (OpencodeClient.healthy)
+# Healthy: every answer within half of that, a margin for a slower machine or a busier opencode.
+HEALTHY_LATENCY = HEALTH_TIMEOUT / 2
+PROBE_INTERVAL = 0.2
+HUGE_LIST = 100_001  # the gateway of issue 13
+K8S_LIMIT_MIB = 256  # the sidecar container's memory limit in deploy/kubernetes/base
+DEFAULT_MAX_MODELS = Settings.model_fields["max_models"].default
+# What these rows measure is the whole list: SIDECAR_MAX_MODELS out of the way.
+NO_CAP = 1_000_000
 
 
 def synthetic_list(count: int, extra: int = 0) -> dict:
@@ -58,7 +81,8 @@ async def _timed(step: Callable[[], Awaitable[object]], reps: int) -> list[float
 def split_poll(upstream: fake_upstream.FakeUpstream, reps: int, scratch: Path) -> dict[str, float]:
     """Median milliseconds of each step of one poll that finds a one-model change."""
     settings = load_settings(
-        gateway_url=f"http://127.0.0.1:{upstream.port}", gateway_format="openai", gateway_api_key="bench", state_dir=scratch
+        gateway_url=f"http://127.0.0.1:{upstream.port}", gateway_format="openai", gateway_api_key="bench", state_dir=scratch,
+        max_models=NO_CAP,
     )
     gateway = settings.gateways[0]
 
@@ -135,6 +159,191 @@ def measure_prompts(sidecar: SidecarProcess, count: int, warm: int) -> dict[str,
     return {"first_ms": round(samples[0] * 1000, 1), "median_ms": _median_ms(samples[1:])}
 
 
+def status_kib(pid: int, field: str) -> float:
+    """A memory line of /proc/<pid>/status (VmRSS, VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no {field} for {pid}")
+
+
+class HealthProbe:
+    """Asks opencode's `GET /global/health` every PROBE_INTERVAL s from a thread, timing each answer
+    (a generous timeout: the point is how long it takes, not whether it beats 2 s)."""
+
+    def __init__(self, sidecar: SidecarProcess) -> None:
+        self._client = sidecar.opencode(timeout=120)
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            try:
+                self._client.get("/global/health")
+            except httpx.HTTPError:
+                pass  # counted by its time all the same
+            self.latencies.append(time.perf_counter() - started)
+            self._stop.wait(PROBE_INTERVAL)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._client.close()
+
+
+def measure_catalog(sidecar: SidecarProcess, upstream: fake_upstream.FakeUpstream, count: int) -> dict[str, float | int | str]:
+    """Give opencode `count` models; the reload's time, and opencode's health answers meanwhile."""
+    applied_before = len(sidecar.events("opencode.applied"))
+    with HealthProbe(sidecar) as probe:
+        upstream.models = synthetic_list(count)
+        sidecar.wait_for(
+            lambda: len(sidecar.events("opencode.applied")) > applied_before, timeout=900, what="opencode.applied"
+        )
+    applied = _timestamp(sidecar.events("opencode.applied")[-1])
+    reload = applied - _timestamp(sidecar.events("opencode.config_written")[-1])
+    slowest = max(probe.latencies)
+    return {
+        "models": count,
+        "reload_ms": round(reload * 1000, 1),
+        "health_p50_ms": _median_ms(probe.latencies),
+        "health_max_ms": round(slowest * 1000, 1),
+        "checks_over_2s": sum(1 for latency in probe.latencies if latency > HEALTH_TIMEOUT),
+        "healthy": "yes" if slowest <= HEALTHY_LATENCY else "no",
+        "opencode_rss_mib": round(rss_mib(sidecar.opencode_pid()), 1),
+    }
+
+
+def search_sizes(ctx: Context) -> tuple[list[int], int]:
+    """The doubling sizes to try, and how many halvings between the last healthy and first unhealthy."""
+    if ctx.small:
+        return [50, 100], 1
+    return [2_000 * 2**i for i in range(7)], 3  # 2,000 to 128,000
+
+
+def largest_healthy(ctx: Context) -> list[Row]:
+    sizes, halvings = search_sizes(ctx)
+    upstream = fake_upstream.start_in_thread(delay=0.0, chunks=1, models=synthetic_list(10))
+    results: dict[int, dict[str, float | int | str]] = {}
+    try:
+        sidecar = start_sidecar(
+            ctx.workdir / "scale-search",
+            f"http://127.0.0.1:{upstream.port}",
+            "bench",
+            log_level="info",
+            wait=False,
+            # No cap, and nothing killed while it is measured; a shrink applies at once.
+            max_models=str(NO_CAP),
+            health_failures="1000",
+            shrink_confirmations="1",
+        )
+        try:
+            sidecar.wait_ready(timeout=300)
+            healthy, unhealthy = 0, 0
+            for count in sizes:
+                ctx.log(f"scale: is opencode healthy reloading {count:,} models?")
+                results[count] = measure_catalog(sidecar, upstream, count)
+                if results[count]["healthy"] != "yes":
+                    unhealthy = count
+                    break
+                healthy = count
+            for _ in range(halvings if unhealthy and healthy else 0):
+                count = int(round((healthy + unhealthy) / 2, -2 if unhealthy - healthy > 200 else 0))
+                if count in (healthy, unhealthy):
+                    break
+                ctx.log(f"scale: is opencode healthy reloading {count:,} models?")
+                results[count] = measure_catalog(sidecar, upstream, count)
+                if results[count]["healthy"] == "yes":
+                    healthy = count
+                else:
+                    unhealthy = count
+            assert not sidecar.events("child.unresponsive"), "opencode was killed while it was measured"
+        finally:
+            sidecar.stop()
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    rows = [
+        Row("scale", f"health while reloading {count:,} models", figures, note=f"healthy: every answer within {HEALTHY_LATENCY:g} s")
+        for count, figures in sorted(results.items())
+    ]
+    largest = max((count for count, figures in results.items() if figures["healthy"] == "yes"), default=0)
+    first_bad = min((count for count, figures in results.items() if figures["healthy"] != "yes"), default=0)
+    rows.append(
+        Row(
+            "scale",
+            "largest catalog that keeps opencode healthy",
+            {"models": largest, "first_unhealthy": first_bad or "none tried", "max_models_default": DEFAULT_MAX_MODELS},
+            target="SIDECAR_MAX_MODELS default at or below it",
+            # Small mode's sizes say nothing about the default.
+            met=DEFAULT_MAX_MODELS <= largest if largest and not ctx.small else None,
+            note="first_unhealthy: the smallest size tried whose reload delayed a health answer past the bound",
+        )
+    )
+    return rows
+
+
+def memory_at_cap(ctx: Context) -> Row:
+    """The sidecar with its default cap and a gateway listing far more: memory, and opencode never killed."""
+    listed = 1_001 if ctx.small else HUGE_LIST
+    max_models = 50 if ctx.small else DEFAULT_MAX_MODELS
+    # Long ids, as a big gateway's are: the list near the 16 MiB bound on what the sidecar reads.
+    ids = [f"bench-model-{i:06d}-{'x' * 60}" for i in range(listed)]
+    upstream = fake_upstream.start_in_thread(delay=0.0, chunks=1, models=fake_upstream.model_list(ids))
+    try:
+        sidecar = start_sidecar(
+            ctx.workdir / "scale-cap",
+            f"http://127.0.0.1:{upstream.port}",
+            "bench",
+            log_level="debug",  # gateway.unchanged: the polls that read the whole list again
+            wait=False,
+            max_models=None if not ctx.small else str(max_models),
+        )
+        try:
+            started = time.monotonic()
+            sidecar.wait_ready(timeout=300)
+            ready = time.monotonic() - started
+            with httpx.Client(base_url=sidecar.api_url, timeout=10) as api:
+                capped = api.get("/v1/status").json()["gateways"]["litellm"]["capped"]
+            # A few more polls of the huge list, each read whole before it is cut.
+            polls = len(sidecar.events("gateway.unchanged")) + len(sidecar.events("catalog.changed"))
+            sidecar.wait_for(
+                lambda: len(sidecar.events("gateway.unchanged")) + len(sidecar.events("catalog.changed")) >= polls + 3,
+                timeout=120,
+                what="three more polls",
+            )
+            pid = sidecar.process.pid
+            figures: dict[str, float | int | str | None] = {
+                "listed": listed,
+                "max_models": max_models,
+                "kept": capped["kept_models"] if capped else listed,
+                "list_mib": round(len(json.dumps(upstream.models).encode()) / 2**20, 1),
+                "ready_s": round(ready, 1),
+                "sidecar_rss_mib": round(status_kib(pid, "VmRSS"), 1),
+                "sidecar_peak_mib": round(status_kib(pid, "VmHWM"), 1),
+                "opencode_rss_mib": round(rss_mib(sidecar.opencode_pid()), 1),
+                "unresponsive_kills": len(sidecar.events("child.unresponsive")),
+            }
+        finally:
+            sidecar.stop()
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    return Row(
+        "scale",
+        f"memory at SIDECAR_MAX_MODELS: {listed:,} listed",
+        figures,
+        target=f"sidecar peak within the {K8S_LIMIT_MIB} MiB limit of deploy/kubernetes/base",
+        met=float(figures["sidecar_peak_mib"] or 0) < K8S_LIMIT_MIB,
+        note="peak = VmHWM after startup and three polls of the whole list",
+    )
+
+
 @benchmark("scale")
 def run(ctx: Context) -> list[Row]:
     sizes = (10, 100) if ctx.small else (10, 1000, 10000)
@@ -152,7 +361,8 @@ def run(ctx: Context) -> list[Row]:
                 steps = split_poll(upstream, 3 if ctx.small else split_reps[count], Path(scratch))
             ctx.log(f"scale: {count} models, a sidecar and opencode")
             sidecar = start_sidecar(
-                ctx.workdir / f"scale-{count}", f"http://127.0.0.1:{upstream.port}", "bench", log_level="info", wait=False
+                ctx.workdir / f"scale-{count}", f"http://127.0.0.1:{upstream.port}", "bench", log_level="info", wait=False,
+                max_models=str(NO_CAP),
             )
             try:
                 sidecar.wait_ready(timeout=300)
@@ -178,6 +388,8 @@ def run(ctx: Context) -> list[Row]:
                 note="catalog_ms is part of fetch_ms; poll_to_applied = fetch + diff + render + write + reload",
             )
         )
+    rows += largest_healthy(ctx)
+    rows.append(memory_at_cap(ctx))
     small, large = prompted
     for count in prompted:
         rows.append(
@@ -194,7 +406,7 @@ def run(ctx: Context) -> list[Row]:
 
 
 def reading(rows: list[Row]) -> str:
-    steps = [row for row in rows if not row.case.startswith("prompt")]
+    steps = [row for row in rows if "fetch_ms" in row.figures]
     prompts = [row for row in rows if row.case.startswith("prompt")]
     if not steps:
         return ""
@@ -234,4 +446,31 @@ def reading(rows: list[Row]) -> str:
                 else "opencode's own work per prompt grows with the size of the provider's model list."
             )
         )
+    text += bound_reading(rows)
+    return text
+
+
+def bound_reading(rows: list[Row]) -> str:
+    """What the search found, and the sidecar's memory at the cap."""
+    searched = [row for row in rows if row.case.startswith("health while reloading")]
+    (largest,) = [row for row in rows if row.case.startswith("largest catalog")] or [None]
+    (memory,) = [row for row in rows if row.case.startswith("memory at")] or [None]
+    if largest is None or memory is None or not searched:
+        return ""
+    f, m = largest.figures, memory.figures
+    worst = max(searched, key=lambda row: float(row.figures["health_max_ms"] or 0))
+    text = (
+        f" Reloading a catalog, opencode answers its health check late: the largest size whose reload kept every "
+        f"answer within {HEALTHY_LATENCY:g} s was {int(f['models'] or 0):,} models"
+    )
+    if isinstance(f["first_unhealthy"], int) and f["first_unhealthy"]:
+        text += f" (at {f['first_unhealthy']:,} one took longer)"
+    text += (
+        f"; the slowest answer measured was {float(worst.figures['health_max_ms'] or 0):,.0f} ms at "
+        f"{int(worst.figures['models'] or 0):,} models, with a reload of {float(worst.figures['reload_ms'] or 0):,.0f} ms. "
+        f"SIDECAR_MAX_MODELS defaults to {DEFAULT_MAX_MODELS:,}. With a gateway listing {int(m['listed'] or 0):,} "
+        f"models ({m['list_mib']} MiB) the sidecar kept {int(m['kept'] or 0):,}, was ready in {m['ready_s']} s, and its "
+        f"peak resident memory was {m['sidecar_peak_mib']} MiB (now {m['sidecar_rss_mib']}), against the "
+        f"{K8S_LIMIT_MIB} MiB limit: most of the peak is the list itself, decoded whole before it is cut."
+    )
     return text
