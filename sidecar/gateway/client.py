@@ -32,6 +32,13 @@ log = structlog.get_logger("sidecar.gateway")
 
 # A model list is small; a gateway that sends more is not answering the question we asked.
 MAX_LIST_BYTES = 16 * 1024 * 1024
+# The list is decoded whole before SIDECAR_MAX_MODELS cuts it, and each decoded object costs far
+# more than its bytes: 800,000 entries like {"id":"m0000001"} (15.3 MiB, under MAX_LIST_BYTES) took
+# the sidecar to 324 MiB, over the 256 Mi of deploy/kubernetes/base; 100,001 entries with long
+# ids, 160 MiB (measured). Counting `{` bounds the objects before any is built (braces inside
+# strings only make it stricter); LiteLLM's /model/info has a few objects per model, so this is
+# tens of thousands of models, several times the default cap.
+MAX_LIST_OBJECTS = 250_000
 # A probe's answer matters only for its error message, which is short.
 MAX_PROBE_BYTES = 64 * 1024
 # A redirect is never followed, so the key never leaves for another address; where it pointed is
@@ -219,6 +226,13 @@ class GatewayClient:
 
     async def _get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:
         body = await self._get(url, params)
+        objects = body.count(b"{")
+        if objects > MAX_LIST_OBJECTS:
+            raise GatewayError(
+                f"{httpx.URL(url).path}: model list of {objects} JSON objects, more than the {MAX_LIST_OBJECTS} "
+                "the sidecar decodes (each costs memory before SIDECAR_MAX_MODELS applies); list fewer models "
+                "at the gateway for this key"
+            )
         try:
             return json.loads(body)
         except (ValueError, RecursionError):

@@ -11,7 +11,14 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from sidecar.gateway.client import MAX_LIST_BYTES, MAX_PROBE_BYTES, GatewayClient, GatewayError, ModelRejected
+from sidecar.gateway.client import (
+    MAX_LIST_BYTES,
+    MAX_LIST_OBJECTS,
+    MAX_PROBE_BYTES,
+    GatewayClient,
+    GatewayError,
+    ModelRejected,
+)
 from sidecar.gateway.config import load_gateways_file
 from sidecar.settings import Settings
 
@@ -85,6 +92,30 @@ async def test_a_declared_length_over_the_bound_is_refused_before_the_body_is_re
     with pytest.raises(GatewayError, match="larger than"):
         await client(tmp_path, handler).fetch_catalog()
     assert body.sent == 0
+
+
+async def test_a_list_of_too_many_tiny_entries_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    # Under the byte bound, but each decoded entry costs memory before the model cap applies.
+    entries = ",".join(f'{{"id":"m{i:07d}"}}' for i in range(MAX_LIST_OBJECTS))
+    body = f'{{"object":"list","data":[{entries}]}}'.encode()
+    assert len(body) < MAX_LIST_BYTES
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    with pytest.raises(GatewayError, match=f"model list of {MAX_LIST_OBJECTS + 1} JSON objects, more than the"):
+        await client(tmp_path, handler).fetch_catalog()
+
+
+async def test_a_list_at_the_object_bound_is_read(tmp_path: Path) -> None:
+    entries = ",".join(f'{{"id":"m{i:07d}"}}' for i in range(MAX_LIST_OBJECTS - 1))
+    body = f'{{"object":"list","data":[{entries}]}}'.encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    catalog = await client(tmp_path, handler).fetch_catalog()
+    assert len(catalog) > 0
 
 
 async def test_a_probe_reads_no_more_than_its_bound_of_an_error_answer(tmp_path: Path) -> None:
