@@ -155,3 +155,21 @@ def test_opencode_stalled_while_it_reloads_is_excused_not_killed(
     models = json.loads((sidecar.state_dir / "opencode.json").read_text())["provider"]["litellm"]["models"]
     assert "huge-model-newest" in models and len(models) == MAX_MODELS
     sidecar.wait_ready(timeout=60)
+
+
+def test_a_list_of_800000_tiny_entries_is_refused_before_it_is_decoded(
+    sidecar: SidecarProcess, huge_gateway: fake_upstream.FakeUpstream
+) -> None:
+    """After the stall test: 800,000 entries like {"id":"m0000001"} are 15.3 MiB, under the byte bound,
+    and took the sidecar to 324 MiB when decoded whole before the cap. Refused, the poll fails
+    and the last good list stays with opencode, within the manifest's memory limit."""
+    before = json.loads((sidecar.state_dir / "opencode.json").read_text())["provider"]["litellm"]["models"]
+    failed = len(sidecar.events("gateway.poll_failed"))
+    huge_gateway.models = {"object": "list", "data": [{"id": f"m{i:07d}"} for i in range(800_000)]}
+    sidecar.wait_for(lambda: len(sidecar.events("gateway.poll_failed")) > failed, timeout=60, what="a failed poll")
+    (event,) = sidecar.events("gateway.poll_failed")[failed:failed + 1]
+    assert "800001 JSON objects" in event["error"], event
+    assert peak_rss_mib(sidecar.process.pid) < manifest_memory_limit_mib()
+    after = json.loads((sidecar.state_dir / "opencode.json").read_text())["provider"]["litellm"]["models"]
+    assert after == before
+    assert httpx.get(f"{sidecar.api_url}/readyz", timeout=5).status_code == 200
