@@ -28,6 +28,10 @@ class Row:
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def number(self, key: str) -> float:
+        """A figure as a number for a reading (0 when missing or None)."""
+        return float(self.figures.get(key) or 0)
+
 
 @dataclass
 class Context:

@@ -95,24 +95,20 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
-def _number(row: Row, key: str) -> float:
-    return float(row.figures.get(key) or 0)
-
-
 def reading(rows: list[Row]) -> str:
     ours = [row for row in rows if row.case.startswith("sidecar")]
     floors = [row for row in rows if row.case.startswith("floor")]
     peers = [row for row in rows if row.case.startswith("LiteLLM")]
     if not ours or not floors:
         return ""
-    shares = [_number(row, "share_of_floor") for row in ours]
+    shares = [row.number("share_of_floor") for row in ours]
     ratios = [row.ratio for row in ours if row.ratio is not None]
     met = sum(1 for row in ours if row.met)
-    best_floor = max(_number(row, "rps") for row in floors)
+    best_floor = max(row.number("rps") for row in floors)
     tool = ours[0].note.removeprefix("load: ")
-    lowest_c = min(int(_number(row, "c")) for row in ours)
-    ours_p50 = min(_number(row, "p50_ms") for row in ours if _number(row, "c") == lowest_c)
-    floor_p50 = max(_number(row, "p50_ms") for row in floors if _number(row, "c") == lowest_c)
+    lowest_c = min(int(row.number("c")) for row in ours)
+    ours_p50 = min(row.number("p50_ms") for row in ours if row.number("c") == lowest_c)
+    floor_p50 = max(row.number("p50_ms") for row in floors if row.number("c") == lowest_c)
     parts = []
     if ours_p50 >= 35 and floor_p50 < 5:
         # The signature of Nagle's algorithm meeting the client's delayed ACK (40 ms on Linux).
@@ -126,24 +122,24 @@ def reading(rows: list[Row]) -> str:
             f"the floor; creating the socket with IPPROTO_TCP (or setting TCP_NODELAY on it) removes the wait."
         )
     else:
-        big = max(ours, key=lambda row: _number(row, "models"))
+        big = max(ours, key=lambda row: row.number("models"))
         parts.append(
             f"Our list is served from memory, each page encoded once per catalog, so what is left per request is "
             f"Starlette's routing, the body-limit and key checks and a dict lookup, in the sidecar's one asyncio "
             f"process, which also polls and supervises. It reaches "
             f"{min(shares):.0%} to {max(shares):.0%} of the bare handler's rate (the floor peaks at "
-            f"{best_floor:,.0f} req/s, ours at {max(_number(row, 'rps') for row in ours):,.0f}); at "
-            f"{big.figures['models']} models ({big.figures['body_kb']} KiB) it reaches {_number(big, 'share_of_floor'):.0%}."
+            f"{best_floor:,.0f} req/s, ours at {max(row.number('rps') for row in ours):,.0f}); at "
+            f"{big.figures['models']} models ({big.figures['body_kb']} KiB) it reaches {big.number('share_of_floor'):.0%}."
         )
     parts.append(f"The target of half the floor is met in {met} of {len(ours)} cases.")
     if ratios and peers:
-        worst_peer = max(peers, key=lambda row: _number(row, "p99_ms"))
+        worst_peer = max(peers, key=lambda row: row.number("p99_ms"))
         parts.append(
             f"Against LiteLLM's own /v1/models we serve {min(ratios):.2f}× to {max(ratios):.2f}× its rate; LiteLLM "
             f"checks the key and builds its list per request through FastAPI, and its p99 reaches "
-            f"{_number(worst_peer, 'p99_ms'):,.0f} ms ({worst_peer.case})."
+            f"{worst_peer.number('p99_ms'):,.0f} ms ({worst_peer.case})."
         )
-        if max(_number(row, "models") for row in peers) > max(_number(row, "models") for row in ours):
+        if max(row.number("models") for row in peers) > max(row.number("models") for row in ours):
             parts.append(
                 "LiteLLM's wildcard list is longer than ours because the sidecar leaves out the models LiteLLM "
                 "marks as not for chat (embeddings, images, audio, ...)."

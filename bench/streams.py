@@ -127,26 +127,22 @@ def run(ctx: Context) -> list[Row]:
     return rows
 
 
-def _number(row: Row, key: str) -> float:
-    return float(row.figures.get(key) or 0)
-
-
 def reading(rows: list[Row]) -> str:
     ours = [row for row in rows if row.case.startswith("sidecar")]
     peers = [row for row in rows if row.case.startswith("opencode")]
     if not ours or not peers:
         return ""
-    most = max(ours, key=lambda row: _number(row, "streams"))
-    idle = min(ours, key=lambda row: _number(row, "streams"))
-    peer_most = max(peers, key=lambda row: _number(row, "streams"))
-    errors = sum(int(_number(row, "errors")) for row in ours)
+    most = max(ours, key=lambda row: row.number("streams"))
+    idle = min(ours, key=lambda row: row.number("streams"))
+    peer_most = max(peers, key=lambda row: row.number("streams"))
+    errors = sum(int(row.number("errors")) for row in ours)
     return (
-        f"With {int(_number(most, 'streams')):,} event streams held open through the sidecar, other requests were "
-        f"answered at p50 {_number(most, 'p50_ms'):.1f} ms and p99 {_number(most, 'p99_ms'):.1f} ms (with none open: "
-        f"{_number(idle, 'p50_ms'):.1f} / {_number(idle, 'p99_ms'):.1f} ms), with {errors} errors in all; straight to "
-        f"opencode with as many streams, {_number(peer_most, 'p50_ms'):.1f} / {_number(peer_most, 'p99_ms'):.1f} ms. "
+        f"With {int(most.number('streams')):,} event streams held open through the sidecar, other requests were "
+        f"answered at p50 {most.number('p50_ms'):.1f} ms and p99 {most.number('p99_ms'):.1f} ms (with none open: "
+        f"{idle.number('p50_ms'):.1f} / {idle.number('p99_ms'):.1f} ms), with {errors} errors in all; straight to "
+        f"opencode with as many streams, {peer_most.number('p50_ms'):.1f} / {peer_most.number('p99_ms'):.1f} ms. "
         "Streams have connections to opencode of their own, so ordinary requests never wait for one of theirs; what "
         "is left is the sidecar's one event loop passing each stream's heartbeats on and opencode's own cost per "
-        f"subscriber. The sidecar's resident memory with {int(_number(most, 'streams')):,} streams open was "
-        f"{_number(most, 'sidecar_rss_mib'):.0f} MiB."
+        f"subscriber. The sidecar's resident memory with {int(most.number('streams')):,} streams open was "
+        f"{most.number('sidecar_rss_mib'):.0f} MiB."
     )
