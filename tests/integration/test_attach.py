@@ -35,13 +35,7 @@ def test_attach_mode_writes_the_shared_config_and_applies_a_list_change_to_a_for
         opencode_directory=None,  # learned from opencode: its filesystem may not be ours
     )
     # As a native sidecar: it has written the config before opencode starts, and is not ready without it.
-    def started() -> bool:
-        try:
-            return httpx.get(f"{sidecar.api_url}/startupz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    sidecar.wait_for(started, 60, "/startupz")
+    sidecar.wait_started()
     assert shared.exists() and "{env:SIDECAR_GATEWAY_API_KEY}" in shared.read_text()
     assert gateway.master_key not in shared.read_text()
     assert httpx.get(f"{sidecar.api_url}/readyz", timeout=2).status_code == 503

@@ -212,13 +212,7 @@ def test_attach_mode_keeps_the_shared_config_readable_and_its_state_private(
         opencode_directory=None,
     )
 
-    def started() -> bool:
-        try:
-            return httpx.get(f"{sidecar.api_url}/startupz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    sidecar.wait_for(started, 60, "/startupz")
+    sidecar.wait_started()
     assert stat.S_IMODE(shared.stat().st_mode) == 0o644
     assert stat.S_IMODE(shared.parent.stat().st_mode) & 0o005 == 0o005  # others may look in
     assert list(sidecar.state_dir.glob("catalog-*.json")), "the sidecar saved no list"

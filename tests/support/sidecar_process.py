@@ -78,6 +78,17 @@ class SidecarProcess:
 
         self.wait_for(ready, timeout, "/readyz")
 
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """/startupz 200: the config is written (what a pod's startup probe waits for)."""
+
+        def started() -> bool:
+            try:
+                return httpx.get(f"{self.api_url}/startupz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self.wait_for(started, timeout, "/startupz")
+
     def opencode_pid(self) -> int:
         started = self.events("child.started")
         assert started, "the sidecar never started opencode"

@@ -124,6 +124,13 @@ class Harness:
             while len(self.processes) < count or not self.child.healthy:
                 await anyio.sleep(0.001)
 
+    async def wait_killed_and_backing_off(self) -> None:
+        """Until the first process has exited and the child sleeps out its restart delay: on a loaded
+        machine the kill is seen before the restart is planned."""
+        with anyio.fail_after(5):
+            while self.processes[0].returncode is None or not self.slept:
+                await anyio.sleep(0.001)
+
 
 async def test_a_child_that_stops_answering_is_killed_and_restarted(tmp_path: Path) -> None:
     h = Harness(tmp_path)
@@ -131,10 +138,7 @@ async def test_a_child_that_stops_answering_is_killed_and_restarted(tmp_path: Pa
         await group.start(h.child.run)
         await h.wait_for_processes(1)
         h.healthy_answers, h.health_checks = False, True  # e.g. SIGSTOP: the port accepts, nothing answers
-        with anyio.fail_after(5):
-            # Until the backoff: on a loaded machine the kill is seen before the restart is planned.
-            while h.processes[0].returncode is None or not h.slept:
-                await anyio.sleep(0.001)
+        await h.wait_killed_and_backing_off()
         assert h.signals[-1] == (1000, signal.SIGKILL)  # a stopped process ignores SIGTERM
         assert h.health_checked == 3
         assert h.child.restarts == 1 and h.slept == [10]
@@ -183,9 +187,7 @@ async def test_a_hung_opencode_is_killed_once_a_reload_has_excused_it_for_the_bo
         h.healthy_answers = False
         with capture_logs() as logs:
             h.health_checks = True
-            with anyio.fail_after(5):
-                while h.processes[0].returncode is None or not h.slept:
-                    await anyio.sleep(0.001)
+            await h.wait_killed_and_backing_off()
         # Checks at 7, 14, ... 63 s are within 60 s of the first: excused; 70, 77, 84 count.
         assert len(events(logs, "child.health_check_excused")) == 9
         assert [e["failures"] for e in events(logs, "child.health_check_failed")] == [1, 2, 3]
@@ -203,9 +205,7 @@ async def test_without_a_reload_in_flight_failures_count_at_once(tmp_path: Path)
         h.healthy_answers = False
         with capture_logs() as logs:
             h.health_checks = True
-            with anyio.fail_after(5):
-                while h.processes[0].returncode is None or not h.slept:
-                    await anyio.sleep(0.001)
+            await h.wait_killed_and_backing_off()
         assert h.health_checked == 3 and not events(logs, "child.health_check_excused")
         group.cancel_scope.cancel()
 
