@@ -4,17 +4,14 @@ opencode does not parse its config file as it is. It first replaces `{env:NAME}`
 `{file:path}` in the raw text, then parses the result with jsonc-parser (comments and trailing
 commas allowed). `opencode_reads` below is that reading, written from opencode 1.18.33's own code
 (`ConfigVariable.substitute` and `ConfigParse.jsonc`, read from the pinned binary).
+tests/integration/test_opencode_reads.py hands hostile ids to the real binary.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +27,6 @@ from sidecar.gateway.formats import (
 )
 from sidecar.opencode.config import dump_config, render_config, rendered_model_ids
 from sidecar.settings import Settings
-from tests.support.sidecar_process import OPENCODE_BIN
 
 # Bounded and the same on every run, so the suite's time is too.
 BOUNDED = settings(
@@ -198,50 +194,3 @@ def test_a_model_named_like_an_object_prototype_property_is_left_out(reserved: s
     assert list(config["provider"][PROVIDER]["models"]) == ["m1"]
     assert config["provider"][PROVIDER]["whitelist"] == ["m1"]
 
-
-# --- The real opencode ----------------------------------------------------------------------
-
-# Fixed hostile ids, and printable strings drawn once from a seeded generator over all of Unicode.
-_draw = random.Random(8)
-_PRINTABLE_CHARACTERS = [c for c in map(chr, range(0x20, 0x30000)) if c.isprintable() and c != "*"]
-DRAWN = ["".join(_draw.choices(_PRINTABLE_CHARACTERS, k=_draw.randrange(1, 40))) for _ in range(40)]
-REAL_IDS = [
-    "{env:HOSTILE_SECRET}", "{file:./secret.txt}", "a}{env:HOSTILE_SECRET}{b", "//{file:./secret.txt}",
-    "// not a comment", 'quote"back\\slash', "\\u007benv:HOSTILE_SECRET\\u007d", "$HOME ${env:HOME}",
-    "__proto__", "constructor", "toString", "emoji \U0001f600", "x" * 256,
-    *(text for text in DRAWN if text.strip()),
-]
-
-
-@pytest.mark.skipif(not OPENCODE_BIN.exists(), reason=f"opencode is not installed at {OPENCODE_BIN}")
-def test_the_real_opencode_reads_hostile_ids_and_names_as_sent(tmp_path: Path) -> None:
-    entries = [(model_id, f"/* {{file:./secret.txt}} */ {model_id}"[:256]) for model_id in REAL_IDS]
-    models = openrouter(entries)
-    # Every id but those opencode cannot hold as a key, which the parser drops (see catalog.py).
-    assert {model.id for model in models} == set(REAL_IDS) - OPENCODE_RESERVED_KEYS
-    config = render_config({PROVIDER: Catalog(models)}, SETTINGS, {})
-    path = tmp_path / "opencode.json"
-    path.write_text(dump_config(config), encoding="utf-8")
-    (tmp_path / "secret.txt").write_text("LEAKED-FILE")
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path / "home"),
-        **{f"XDG_{kind}_HOME": str(tmp_path / kind.lower()) for kind in ("CONFIG", "DATA", "CACHE", "STATE")},
-        "OPENCODE_CONFIG": str(path),
-        "OPENCODE_DISABLE_PROJECT_CONFIG": "1",
-        "OPENCODE_DISABLE_MODELS_FETCH": "1",
-        "HOSTILE_SECRET": "LEAKED-ENV",
-        KEY_ENV: KEY,
-    }
-    done = subprocess.run(
-        [str(OPENCODE_BIN), "debug", "config", "--pure"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90, check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "LEAKED" not in done.stdout
-    seen = json.loads(done.stdout)["provider"][PROVIDER]
-    expected = rendered_model_ids(config, [PROVIDER])[PROVIDER]
-    assert expected == {model.id for model in models}
-    assert {model_id: entry["name"] for model_id, entry in seen["models"].items()} == {
-        model.id: model.display_name for model in models if model.id in expected
-    }

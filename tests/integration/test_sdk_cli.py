@@ -1,4 +1,5 @@
-"""`opencode-sidecar models` as a user runs it, against loopback servers speaking each shape."""
+"""`opencode-sidecar models` as a user runs it (a real `python -m sidecar` process), against loopback
+servers speaking each shape."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.fake_runtimes import Canned, FakeRuntime, anthropic_error, anthropic_model, running
+
+pytestmark = pytest.mark.integration
 
 KEY = "sk-cli-secret-42"
 MODELS = [
