@@ -36,6 +36,7 @@ from sidecar.registry import (
     least_recently_used,
 )
 from sidecar.settings import Settings
+from sidecar.shrink import shrink_verdict
 
 log = structlog.get_logger("sidecar.reconcile")
 
@@ -215,36 +216,19 @@ class Reconciler:
             for gateway_id in self.gateways if gateway_ids is None else gateway_ids:
                 group.start_soon(self.poll_once, gateway_id)
 
-    def _shrinks(self, state: GatewayState, catalog: Catalog) -> bool:
-        """Whether `catalog` lost more than the allowed share of the applied list."""
-        before = set(state.catalog.ids)
-        if not before:
-            return False
-        lost = len(before - set(catalog.ids)) / len(before)
-        return not len(catalog) or lost > self._settings.shrink_threshold
-
     def _held_by_shrink_guard(self, gateway_id: str, state: GatewayState, catalog: Catalog) -> bool:
-        """A sudden large loss (a revoked key, a misrouted proxy) waits for more polls to say so;
-        growth and small changes apply at once."""
-        if not self._shrinks(state, catalog):
-            state.shrink_seen, state.shrink_models = 0, None
-            return False
-        state.shrink_seen += 1
-        state.shrink_models = len(catalog)
         needed = self._settings.shrink_confirmations
-        if state.shrink_seen < needed:
-            log.warning(
-                "gateway.shrink_held",
-                gateway=gateway_id,
-                models=len(catalog),
-                kept_models=len(state.catalog),
-                seen=state.shrink_seen,
-                needed=needed,
-            )
-            return True
-        log.warning("gateway.shrink_applied", gateway=gateway_id, models=len(catalog), was=len(state.catalog))
-        state.shrink_seen, state.shrink_models = 0, None
-        return False
+        verdict = shrink_verdict(
+            state.catalog.ids, catalog.ids, state.shrink_seen,
+            threshold=self._settings.shrink_threshold, confirmations=needed,
+        )
+        state.shrink_seen, state.shrink_models = verdict.seen, len(catalog) if verdict.hold else None
+        if verdict.reason == "held":
+            log.warning("gateway.shrink_held", gateway=gateway_id, models=len(catalog),
+                        kept_models=len(state.catalog), seen=verdict.seen, needed=needed)
+        elif verdict.reason == "confirmed":
+            log.warning("gateway.shrink_applied", gateway=gateway_id, models=len(catalog), was=len(state.catalog))
+        return verdict.hold
 
     async def poll_once(self, gateway_id: str | None = None) -> bool:
         """One poll of one gateway (the first by default); True when its list changed.
