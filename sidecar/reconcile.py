@@ -25,6 +25,7 @@ from sidecar.opencode.config import (
     rendered_model_ids,
     write_atomically,
 )
+from sidecar.public_view import PublicView, provider_catalog
 from sidecar.registry import (
     SESSIONS_TTL,
     Clock,
@@ -109,12 +110,6 @@ class GatewayState:
         return now - self.last_success > 3 * poll_interval + 30
 
 
-def public_id(ref: ModelRef, default_provider: str) -> str:
-    """The id `/v1/models` lists: bare for the first gateway, `provider/model` for the others,
-    so that every listed id names one model and resolves back to it."""
-    return ref.model_id if ref.provider_id == default_provider else str(ref)
-
-
 class Reconciler:
     """The one writer of opencode's config file and of the sidecar's saved state.
 
@@ -161,7 +156,7 @@ class Reconciler:
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
         self._base_dirty = False
-        self._refresh_views()
+        self._view = PublicView(self._provider_catalogs(), self.default_provider)
 
     # --- what the API and the resolver read ---------------------------------------------------
 
@@ -178,36 +173,31 @@ class Reconciler:
             return False
         return True if all(ok for ok in outcomes) else None
 
+    @property
+    def catalog(self) -> Catalog:
+        """What `/v1/models` lists."""
+        return self._view.catalog
+
+    @property
+    def owners(self) -> dict[str, str]:
+        """Bare model id -> the first gateway (in the operator's order) that has it."""
+        return self._view.owners
+
     def ref_of(self, listed_id: str) -> ModelRef | None:
         """The opencode model behind an id of `/v1/models`."""
-        return self._refs.get(listed_id)
+        return self._view.ref_of(listed_id)
 
     def model(self, ref: ModelRef) -> ModelInfo | None:
         """The listed record of a gateway's model, as `/v1/models` shows it."""
-        return self.catalog.get(public_id(ref, self.default_provider))
+        return self._view.model(ref)
 
     def provider_catalog(self, provider_id: str) -> Catalog:
         """A gateway's models as opencode gets them: its list and the models registered for it."""
-        listed = self.gateways[provider_id].catalog
-        extra = [m for model_id, m in self.registered.get(provider_id, {}).items() if model_id not in listed]
-        return Catalog([*listed, *extra])
+        return provider_catalog(self.gateways[provider_id].catalog, self.registered.get(provider_id, {}))
 
-    def _refresh_views(self) -> None:
-        records: dict[str, ModelInfo] = {}
-        refs: dict[str, ModelRef] = {}
-        owners: dict[str, str] = {}
-        # The first gateway first: a qualified id of another gateway wins a clash with it.
-        for gateway in self._settings.gateways:
-            for model in self.provider_catalog(gateway.id):
-                ref = ModelRef(gateway.id, model.id)
-                listed = public_id(ref, self.default_provider)
-                records[listed] = model.model_copy(update={"id": listed})
-                refs[listed] = ref
-                owners.setdefault(model.id, gateway.id)
-        self.catalog = Catalog(records.values())
-        self._refs = refs
-        # Bare model id -> the first gateway (in the operator's order) that has it.
-        self.owners = owners
+    def _provider_catalogs(self) -> dict[str, Catalog]:
+        """Every gateway's, in the operator's order."""
+        return {gateway_id: self.provider_catalog(gateway_id) for gateway_id in self.gateways}
 
     # --- polling ------------------------------------------------------------------------------
 
@@ -415,8 +405,7 @@ class Reconciler:
     # --- writing ------------------------------------------------------------------------------
 
     def render(self) -> dict[str, Any]:
-        catalogs = {gateway_id: self.provider_catalog(gateway_id) for gateway_id in self.gateways}
-        return render_config(catalogs, self._settings, self.base_config)
+        return render_config(self._provider_catalogs(), self._settings, self.base_config)
 
     async def publish(self) -> None:
         async with self._lock:
@@ -462,7 +451,7 @@ class Reconciler:
             models = sum(len(ids) for ids in expected.values())
             log.info("opencode.config_written", path=str(self.paths.config), models=models)
             self._listener.config_written(expected)
-        self._refresh_views()
+        self._view = PublicView(self._provider_catalogs(), self.default_provider)
 
     # --- the loops ----------------------------------------------------------------------------
 
