@@ -14,9 +14,10 @@ from sidecar.gateway.client import GatewayClient, GatewayError
 from sidecar.log import configure_logging
 from sidecar.opencode.child import OpencodeStartError
 from sidecar.opencode.config import BaseConfigError, dump_config, load_base_config
-from sidecar.reconcile import Reconciler, StatePaths
+from sidecar.reconcile import Reconciler
 from sidecar.sdk import RUNTIMES, ModelsError, models
 from sidecar.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from sidecar.statefiles import StatePaths
 from sidecar.supervisor import Sidecar, StartError
 
 EXIT_SETTINGS = 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -14,7 +13,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from sidecar.catalog import MAX_MODEL_ID_LENGTH, Catalog, ModelInfo, cap, invalid_model_id_reason
+from sidecar.catalog import Catalog, ModelInfo, cap
 from sidecar.gateway.client import GatewayError
 from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
@@ -38,6 +37,7 @@ from sidecar.registry import (
 )
 from sidecar.settings import Settings
 from sidecar.shrink import shrink_verdict
+from sidecar.statefiles import StateFiles, StatePaths
 
 log = structlog.get_logger("sidecar.reconcile")
 
@@ -54,19 +54,6 @@ class CatalogSource(Protocol):
 
 class ConfigListener(Protocol):
     def config_written(self, expected: dict[str, set[str]]) -> None: ...
-
-
-class StatePaths:
-    def __init__(self, state_dir: Path, config: Path | None = None) -> None:
-        self.state_dir = state_dir
-        # In attach mode, the shared path that opencode reads through its OPENCODE_CONFIG.
-        self.config = config or state_dir / "opencode.json"
-        self.registered = state_dir / "registered.json"  # models registered on request
-        self.legacy_catalog = state_dir / "catalog.json"  # one gateway's list, before several
-
-    def catalog(self, gateway_id: str) -> Path:
-        """A gateway's last good list."""
-        return self.state_dir / f"catalog-{gateway_id}.json"
 
 
 @dataclass
@@ -130,29 +117,25 @@ class Reconciler:
         clock: Clock = time.monotonic,
     ) -> None:
         self._settings = settings
-        self._write = write
         # Asked only when the registry is full; without an opencode to ask nothing is evicted.
         self._sessions = sessions
         self._clock = clock
         self._sources = sources
         self._listener = listener
         self.paths = paths
+        self._files = StateFiles(paths, write)
         self.base_config = base_config
         self.default_provider = settings.default_provider
         self.gateways = {g.id: self._restore(g.id) for g in settings.gateways}
-        self.registry = Registry(self._load_registered(), settings.max_registered, clock)
+        saved = self._files.saved_registered(self.default_provider, self.gateways)
+        self.registry = Registry(saved, settings.max_registered, clock)
         # What the config on disk holds (or the write in flight), per gateway.
         self.registered = self.registry.models
         self._admission = anyio.Lock()  # one eviction decided at a time
         self._sessions_seen: tuple[float, set[ModelRef]] | None = None
-        self._written_text: str | None = None
         # For /metrics: polls by gateway and outcome, config writes by result.
         self.polls: Counter[tuple[str, str]] = Counter()
-        self.writes: Counter[str] = Counter()
-        # A write that failed (a read-only or full state dir) is tried again on the next poll.
-        self._publish_failed = False
-        self.last_write_error: str | None = None
-        self._written_state: dict[Path, str] = {}
+        self.writes = self._files.writes
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
         self._base_dirty = False
@@ -163,7 +146,12 @@ class Reconciler:
     @property
     def config_on_disk(self) -> bool:
         """This run has written opencode's config (what a pod waits for before starting opencode)."""
-        return self._written_text is not None
+        return self._files.config_text is not None
+
+    @property
+    def last_write_error(self) -> str | None:
+        """Why the state dir took no write, until it takes one again."""
+        return self._files.last_error
 
     @property
     def last_poll_ok(self) -> bool | None:
@@ -245,7 +233,7 @@ class Reconciler:
             return False
         state.catalog_time, state.restored = now, False
         self._note_cap(gateway_id, state, catalog)
-        if catalog.same_models(state.catalog) and self._written_text is not None and not self._publish_failed:
+        if catalog.same_models(state.catalog) and self.config_on_disk and not self._files.failed:
             state.catalog = catalog  # the same models; how many the gateway lists may have changed
             self.polls[gateway_id, "unchanged"] += 1
             log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
@@ -418,35 +406,11 @@ class Reconciler:
         `/v1/models` never lists a model that `/readyz` would call applied before it is.
         """
         config = self.render()
-        text = dump_config(config) + "\n"
-        state = {self.paths.catalog(gid): s.catalog.to_json() for gid, s in self.gateways.items()}
-        state[self.paths.registered] = json.dumps(
-            {gid: json.loads(Catalog(models.values()).to_json()) for gid, models in self.registered.items() if models},
-            indent=1,
-        )
-        changed = {path: content for path, content in state.items() if self._written_state.get(path) != content}
-        try:
-            if changed:
-                # The saved lists can change while the config stays the same (a registered model
-                # that the gateway now lists).
-                await anyio.to_thread.run_sync(self._write_files, changed)
-                self._written_state.update(changed)
-            if text != self._written_text:
-                await anyio.to_thread.run_sync(self._write, self.paths.config, text)
-        except OSError as exc:
-            # The old files stay whole (each write is a rename); opencode and /v1/models keep
-            # the last list that was written, and the next poll tries again.
-            self._publish_failed = True
-            self.writes["failed"] += 1
-            self.last_write_error = f"cannot write to {self.paths.state_dir}: {exc.strerror or type(exc).__name__}"
-            log.error("state.write_failed", path=str(self.paths.state_dir), error=exc.strerror or type(exc).__name__)
+        catalogs = {gateway_id: state.catalog for gateway_id, state in self.gateways.items()}
+        outcome = await self._files.write(catalogs, self.registered, dump_config(config) + "\n")
+        if outcome == "failed":
             return
-        if self._publish_failed:
-            log.info("state.write_recovered", path=str(self.paths.state_dir))
-        self._publish_failed, self.last_write_error = False, None
-        if text != self._written_text:
-            self.writes["written"] += 1
-            self._written_text = text
+        if outcome == "written":
             expected = rendered_model_ids(config, list(self.gateways))
             models = sum(len(ids) for ids in expected.values())
             log.info("opencode.config_written", path=str(self.paths.config), models=models)
@@ -479,72 +443,14 @@ class Reconciler:
 
     # --- saved state --------------------------------------------------------------------------
 
-    def _write_files(self, files: dict[Path, str]) -> None:
-        for path, content in files.items():
-            self._write(path, content)
-
     def _restore(self, gateway_id: str) -> GatewayState:
         """The list saved by an earlier run, so that a gateway down at start loses nothing."""
-        path = self.paths.catalog(gateway_id)
-        if not path.exists() and gateway_id == self.default_provider:
-            path = self.paths.legacy_catalog
-        catalog = self._within_cap(_without_unusable_ids(_load_catalog(path), path, gateway_id))
+        saved = self._files.saved_catalog(gateway_id, first_gateway=gateway_id == self.default_provider)
+        catalog = self._within_cap(saved.catalog)
         if not len(catalog):
             return GatewayState(catalog)
-        try:
-            saved_at: float | None = path.stat().st_mtime
-        except OSError:
-            saved_at = None
-        age = None if saved_at is None else round(time.time() - saved_at, 1)
-        log.info("catalog.restored", gateway=gateway_id, models=len(catalog), path=str(path), age=age)
-        state = GatewayState(catalog, catalog_time=saved_at, restored=True)
+        age = None if saved.saved_at is None else round(time.time() - saved.saved_at, 1)
+        log.info("catalog.restored", gateway=gateway_id, models=len(catalog), path=str(saved.path), age=age)
+        state = GatewayState(catalog, catalog_time=saved.saved_at, restored=True)
         self._note_cap(gateway_id, state, catalog)
         return state
-
-    def _load_registered(self) -> dict[str, dict[str, ModelInfo]]:
-        try:
-            saved = json.loads(self.paths.registered.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("state.unreadable", path=str(self.paths.registered), error=type(exc).__name__)
-            return {}
-        # Before several gateways the file was one list, for the only gateway.
-        by_gateway = {self.default_provider: saved} if isinstance(saved, list) else saved
-        registered: dict[str, dict[str, ModelInfo]] = {}
-        if not isinstance(by_gateway, dict):
-            return registered
-        for gateway_id, models in by_gateway.items():
-            if gateway_id not in self.gateways or not isinstance(models, list):
-                continue
-            try:
-                catalog = Catalog(ModelInfo.model_validate(item) for item in models)
-            except ValueError:
-                log.warning("state.unreadable", path=str(self.paths.registered), gateway=gateway_id)
-                continue
-            catalog = _without_unusable_ids(catalog, self.paths.registered, gateway_id)
-            registered[gateway_id] = {m.id: m.model_copy(update={"registered": True}) for m in catalog}
-        return registered
-
-
-def _without_unusable_ids(catalog: Catalog, path: Path, gateway_id: str) -> Catalog:
-    """The saved models opencode can be given: an older version saved ids (`constructor`, ...)
-    that make opencode answer 500. The file is rewritten without them at the first publish."""
-    unusable = {model.id: reason for model in catalog if (reason := invalid_model_id_reason(model.id)) is not None}
-    if not unusable:
-        return catalog
-    for model_id, reason in unusable.items():
-        # Ids this sidecar accepted once (and logged at registration); a hand-edited one is cut short.
-        shown = model_id[:MAX_MODEL_ID_LENGTH]
-        log.warning("state.model_dropped", path=str(path), gateway=gateway_id, model=shown, reason=f"id {reason}")
-    return Catalog(model for model in catalog if model.id not in unusable)
-
-
-def _load_catalog(path: Path) -> Catalog:
-    try:
-        return Catalog.from_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return Catalog()
-    except (OSError, ValueError) as exc:
-        log.warning("state.unreadable", path=str(path), error=type(exc).__name__)
-        return Catalog()

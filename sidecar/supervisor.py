@@ -25,10 +25,11 @@ from sidecar.opencode.config import BaseConfigError, load_base_config, write_ato
 from sidecar.metrics import Metrics
 from sidecar.naming import ModelRef
 from sidecar.passthrough import Passthrough
-from sidecar.reconcile import Reconciler, StatePaths
+from sidecar.reconcile import Reconciler
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
 from sidecar.statedir import PRIVATE_FILE, StateDirError, claim_state_dir
+from sidecar.statefiles import StatePaths
 
 log = structlog.get_logger("sidecar")
 

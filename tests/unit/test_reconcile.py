@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.gateway.client import GatewayError
 from sidecar.opencode.config import write_atomically
-from sidecar.reconcile import Reconciler, StatePaths
+from sidecar.reconcile import Reconciler
 from sidecar.settings import Settings
+from sidecar.statefiles import StatePaths
 
 pytestmark = pytest.mark.anyio
 

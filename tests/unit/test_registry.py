@@ -18,9 +18,10 @@ from sidecar.catalog import Catalog, ModelInfo
 from sidecar.naming import ModelRef
 from sidecar.opencode.client import OpencodeClient
 from sidecar.opencode.config import write_atomically
-from sidecar.reconcile import Reconciler, StatePaths
+from sidecar.reconcile import Reconciler
 from sidecar.registry import RECENT_USE, Registry, RegistryFull, SessionsUnknown, least_recently_used
 from sidecar.settings import Settings, SettingsError, load_settings
+from sidecar.statefiles import StatePaths
 
 pytestmark = pytest.mark.anyio
 
