@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,6 +13,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from sidecar.admission import Admission
 from sidecar.catalog import Catalog, ModelInfo, cap
 from sidecar.gateway.client import GatewayError
 from sidecar.naming import ModelRef
@@ -25,16 +26,7 @@ from sidecar.opencode.config import (
     write_atomically,
 )
 from sidecar.public_view import PublicView, provider_catalog
-from sidecar.registry import (
-    SESSIONS_TTL,
-    Clock,
-    NoSessions,
-    Registry,
-    RegistryFull,
-    SessionModels,
-    SessionsUnknown,
-    least_recently_used,
-)
+from sidecar.registry import Clock, NoSessions, Registry, SessionModels
 from sidecar.settings import Settings
 from sidecar.shrink import shrink_verdict
 from sidecar.statefiles import StateFiles, StatePaths
@@ -117,9 +109,6 @@ class Reconciler:
         clock: Clock = time.monotonic,
     ) -> None:
         self._settings = settings
-        # Asked only when the registry is full; without an opencode to ask nothing is evicted.
-        self._sessions = sessions
-        self._clock = clock
         self._sources = sources
         self._listener = listener
         self.paths = paths
@@ -131,8 +120,7 @@ class Reconciler:
         self.registry = Registry(saved, settings.max_registered, clock)
         # What the config on disk holds (or the write in flight), per gateway.
         self.registered = self.registry.models
-        self._admission = anyio.Lock()  # one eviction decided at a time
-        self._sessions_seen: tuple[float, set[ModelRef]] | None = None
+        self._admission = Admission(self.registry, sessions, clock, self._default_models)
         # For /metrics: polls by gateway and outcome, config writes by result.
         self.polls: Counter[tuple[str, str]] = Counter()
         self.writes = self._files.writes
@@ -243,10 +231,7 @@ class Reconciler:
         removed = len(set(state.catalog.ids) - set(catalog.ids))
         log.info("catalog.changed", gateway=gateway_id, models=len(catalog), added=added, removed=removed)
         async with self._lock:
-            registered = self.registered.get(gateway_id, {})
-            now_listed = [model_id for model_id in registered if model_id in catalog]
-            for model_id in now_listed:
-                del registered[model_id]
+            now_listed = self.registry.drop_listed(gateway_id, catalog)
             if now_listed:
                 log.info("registry.now_listed", gateway=gateway_id, models=now_listed)
             state.catalog = catalog
@@ -297,62 +282,13 @@ class Reconciler:
             self.registry.touch(ref)
             return known
         model = ModelInfo(id=ref.model_id, display_name=ref.model_id, registered=True)
-        if self.registry.holds(ref):
-            self.registry.touch(ref)  # another caller's registration of it waits for its write
-        elif len(self.registry) < self.registry.limit:
-            self._add(ref, model)
-        else:
-            async with self._admission:
-                if not self.registry.holds(ref):
-                    await self._make_room()
-                    self._add(ref, model)
+        await self._admission.admit(ref, model)
         await self._write_registry(self.registry.changes)
         return self.model(ref) or model
 
-    def _add(self, ref: ModelRef, model: ModelInfo) -> None:
-        self.registry.add(ref, model)
-        log.info("registry.registered", gateway=ref.provider_id, model=ref.model_id)
-
-    async def _make_room(self) -> None:
-        """Evict least recently used models that no session uses until one more fits."""
-        limit = self.registry.limit
-        while len(self.registry) >= limit:
-            try:
-                held = await self._models_in_use()
-            except SessionsUnknown as exc:
-                log.warning("registry.full", registered=len(self.registry), max_registered=limit, error=str(exc))
-                raise RegistryFull(
-                    502,
-                    f"the registry is full (SIDECAR_MAX_REGISTERED={limit}) and opencode could not say which "
-                    f"models its sessions use, so none was evicted: {exc}",
-                ) from None
-            victim = least_recently_used(self.registry.by_last_use(), held)
-            if victim is None:
-                log.warning("registry.full", registered=len(self.registry), max_registered=limit)
-                raise RegistryFull(
-                    409,
-                    f"the registry is full: SIDECAR_MAX_REGISTERED={limit} models are registered and every one "
-                    f"is the model of a session (or was asked for in the last few seconds); end or move a "
-                    f"session to another model, remove a registered model, or raise SIDECAR_MAX_REGISTERED",
-                )
-            self.registry.evict(victim)
-            log.info("registry.evicted", gateway=victim.provider_id, model=victim.model_id,
-                     reason="limit", max_registered=limit)
-
-    async def _models_in_use(self) -> set[ModelRef]:
-        """The models sessions use or may be about to use: never evicted."""
-        now = self._clock()
-        if self._sessions_seen is None or now - self._sessions_seen[0] > SESSIONS_TTL:
-            self._sessions_seen = (now, await self._sessions.session_models())
-        held = self._sessions_seen[1] | self.registry.recently_used()
-        # A session that names no model uses the configured default.
-        base = self.base_config
-        defaults = (self._settings.default_model_ref(), base.get("model"), base.get("small_model"))
-        for name in defaults:
-            if isinstance(name, str) and "/" in name:
-                provider_id, _, model_id = name.partition("/")
-                held.add(ModelRef(provider_id, model_id))
-        return held
+    def _default_models(self) -> Iterable[object]:
+        """The models a session that names none uses: never evicted."""
+        return (self._settings.default_model_ref(), self.base_config.get("model"), self.base_config.get("small_model"))
 
     async def _write_registry(self, changes: int) -> None:
         """Write the registry once it holds `changes`: a write already carrying them is waited for,

@@ -7,7 +7,7 @@ Pure bookkeeping: the reconciler owns the writes and asks opencode which models 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Protocol
 
 from sidecar.catalog import ModelInfo
@@ -130,6 +130,15 @@ class Registry:
         ]
         unseen = [ref for ref in written if ref not in self._used and ref not in self._removed]
         return [*unseen, *self._used]
+
+    def drop_listed(self, gateway_id: str, listed: Container[str]) -> list[str]:
+        """Remove the models of `gateway_id` that its list now holds: they need no registration
+        any more. Their ids."""
+        registered = self.models.get(gateway_id, {})
+        now_listed = [model_id for model_id in registered if model_id in listed]
+        for model_id in now_listed:
+            del registered[model_id]
+        return now_listed
 
     def apply_pending(self) -> int:
         """Move the waiting changes into `models`, just before they are written; the change count
