@@ -1,11 +1,14 @@
-"""The sync loop: poll each gateway, keep its last good catalog, render and write opencode's config."""
+"""The sync loop: poll each gateway, keep its last good catalog, render and write opencode's config.
+
+Beside it: one gateway's record and guards (`gateway_state`), the files (`statefiles`), what
+`/v1/models` lists (`public_view`), and room in a full registry (`admission`).
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,8 +17,9 @@ import anyio.lowlevel
 import structlog
 
 from sidecar.admission import Admission
-from sidecar.catalog import Catalog, ModelInfo, cap
+from sidecar.catalog import Catalog, ModelInfo
 from sidecar.gateway.client import GatewayError
+from sidecar.gateway_state import GatewayState, polls_ok, within_cap
 from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
     BaseConfigError,
@@ -28,16 +32,9 @@ from sidecar.opencode.config import (
 from sidecar.public_view import PublicView, provider_catalog
 from sidecar.registry import Clock, NoSessions, Registry, SessionModels
 from sidecar.settings import Settings
-from sidecar.shrink import shrink_verdict
 from sidecar.statefiles import StateFiles, StatePaths
 
 log = structlog.get_logger("sidecar.reconcile")
-
-# What an operator whose gateway lists more than SIDECAR_MAX_MODELS can do about it.
-CAP_HINT = (
-    "opencode is given the newest models, in the gateway's order; choose which with this gateway's include/exclude "
-    "globs in SIDECAR_CONFIG, or raise SIDECAR_MAX_MODELS"
-)
 
 
 class CatalogSource(Protocol):
@@ -46,47 +43,6 @@ class CatalogSource(Protocol):
 
 class ConfigListener(Protocol):
     def config_written(self, expected: dict[str, set[str]]) -> None: ...
-
-
-@dataclass
-class GatewayState:
-    catalog: Catalog  # the last good list
-    # When that list was read: this run's last good poll, or the saved file's time.
-    catalog_time: float | None = None
-    restored: bool = False  # the list is the one saved by an earlier run
-    last_poll_ok: bool | None = None
-    last_error: str | None = None
-    last_success: float | None = None  # unix time
-    # The shrink guard: consecutive polls whose list lost too many models, and the last such list.
-    shrink_seen: int = 0
-    shrink_models: int | None = None
-    # The listed count last reported as over SIDECAR_MAX_MODELS: said again only when it changes.
-    capped_listed: int | None = None
-
-    def report(self, now: float, poll_interval: float) -> dict[str, Any]:
-        age = None if self.catalog_time is None else round(max(0.0, now - self.catalog_time), 3)
-        return {
-            "models": len(self.catalog),
-            "catalog_age": age,
-            "restored": self.restored,
-            "stale": self.is_stale(now, poll_interval),
-            "last_poll_ok": self.last_poll_ok,
-            "last_error": self.last_error,
-            "last_success": self.last_success,
-            "shrink_guard": None
-            if not self.shrink_seen
-            else {"held_polls": self.shrink_seen, "listed_models": self.shrink_models},
-            # SIDECAR_MAX_MODELS left models out: how many the gateway listed, how many opencode has.
-            "capped": None
-            if not self.catalog.capped
-            else {"listed_models": self.catalog.listed, "kept_models": len(self.catalog)},
-        }
-
-    def is_stale(self, now: float, poll_interval: float) -> bool:
-        """Not confirmed by this run, or not for three poll intervals."""
-        if self.last_success is None:
-            return True
-        return now - self.last_success > 3 * poll_interval + 30
 
 
 class Reconciler:
@@ -115,7 +71,12 @@ class Reconciler:
         self._files = StateFiles(paths, write)
         self.base_config = base_config
         self.default_provider = settings.default_provider
-        self.gateways = {g.id: self._restore(g.id) for g in settings.gateways}
+        self.gateways = {
+            g.id: GatewayState.restore(
+                g.id, self._files.saved_catalog(g.id, first_gateway=g.id == self.default_provider), settings.max_models
+            )
+            for g in settings.gateways
+        }
         saved = self._files.saved_registered(self.default_provider, self.gateways)
         self.registry = Registry(saved, settings.max_registered, clock)
         # What the config on disk holds (or the write in flight), per gateway.
@@ -144,10 +105,7 @@ class Reconciler:
     @property
     def last_poll_ok(self) -> bool | None:
         """False when any gateway's last poll failed, None before the first poll."""
-        outcomes = [state.last_poll_ok for state in self.gateways.values()]
-        if any(ok is False for ok in outcomes):
-            return False
-        return True if all(ok for ok in outcomes) else None
+        return polls_ok(self.gateways.values())
 
     @property
     def catalog(self) -> Catalog:
@@ -182,20 +140,6 @@ class Reconciler:
             for gateway_id in self.gateways if gateway_ids is None else gateway_ids:
                 group.start_soon(self.poll_once, gateway_id)
 
-    def _held_by_shrink_guard(self, gateway_id: str, state: GatewayState, catalog: Catalog) -> bool:
-        needed = self._settings.shrink_confirmations
-        verdict = shrink_verdict(
-            state.catalog.ids, catalog.ids, state.shrink_seen,
-            threshold=self._settings.shrink_threshold, confirmations=needed,
-        )
-        state.shrink_seen, state.shrink_models = verdict.seen, len(catalog) if verdict.hold else None
-        if verdict.reason == "held":
-            log.warning("gateway.shrink_held", gateway=gateway_id, models=len(catalog),
-                        kept_models=len(state.catalog), seen=verdict.seen, needed=needed)
-        elif verdict.reason == "confirmed":
-            log.warning("gateway.shrink_applied", gateway=gateway_id, models=len(catalog), was=len(state.catalog))
-        return verdict.hold
-
     async def poll_once(self, gateway_id: str | None = None) -> bool:
         """One poll of one gateway (the first by default); True when its list changed.
         Any failure keeps its last good list and touches no other gateway."""
@@ -208,19 +152,22 @@ class Reconciler:
             state.last_poll_ok, state.last_error = False, str(exc)
             log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
             return False
-        catalog = self._within_cap(catalog)
+        catalog = within_cap(catalog, self._settings.max_models)
         now = time.time()
         state.last_poll_ok, state.last_error, state.last_success = True, None, now
         if not len(catalog):
             log.warning("gateway.list_empty", gateway=gateway_id, kept_models=len(state.catalog))
-        if self._held_by_shrink_guard(gateway_id, state, catalog):
+        settings = self._settings
+        if state.held_by_shrink_guard(
+            gateway_id, catalog, threshold=settings.shrink_threshold, confirmations=settings.shrink_confirmations
+        ):
             self.polls[gateway_id, "held"] += 1
             return False
         if not len(catalog) and not len(state.catalog):
             self.polls[gateway_id, "unchanged"] += 1
             return False
         state.catalog_time, state.restored = now, False
-        self._note_cap(gateway_id, state, catalog)
+        state.note_cap(gateway_id, catalog, settings.max_models)
         if catalog.same_models(state.catalog) and self.config_on_disk and not self._files.failed:
             state.catalog = catalog  # the same models; how many the gateway lists may have changed
             self.polls[gateway_id, "unchanged"] += 1
@@ -237,31 +184,6 @@ class Reconciler:
             state.catalog = catalog
             await self._publish()
         return True
-
-    def _within_cap(self, catalog: Catalog) -> Catalog:
-        """At most SIDECAR_MAX_MODELS. The gateway client's lists come capped already, in the
-        gateway's order, while they are read; this holds any other (a saved list) to the same bound,
-        in the catalog's order."""
-        limit = self._settings.max_models
-        return catalog if len(catalog) <= limit else cap(catalog, limit, listed=catalog.listed)
-
-    def _note_cap(self, gateway_id: str, state: GatewayState, catalog: Catalog) -> None:
-        """Warn that opencode gets only part of a gateway's list: once per change of its size, not every poll."""
-        listed = catalog.listed if catalog.capped else None
-        if listed == state.capped_listed:
-            return
-        state.capped_listed = listed
-        if listed is None:
-            log.info("gateway.models_uncapped", gateway=gateway_id, models=len(catalog))
-            return
-        log.warning(
-            "gateway.models_capped",
-            gateway=gateway_id,
-            listed=listed,
-            kept=len(catalog),
-            max_models=self._settings.max_models,
-            hint=CAP_HINT,
-        )
 
     # --- the registry -------------------------------------------------------------------------
 
@@ -376,17 +298,3 @@ class Reconciler:
         while True:
             await self.poll_once(gateway_id)
             await anyio.sleep(interval)
-
-    # --- saved state --------------------------------------------------------------------------
-
-    def _restore(self, gateway_id: str) -> GatewayState:
-        """The list saved by an earlier run, so that a gateway down at start loses nothing."""
-        saved = self._files.saved_catalog(gateway_id, first_gateway=gateway_id == self.default_provider)
-        catalog = self._within_cap(saved.catalog)
-        if not len(catalog):
-            return GatewayState(catalog)
-        age = None if saved.saved_at is None else round(time.time() - saved.saved_at, 1)
-        log.info("catalog.restored", gateway=gateway_id, models=len(catalog), path=str(saved.path), age=age)
-        state = GatewayState(catalog, catalog_time=saved.saved_at, restored=True)
-        self._note_cap(gateway_id, state, catalog)
-        return state
