@@ -14,17 +14,11 @@ import structlog
 from sidecar.backoff import retry_delay
 from sidecar.catalog import Catalog, NewestModels, cap
 from sidecar.gateway.config import Gateway
-from sidecar.gateway.formats import (
-    MalformedModelList,
-    ParsedList,
-    detect_format,
-    enrich_with_litellm_info,
-    parse_anthropic_page,
-    parse_litellm_model_info,
-    parse_lmstudio_models,
-    parse_models,
-    parse_ollama_tags,
-)
+from sidecar.lists.anthropic import parse_anthropic_page
+from sidecar.lists.detect import detect_format
+from sidecar.lists.entries import MalformedModelList, ParsedList
+from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_ollama_tags
+from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
 from sidecar.reasons import server_reason
 from sidecar.settings import Settings
 

@@ -10,15 +10,14 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from sidecar.catalog import ModelInfo, reserved_key_reason
+from sidecar.lists.formats import Format
 from sidecar.naming import check_aliases
 
-FORMATS = ("auto", "openai", "litellm", "openrouter", "portkey", "together", "vllm", "ollama", "lmstudio", "anthropic")
-Format = Literal["auto", "openai", "litellm", "openrouter", "portkey", "together", "vllm", "ollama", "lmstudio", "anthropic"]
 OPENAI_COMPATIBLE = "@ai-sdk/openai-compatible"
 ANTHROPIC_NPM = "@ai-sdk/anthropic"
 

@@ -19,8 +19,9 @@ import httpx
 import structlog
 
 from sidecar.catalog import Catalog, ModelInfo, ModelList, invalid_model_id_reason
-from sidecar.gateway import formats
-from sidecar.gateway.formats import MalformedModelList, parse_model_list
+from sidecar.lists import anthropic
+from sidecar.lists.entries import MalformedModelList
+from sidecar.lists.formats import parse_model_list
 from sidecar.sdk.config import Options
 from sidecar.sdk.errors import AuthenticationError, MalformedResponseError, NotFoundError
 
@@ -57,7 +58,7 @@ def parse_anthropic_page(payload: Any) -> Page:
     The gateway side's parser, with readable names for models that have none and the
     sidecar's own `registered` mark, which no gateway sends.
     """
-    parsed, has_more, last_id = formats.parse_anthropic_page(payload, fallback_name=readable_name)
+    parsed, has_more, last_id = anthropic.parse_anthropic_page(payload, fallback_name=readable_name)
     registered = {
         entry["id"] for entry in payload["data"]
         if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry.get("registered") is True

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.catalog import OPENCODE_RESERVED_KEYS, Catalog, ModelInfo
-from sidecar.gateway.formats import parse_models
+from sidecar.lists.formats import parse_models
 from sidecar.opencode.config import dump_config, render_config, rendered_model_ids
 from sidecar.settings import Settings
 from tests.support.sidecar_process import OPENCODE_BIN

@@ -13,19 +13,11 @@ from typing import Any
 import pytest
 
 from sidecar.catalog import MODALITIES, UNKNOWN_DATE, ModelCost, ModelInfo
-from sidecar.gateway.formats import (
-    FORMATS,
-    LiteLLMInfo,
-    MalformedModelList,
-    ParsedList,
-    detect_format,
-    enrich_with_litellm_info,
-    parse_anthropic_page,
-    parse_litellm_model_info,
-    parse_lmstudio_models,
-    parse_models,
-    parse_ollama_tags,
-)
+from sidecar.lists.anthropic import parse_anthropic_page
+from sidecar.lists.detect import detect_format
+from sidecar.lists.entries import MalformedModelList, ParsedList
+from sidecar.lists.formats import FORMATS, parse_lmstudio_models, parse_models, parse_ollama_tags
+from sidecar.lists.litellm import LiteLLMInfo, enrich_with_litellm_info, parse_litellm_model_info
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gateways"
 

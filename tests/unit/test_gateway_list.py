@@ -6,7 +6,8 @@ import pytest
 from sidecar.backoff import restart_delay, retry_delay
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.gateway.client import GatewayClient, GatewayError
-from sidecar.gateway.formats import MalformedModelList, parse_model_list
+from sidecar.lists.entries import MalformedModelList
+from sidecar.lists.formats import parse_model_list
 from sidecar.settings import Settings
 
 LITELLM_LIST = {

@@ -19,12 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sidecar.catalog import OPENCODE_RESERVED_KEYS, Catalog, ModelInfo
-from sidecar.gateway.formats import (
-    enrich_with_litellm_info,
-    parse_anthropic_page,
-    parse_litellm_model_info,
-    parse_models,
-)
+from sidecar.lists.anthropic import parse_anthropic_page
+from sidecar.lists.formats import parse_models
+from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
 from sidecar.opencode.config import dump_config, render_config, rendered_model_ids
 from sidecar.settings import Settings
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from sidecar.gateway.formats import MalformedModelList
+from sidecar.lists.entries import MalformedModelList
 from sidecar.sdk.client import _drive, parse_retry_after, retry_delay_for
 from sidecar.sdk.config import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_SIDECAR_URL, resolve_options
 from sidecar.sdk.errors import (
