@@ -14,9 +14,9 @@ import structlog
 from sidecar.backoff import retry_delay
 from sidecar.catalog import Catalog, NewestModels, cap
 from sidecar.gateway.config import Gateway
-from sidecar.lists.anthropic import parse_anthropic_page
+from sidecar.lists.anthropic import ANTHROPIC_VERSION, MAX_PAGE, parse_anthropic_page
 from sidecar.lists.detect import detect_format
-from sidecar.lists.entries import MalformedModelList, ParsedList
+from sidecar.lists.entries import MAX_LIST_BYTES, MalformedModelList, ParsedList
 from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_ollama_tags
 from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
 from sidecar.reasons import server_reason
@@ -24,8 +24,6 @@ from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.gateway")
 
-# A model list is small; a gateway that sends more is not answering the question we asked.
-MAX_LIST_BYTES = 16 * 1024 * 1024
 # The list is decoded whole before SIDECAR_MAX_MODELS cuts it, and each decoded object costs far
 # more than its bytes: 800,000 entries like {"id":"m0000001"} (15.3 MiB, under MAX_LIST_BYTES) took
 # the sidecar to 324 MiB, over the 256 Mi of deploy/kubernetes/base; 100,001 entries with long
@@ -38,9 +36,7 @@ MAX_PROBE_BYTES = 64 * 1024
 # A redirect is never followed, so the key never leaves for another address; where it pointed is
 # the gateway's word and is not repeated.
 _NOT_FOLLOWED = "redirected to another address (HTTP {status}); not followed"
-ANTHROPIC_VERSION = "2023-06-01"
-# Anthropic's largest page, and a bound on how many pages one poll follows.
-ANTHROPIC_PAGE = 1000
+# A bound on how many pages of an Anthropic-shaped list one poll follows.
 MAX_PAGES = 100
 
 
@@ -204,7 +200,7 @@ class GatewayClient:
     async def _anthropic_list(self, first: Any = None) -> ParsedList:
         """Every page of an Anthropic-shaped list, following `after_id` while `has_more`."""
         url = f"{self.gateway.api_base}/models"
-        payload = first if first is not None else await self._get_json(url, {"limit": ANTHROPIC_PAGE})
+        payload = first if first is not None else await self._get_json(url, {"limit": MAX_PAGE})
         collected, keep = ParsedList(models=[]), self._keep()
         for _ in range(MAX_PAGES):
             page, has_more, last_id = parse_anthropic_page(payload)
@@ -215,7 +211,7 @@ class GatewayClient:
             if not has_more or not last_id:
                 collected.models, collected.listed = keep.candidates(), keep.listed
                 return collected
-            payload = await self._get_json(url, {"limit": ANTHROPIC_PAGE, "after_id": last_id})
+            payload = await self._get_json(url, {"limit": MAX_PAGE, "after_id": last_id})
         raise GatewayError(f"model list has more than {MAX_PAGES} pages")
 
     async def _get_json(self, url: str, params: dict[str, Any] | None = None) -> Any:

@@ -13,6 +13,8 @@ from sidecar.lists.values import as_dict, dated, flag, name, positive_int, rfc33
 
 # The `anthropic-version` header both the gateway poll and the SDK send.
 ANTHROPIC_VERSION = "2023-06-01"
+# Anthropic's largest page, and the sidecar's.
+MAX_PAGE = 1000
 
 LIFECYCLES = frozenset({"active", "deprecated", "retired"})
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from sidecar.lists.anthropic import ANTHROPIC_VERSION
+
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_CURSOR_BASE_URL = "https://api.cursor.com"
 # The sidecar's default SIDECAR_LISTEN.
 DEFAULT_SIDECAR_URL = "http://127.0.0.1:4097"
@@ -28,7 +29,7 @@ class Options:
 
     anthropic_base_url: str = DEFAULT_ANTHROPIC_BASE_URL
     anthropic_api_key: str | None = field(default=None, repr=False)
-    anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
+    anthropic_version: str = ANTHROPIC_VERSION
     cursor_base_url: str = DEFAULT_CURSOR_BASE_URL
     cursor_api_key: str | None = field(default=None, repr=False)
     cursor_api_version: CursorApiVersion = "auto"
@@ -90,7 +91,7 @@ def resolve_options(
             anthropic_base_url, "anthropic_base_url", "ANTHROPIC_BASE_URL", DEFAULT_ANTHROPIC_BASE_URL
         ),
         anthropic_api_key=pick(anthropic_api_key, "ANTHROPIC_API_KEY", None)[0],
-        anthropic_version=anthropic_version or DEFAULT_ANTHROPIC_VERSION,
+        anthropic_version=anthropic_version or ANTHROPIC_VERSION,
         cursor_base_url=url(cursor_base_url, "cursor_base_url", "CURSOR_BASE_URL", DEFAULT_CURSOR_BASE_URL),
         cursor_api_key=pick(cursor_api_key, "CURSOR_API_KEY", None)[0],
         cursor_api_version=version,  # type: ignore[arg-type]

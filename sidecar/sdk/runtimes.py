@@ -20,7 +20,7 @@ import structlog
 
 from sidecar.catalog import Catalog, ModelInfo, ModelList, invalid_model_id_reason
 from sidecar.lists import anthropic
-from sidecar.lists.entries import MalformedModelList
+from sidecar.lists.entries import MAX_LIST_BYTES, MalformedModelList
 from sidecar.lists.formats import parse_model_list
 from sidecar.sdk.config import Options
 from sidecar.sdk.errors import AuthenticationError, MalformedResponseError, NotFoundError
@@ -31,10 +31,6 @@ RUNTIMES: tuple[str, ...] = ("anthropic", "cursor", "opencode", "opencode-anthro
 # opencode behind the sidecar answers in the Anthropic shape already; the alias says so.
 ALIASES = {"opencode-anthropic": "opencode"}
 
-# Anthropic's and the sidecar's largest page.
-MAX_PAGE = 1000
-# A model list is small; anything bigger is not an answer to the question asked.
-MAX_LIST_BYTES = 16 * 1024 * 1024
 
 # The listing protocol: yields requests, is sent responses, returns the list.
 Listing = Generator[httpx.Request, httpx.Response, ModelList]
@@ -183,7 +179,7 @@ def list_anthropic_shape(endpoint: Endpoint, limit: int | None) -> Listing:
     after_id: str | None = None
     asked_after: set[str] = set()
     while True:
-        wanted = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(collected))
+        wanted = anthropic.MAX_PAGE if limit is None else min(anthropic.MAX_PAGE, limit - len(collected))
         params: dict[str, Any] = {"limit": wanted} | ({"after_id": after_id} if after_id else {})
         response = yield from _ask(endpoint, endpoint.get("/v1/models", params))
         page = _parsed(endpoint.runtime, response, parse_anthropic_page)
