@@ -11,7 +11,6 @@ import anyio
 import httpx
 import structlog
 
-from sidecar.backoff import retry_delay
 from sidecar.catalog import Catalog, NewestModels, cap
 from sidecar.gateway.config import Gateway
 from sidecar.lists.anthropic import ANTHROPIC_VERSION, MAX_PAGE, parse_anthropic_page
@@ -20,6 +19,7 @@ from sidecar.lists.entries import MAX_LIST_BYTES, MalformedModelList, ParsedList
 from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_ollama_tags
 from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
 from sidecar.reasons import server_reason
+from sidecar.retry import RetryPolicy, Transient, retrying
 from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.gateway")
@@ -44,7 +44,7 @@ class GatewayError(Exception):
     """The gateway could not give a model list; the message is safe to log."""
 
 
-class _Retryable(GatewayError):
+class _Retryable(GatewayError, Transient):
     pass
 
 
@@ -84,7 +84,7 @@ class GatewayClient:
         self.gateway = gateway
         self._settings = settings
         self._sleep = sleep
-        self._rng = rng
+        self._retries = RetryPolicy(max_retries=settings.gateway_retries, rng=rng, scheduled=self._retry_scheduled)
         # What `auto` turned out to be, once a list has been read.
         self._format: str | None = None if gateway.format == "auto" else gateway.format
         # The reserved ids last reported as dropped: said again only when they change, not every poll.
@@ -106,23 +106,15 @@ class GatewayClient:
 
     async def fetch_catalog(self) -> Catalog:
         """The gateway's chat models; retries transient failures, then raises GatewayError."""
-        attempts = self._settings.gateway_retries + 1
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._fetch_once()
-            except _Retryable as exc:
-                if attempt == attempts:
-                    raise GatewayError(str(exc)) from None
-                delay = retry_delay(attempt, rng=self._rng)
-                log.warning(
-                    "gateway.retry_scheduled",
-                    gateway=self.gateway.id,
-                    attempt=attempt,
-                    delay=round(delay, 3),
-                    error=str(exc),
-                )
-                await self._sleep(delay)
-        raise AssertionError("unreachable")
+        try:
+            return await retrying(self._fetch_once, self._retries, self._sleep)
+        except _Retryable as exc:
+            raise GatewayError(str(exc)) from None
+
+    def _retry_scheduled(self, error: Transient, attempt: int, delay: float) -> None:
+        log.warning(
+            "gateway.retry_scheduled", gateway=self.gateway.id, attempt=attempt, delay=round(delay, 3), error=str(error)
+        )
 
     def _keep(self) -> NewestModels:
         """Where a list's models go as they are read: at most the newest SIDECAR_MAX_MODELS (times

@@ -7,7 +7,6 @@ connection pool, so a client needs no closing.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import time
@@ -20,13 +19,12 @@ import anyio
 import httpx
 import structlog
 
-from sidecar.backoff import retry_delay
 from sidecar.catalog import ModelList
+from sidecar.retry import RetryPolicy, Transient, retrying, retrying_sync
 from sidecar.sdk.config import Options, resolve_options
 from sidecar.sdk.errors import (
     MalformedResponseError,
     ModelsError,
-    RateLimitedError,
     UnavailableError,
     error_for_status,
     where,
@@ -62,36 +60,26 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, seconds)
 
 
-def retry_delay_for(
-    error: ModelsError, attempt: int, *, max_retries: int, max_retry_after: float, rng: random.Random | None = None
-) -> float | None:
-    """How long to wait before retry `attempt` (1 for the first) after `error`, or None to give up.
+class _Policy:
+    """What the sync and the async client share: turning an outcome into an error, and the retries.
 
     A 429 waits what its Retry-After says, unless that is longer than `max_retry_after`; a 429
     without one, a 5xx, a timeout or a failed connection waits the usual backoff with jitter.
     """
-    if attempt > max_retries:
-        return None
-    if isinstance(error, RateLimitedError):
-        if error.retry_after is None:
-            return retry_delay(attempt, rng=rng)
-        return error.retry_after if error.retry_after <= max_retry_after else None
-    if isinstance(error, UnavailableError):
-        return retry_delay(attempt, rng=rng)
-    return None
-
-
-class _Policy:
-    """What the sync and the async client share: turning an outcome into an error, and a delay."""
 
     def __init__(self, options: Options, rng: random.Random | None, clock: Clock) -> None:
         self.options = options
-        self.rng = rng
         self.clock = clock
+        self.retries = RetryPolicy(
+            max_retries=options.max_retries, max_retry_after=options.max_retry_after, rng=rng, scheduled=_log_retry
+        )
 
-    def error_for(self, runtime: str, response: httpx.Response) -> ModelsError:
+    def checked(self, runtime: str, response: httpx.Response) -> httpx.Response:
+        """The response when it is a success, else its typed error raised."""
+        if response.is_success:
+            return response
         retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock())
-        return error_for_status(runtime, response, retry_after=retry_after, secrets=self.options.secrets())
+        raise error_for_status(runtime, response, retry_after=retry_after, secrets=self.options.secrets())
 
     def failed(self, runtime: str, request: httpx.Request, exc: httpx.HTTPError) -> ModelsError:
         if isinstance(exc, httpx.TimeoutException):
@@ -100,22 +88,13 @@ class _Policy:
             return MalformedResponseError(runtime, f"the answer from {where(request)} could not be decoded")
         return UnavailableError(runtime, f"could not reach {where(request)} ({type(exc).__name__})")
 
-    def delay(self, error: ModelsError, attempt: int) -> float | None:
-        delay = retry_delay_for(
-            error,
-            attempt,
-            max_retries=self.options.max_retries,
-            max_retry_after=self.options.max_retry_after,
-            rng=self.rng,
-        )
-        if delay is not None:
-            log.warning(
-                "sdk.retry_scheduled", runtime=error.runtime, attempt=attempt, delay=round(delay, 3), error=str(error)
-            )
-        return delay
-
     def http_options(self) -> dict[str, Any]:
         return {"timeout": httpx.Timeout(self.options.timeout), "follow_redirects": False}
+
+
+def _log_retry(error: Transient, attempt: int, delay: float) -> None:
+    runtime = error.runtime if isinstance(error, ModelsError) else None
+    log.warning("sdk.retry_scheduled", runtime=runtime, attempt=attempt, delay=round(delay, 3), error=str(error))
 
 
 class Models:
@@ -148,20 +127,17 @@ class Models:
         return listed
 
     def _send(self, http: httpx.Client, runtime: str, request: httpx.Request) -> httpx.Response:
-        for attempt in itertools.count(1):
+        def attempt() -> httpx.Response:
             try:
                 response = http.send(request)
             except httpx.HTTPError as exc:
                 error = self._policy.failed(runtime, request, exc)
             else:
-                if response.is_success:
-                    return response
-                error = self._policy.error_for(runtime, response)
-            delay = self._policy.delay(error, attempt)
-            if delay is None:
-                raise error
-            self._sleep(delay)
-        raise AssertionError("unreachable")
+                return self._policy.checked(runtime, response)
+            # Raised out here, so the error carries no httpx traceback as its context.
+            raise error
+
+        return retrying_sync(attempt, self._policy.retries, self._sleep)
 
 
 class AsyncModels:
@@ -194,20 +170,17 @@ class AsyncModels:
         return listed
 
     async def _send(self, http: httpx.AsyncClient, runtime: str, request: httpx.Request) -> httpx.Response:
-        for attempt in itertools.count(1):
+        async def attempt() -> httpx.Response:
             try:
                 response = await http.send(request)
             except httpx.HTTPError as exc:
                 error = self._policy.failed(runtime, request, exc)
             else:
-                if response.is_success:
-                    return response
-                error = self._policy.error_for(runtime, response)
-            delay = self._policy.delay(error, attempt)
-            if delay is None:
-                raise error
-            await self._sleep(delay)
-        raise AssertionError("unreachable")
+                return self._policy.checked(runtime, response)
+            # Raised out here, so the error carries no httpx traceback as its context.
+            raise error
+
+        return await retrying(attempt, self._policy.retries, self._sleep)
 
 
 def _drive(listing: Listing, send: Callable[[httpx.Request], httpx.Response]) -> ModelList:

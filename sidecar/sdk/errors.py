@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import httpx
 
 from sidecar.reasons import server_reason
+from sidecar.retry import Transient
 
 # The longest part of a server's own error message passed on to a caller.
 
@@ -32,7 +33,7 @@ class NotFoundError(ModelsError):
     """The runtime has no model list at that address (404): a wrong base URL, or an API version it lacks."""
 
 
-class RateLimitedError(ModelsError):
+class RateLimitedError(ModelsError, Transient):
     """Still 429 after the allowed retries, or asked to wait longer than the SDK may."""
 
     def __init__(self, runtime: str, message: str, *, status: int | None = 429, retry_after: float | None = None):
@@ -40,7 +41,7 @@ class RateLimitedError(ModelsError):
         self.retry_after = retry_after
 
 
-class UnavailableError(ModelsError):
+class UnavailableError(ModelsError, Transient):
     """The runtime could not be reached, timed out, or failed (5xx), even after the allowed retries."""
 
 

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from sidecar.lists.entries import MalformedModelList
-from sidecar.sdk.client import _drive, parse_retry_after, retry_delay_for
+from sidecar.retry import retry_delay_for
+from sidecar.sdk.client import _drive, parse_retry_after
 from sidecar.sdk.config import DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_SIDECAR_URL, resolve_options
 from sidecar.sdk.errors import (
     AuthenticationError,
