@@ -201,27 +201,27 @@ def list_cursor(runtime: str, options: Options, limit: int | None) -> Listing:
 
     `auto` asks v1, Cursor's current API, and falls back to v0 only when v1 is not there (404).
     """
+    if options.cursor_api_version != "auto":
+        return (yield from _list_cursor_version(runtime, options, options.cursor_api_version, limit))
+    try:
+        return (yield from _list_cursor_version(runtime, options, "v1", limit))
+    except NotFoundError:
+        log.info("sdk.cursor_fallback", tried="v1")
+    return (yield from _list_cursor_version(runtime, options, "v0", limit))
+
+
+def _list_cursor_version(runtime: str, options: Options, version: str, limit: int | None) -> Listing:
     key = options.cursor_api_key
-    key_variable = _unless(key, "CURSOR_API_KEY")
-    versions = ["v1", "v0"] if options.cursor_api_version == "auto" else [options.cursor_api_version]
-    for version in versions:
-        headers: dict[str, str] = {}
-        if key and version == "v1":
-            headers["authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
-        elif key:
-            headers["authorization"] = f"Bearer {key}"
-        endpoint = Endpoint(runtime, options.cursor_base_url, headers, key_variable)
-        try:
-            response = yield from _ask(endpoint, endpoint.get(f"/{version}/models"))
-        except NotFoundError:
-            if version == versions[-1]:
-                raise
-            log.info("sdk.cursor_fallback", tried=version)
-            continue
-        models, rejected = _parsed(runtime, response, parse_cursor_models)
-        _log_rejected(runtime, rejected)
-        return first(models, limit)
-    raise AssertionError("unreachable")
+    headers: dict[str, str] = {}
+    if key and version == "v1":
+        headers["authorization"] = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    elif key:
+        headers["authorization"] = f"Bearer {key}"
+    endpoint = Endpoint(runtime, options.cursor_base_url, headers, _unless(key, "CURSOR_API_KEY"))
+    response = yield from _ask(endpoint, endpoint.get(f"/{version}/models"))
+    models, rejected = _parsed(runtime, response, parse_cursor_models)
+    _log_rejected(runtime, rejected)
+    return first(models, limit)
 
 
 def list_gateway(endpoint: Endpoint, limit: int | None) -> Listing:
