@@ -40,9 +40,9 @@ import httpx
 from bench.common import Context, Row, benchmark
 from bench.servers import rss_mib
 from sidecar.catalog import Catalog
-from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.config import dump_config, render_config, write_atomically
 from sidecar.settings import Settings, load_settings
+from sidecar.supervisor import gateway_clients
 from tests.support import fake_upstream, opencode_api
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
 
@@ -87,7 +87,7 @@ def split_poll(upstream: fake_upstream.FakeUpstream, reps: int, scratch: Path) -
     gateway = settings.gateways[0]
 
     async def measure() -> dict[str, float]:
-        client = GatewayClient(gateway, settings)
+        client = gateway_clients(settings)[gateway.id]
         try:
             catalog = await client.fetch_catalog()
             fetch = await _timed(client.fetch_catalog, reps)

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 
 from sidecar.catalog import ModelList
-from sidecar.gateway.client import GatewayClient, GatewayError
+from sidecar.gateway.client import GatewayError
 from sidecar.log import configure_logging
 from sidecar.opencode.child import OpencodeStartError
 from sidecar.opencode.config import BaseConfigError, dump_config, load_base_config
@@ -18,7 +18,7 @@ from sidecar.reconcile import Reconciler
 from sidecar.sdk import RUNTIMES, ModelsError, models
 from sidecar.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from sidecar.statefiles import StatePaths
-from sidecar.supervisor import Sidecar, StartError
+from sidecar.supervisor import Sidecar, StartError, gateway_clients
 
 EXIT_SETTINGS = 2
 EXIT_START = 1
@@ -73,7 +73,7 @@ def render(args: argparse.Namespace) -> int:
 
 
 async def _render(settings: Settings, base: dict[str, Any]) -> bool:
-    clients = {gateway.id: GatewayClient(gateway, settings) for gateway in settings.gateways}
+    clients = gateway_clients(settings)
     # Reads the saved lists and registered models; writes nothing.
     reconciler = Reconciler(settings, clients, _NoListener(), StatePaths(settings.state_dir), base)
     failed = False

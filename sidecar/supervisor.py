@@ -38,6 +38,20 @@ class StartError(Exception):
     """The sidecar cannot start; the message says why in one line."""
 
 
+def gateway_clients(settings: Settings) -> dict[str, GatewayClient]:
+    """A client per gateway, polling with the settings' timeout, retries and model cap."""
+    return {
+        gateway.id: GatewayClient(
+            gateway,
+            timeout=settings.gateway_timeout,
+            retries=settings.gateway_retries,
+            max_models=settings.max_models,
+            secrets=settings.secrets(),
+        )
+        for gateway in settings.gateways
+    }
+
+
 class Sidecar:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.with_password()
@@ -65,7 +79,7 @@ class Sidecar:
             raise StartError(
                 f"{ENV_PREFIX}STATE_DIR: cannot write to {self.settings.state_dir}: {exc.strerror}"
             ) from None
-        self.gateways = {gateway.id: GatewayClient(gateway, self.settings) for gateway in self.settings.gateways}
+        self.gateways = gateway_clients(self.settings)
         self.opencode = OpencodeClient(self.settings)
         self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
         self.child: OpencodeChild | AttachedOpencode

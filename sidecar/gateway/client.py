@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -20,7 +20,6 @@ from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_oll
 from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
 from sidecar.reasons import server_reason
 from sidecar.retry import RetryPolicy, Transient, retrying
-from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.gateway")
 
@@ -72,26 +71,35 @@ def auth_headers(gateway: Gateway) -> dict[str, str]:
 
 
 class GatewayClient:
+    """One gateway's list and probes. `timeout` bounds each request, `retries` is how often a poll
+    retries a transient failure, `max_models` the models kept (SIDECAR_MAX_MODELS), and `secrets`
+    are blanked out of any reason the gateway gives."""
+
     def __init__(
         self,
         gateway: Gateway,
-        settings: Settings,
         *,
+        timeout: float,
+        retries: int,
+        max_models: int,
+        secrets: Iterable[str] = (),
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.gateway = gateway
-        self._settings = settings
+        self._timeout = timeout
+        self._max_models = max_models
+        self._secrets = tuple(secrets)
         self._sleep = sleep
-        self._retries = RetryPolicy(max_retries=settings.gateway_retries, rng=rng, scheduled=self._retry_scheduled)
+        self._retries = RetryPolicy(max_retries=retries, rng=rng, scheduled=self._retry_scheduled)
         # What `auto` turned out to be, once a list has been read.
         self._format: str | None = None if gateway.format == "auto" else gateway.format
         # The reserved ids last reported as dropped: said again only when they change, not every poll.
         self._dropped_reserved: list[str] = []
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
-            timeout=httpx.Timeout(settings.gateway_timeout),
+            timeout=httpx.Timeout(timeout),
             transport=transport,
             # A redirect must never carry the key to another address.
             follow_redirects=False,
@@ -119,7 +127,7 @@ class GatewayClient:
     def _keep(self) -> NewestModels:
         """Where a list's models go as they are read: at most the newest SIDECAR_MAX_MODELS (times
         two while reading) of those the include/exclude globs want."""
-        return NewestModels(self._settings.max_models, self.gateway.wants)
+        return NewestModels(self._max_models, self.gateway.wants)
 
     async def _fetch_once(self) -> Catalog:
         try:
@@ -148,7 +156,7 @@ class GatewayClient:
                 first=parsed.skipped_non_chat[:10],
             )
         models = self.gateway.select(parsed.models)
-        return cap(models, self._settings.max_models, listed=parsed.listed)
+        return cap(models, self._max_models, listed=parsed.listed)
 
     async def _read_list(self) -> ParsedList:
         base, root = self.gateway.api_base, self.gateway.root
@@ -223,7 +231,7 @@ class GatewayClient:
     async def _get(self, url: str, params: dict[str, Any] | None) -> bytearray:
         """The body of a GET, read no further than MAX_LIST_BYTES, headers and body within gateway_timeout."""
         path = httpx.URL(url).path
-        timeout = self._settings.gateway_timeout
+        timeout = self._timeout
         try:
             # httpx's timeout bounds each read, so a gateway dripping a byte at a time would never
             # trip it: the whole request has a deadline of its own.
@@ -267,7 +275,7 @@ class GatewayClient:
             path, headers = "/messages", {"anthropic-version": ANTHROPIC_VERSION}
             if self.gateway.api_key is not None:
                 headers["x-api-key"] = self.gateway.api_key.get_secret_value()
-        timeout = self._settings.gateway_timeout
+        timeout = self._timeout
         try:
             with anyio.fail_after(timeout):
                 await self._ask_probe(f"{self.gateway.api_base}{path}", body, headers, model_id)
@@ -285,7 +293,7 @@ class GatewayClient:
             if 400 <= response.status_code < 500:
                 content = await _read_at_most(response, MAX_PROBE_BYTES)
                 answer = httpx.Response(response.status_code, content=content)
-                reason = server_reason(answer, self._settings.secrets()) or f"HTTP {response.status_code}"
+                reason = server_reason(answer, self._secrets) or f"HTTP {response.status_code}"
                 raise ModelRejected(f"the gateway rejected model {model_id!r}: {reason}")
             raise GatewayError(f"the gateway answered HTTP {response.status_code} to a probe of {model_id!r}")
 

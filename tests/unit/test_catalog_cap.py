@@ -12,7 +12,6 @@ import pytest
 from sidecar.catalog import Catalog, ModelInfo, NewestModels, cap, newest_first
 from sidecar.gateway.client import GatewayClient
 from sidecar.gateway.config import load_gateways_file
-from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -72,8 +71,7 @@ async def test_the_client_hands_over_the_first_n_listed_and_how_many_there_were(
     path = tmp_path / "sidecar.toml"
     path.write_text("[[gateways]]\nid = 'gw'\nurl = 'http://gw:4000'\nformat = 'openai'\nexclude = ['model-499']\n")
     (gateway,) = load_gateways_file(path, default_poll_interval=30, environ={})
-    settings = Settings(gateway_url="http://unused", gateway_retries=0, max_models=4)  # type: ignore[arg-type]
-    client = GatewayClient(gateway, settings, transport=httpx.MockTransport(handler))
+    client = GatewayClient(gateway, timeout=10.0, retries=0, max_models=4, transport=httpx.MockTransport(handler))
     try:
         catalog = await client.fetch_catalog()
     finally:

@@ -11,7 +11,6 @@ from structlog.testing import capture_logs
 
 from sidecar.gateway.client import MAX_LIST_BYTES, GatewayClient, GatewayError
 from sidecar.gateway.config import load_gateways_file
-from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -31,8 +30,9 @@ def client(tmp_path: Path, handler, entry: str) -> GatewayClient:
     path = tmp_path / "sidecar.toml"
     path.write_text(f"[[gateways]]\nid = 'gw'\n{entry}\n")
     (gateway,) = load_gateways_file(path, default_poll_interval=30, environ=ENVIRON)
-    settings = Settings(gateway_url="http://unused", gateway_retries=0)  # type: ignore[arg-type]
-    return GatewayClient(gateway, settings, transport=httpx.MockTransport(handler), sleep=no_sleep)
+    return GatewayClient(
+        gateway, timeout=10.0, retries=0, max_models=5_000, transport=httpx.MockTransport(handler), sleep=no_sleep
+    )
 
 
 async def test_auto_detects_litellm_and_enriches_from_model_info(tmp_path: Path) -> None:

@@ -90,7 +90,14 @@ async def no_sleep(_delay: float) -> None:
 
 def client_with(handler, **overrides: object) -> GatewayClient:
     config = settings(**overrides)
-    return GatewayClient(config.gateways[0], config, transport=httpx.MockTransport(handler), sleep=no_sleep)
+    return GatewayClient(
+        config.gateways[0],
+        timeout=config.gateway_timeout,
+        retries=config.gateway_retries,
+        max_models=config.max_models,
+        transport=httpx.MockTransport(handler),
+        sleep=no_sleep,
+    )
 
 
 @pytest.mark.anyio

@@ -20,7 +20,6 @@ from sidecar.gateway.client import (
     ModelRejected,
 )
 from sidecar.gateway.config import load_gateways_file
-from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -40,8 +39,9 @@ def client(
     path = tmp_path / "sidecar.toml"
     path.write_text(f"[[gateways]]\nid = 'gw'\nurl = 'http://gw'\napi_key_env = 'GW_KEY'\n{entry}\n")
     (gateway,) = load_gateways_file(path, default_poll_interval=30, environ={"GW_KEY": KEY})
-    settings = Settings(gateway_url="http://unused", gateway_retries=retries, gateway_timeout=timeout)  # type: ignore[arg-type]
-    return GatewayClient(gateway, settings, transport=httpx.MockTransport(handler), sleep=no_sleep)
+    return GatewayClient(
+        gateway, timeout=timeout, retries=retries, max_models=5_000, transport=httpx.MockTransport(handler), sleep=no_sleep
+    )
 
 
 class Counted(httpx.AsyncByteStream):
