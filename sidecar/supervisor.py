@@ -22,6 +22,7 @@ from sidecar.opencode.attached import AttachedOpencode
 from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.opencode.config import BaseConfigError, load_base_config, write_atomically
+from sidecar.opencode.handle import OpencodeHandle
 from sidecar.metrics import Metrics
 from sidecar.naming import ModelRef
 from sidecar.passthrough import Passthrough
@@ -82,7 +83,7 @@ class Sidecar:
         self.gateways = gateway_clients(self.settings)
         self.opencode = OpencodeClient(self.settings)
         self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
-        self.child: OpencodeChild | AttachedOpencode
+        self.child: OpencodeHandle
         # The applier marks what makes opencode read its config; the child's health check asks.
         activity = ReloadActivity()
         if self.settings.attached:
