@@ -81,7 +81,10 @@ class Sidecar:
                 f"{ENV_PREFIX}STATE_DIR: cannot write to {self.settings.state_dir}: {exc.strerror}"
             ) from None
         self.gateways = gateway_clients(self.settings)
-        self.opencode = OpencodeClient(self.settings)
+        secret = self.settings.opencode_password
+        self.opencode = OpencodeClient(
+            self.settings.opencode_base, secret.get_secret_value() if secret is not None else None
+        )
         self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
         self.child: OpencodeHandle
         # The applier marks what makes opencode read its config; the child's health check asks.

@@ -14,7 +14,6 @@ import httpx
 
 from sidecar.naming import ModelRef
 from sidecar.registry import SessionsUnknown
-from sidecar.settings import Settings
 
 # Sessions per page of `/experimental/session`, and pages read before giving up (the registry then
 # evicts nothing: a model it cannot see unused is kept).
@@ -28,13 +27,13 @@ class OpencodeError(Exception):
 
 class OpencodeClient:
     def __init__(
-        self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+        self, base_url: str, password: str | None, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self.base_url = settings.opencode_base
-        password = settings.opencode_password
+        """`password`: opencode's OPENCODE_SERVER_PASSWORD, or None for an opencode that asks none."""
+        self.base_url = base_url
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            auth=httpx.BasicAuth("opencode", password.get_secret_value()) if password is not None else None,
+            auth=httpx.BasicAuth("opencode", password) if password is not None else None,
             timeout=httpx.Timeout(10.0),
             transport=transport,
         )

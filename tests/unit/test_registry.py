@@ -361,12 +361,12 @@ async def test_session_models_reads_every_page_of_every_directory() -> None:
         return httpx.Response(200, json=sessions, headers={"x-next-cursor": cursor} if cursor else {})
 
     settings = Settings(gateway_url="http://gw")  # type: ignore[arg-type]
-    client = OpencodeClient(settings, transport=httpx.MockTransport(answer))
+    client = OpencodeClient(settings.opencode_base, None, transport=httpx.MockTransport(answer))
     async with client._http:
         assert await client.session_models() == {ModelRef("litellm", "a"), ModelRef("other", "x/y")}
     assert [p.get("archived") for p in seen] == ["true", "true"]
 
-    broken = OpencodeClient(settings, transport=httpx.MockTransport(lambda request: httpx.Response(500)))
+    broken = OpencodeClient(settings.opencode_base, None, transport=httpx.MockTransport(lambda request: httpx.Response(500)))
     with pytest.raises(SessionsUnknown, match="HTTP 500"):
         await broken.session_models()
     await broken.aclose()
