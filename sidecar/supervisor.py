@@ -91,7 +91,12 @@ class Sidecar:
         activity = ReloadActivity()
         if self.settings.attached:
             learn = self._adopt_opencode_directory if self.settings.opencode_directory is None else None
-            self.child = AttachedOpencode(self.settings, self.opencode, on_up=learn)
+            self.child = AttachedOpencode(
+                self.opencode,
+                health_interval=self.settings.health_interval,
+                health_failures=self.settings.health_failures,
+                on_up=learn,
+            )
         else:
             self.child = OpencodeChild(self.settings, self.paths.config, self.opencode, activity=activity)
         self.applier = Applier(self.settings, self.opencode, self.child, self.directory, activity=activity)

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.anyio
 
 
 class FakeOpencode:
-    def __init__(self) -> None:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         self.up = False
         self.checks = 0
 
@@ -36,8 +37,11 @@ def attached(tmp_path: Path, **overrides: object) -> Settings:
 
 
 async def test_it_starts_at_once_and_counts_each_return_of_opencode_as_a_generation(tmp_path: Path) -> None:
-    opencode = FakeOpencode()
-    watcher = AttachedOpencode(attached(tmp_path), opencode)  # type: ignore[arg-type]
+    settings = attached(tmp_path)
+    opencode = FakeOpencode(settings.opencode_base)
+    watcher = AttachedOpencode(
+        opencode, health_interval=settings.health_interval, health_failures=settings.health_failures  # type: ignore[arg-type]
+    )
     async with anyio.create_task_group() as group:
         await group.start(watcher.run)  # does not wait for opencode: in a pod it starts after us
         assert not watcher.healthy and watcher.report()["state"] == "waiting"
