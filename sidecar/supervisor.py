@@ -19,10 +19,11 @@ from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.apply import Applier
 from sidecar.opencode.attached import AttachedOpencode
-from sidecar.opencode.child import OpencodeChild, OpencodeStartError, resolve_binary
+from sidecar.opencode.child import OpencodeChild
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.opencode.config import BaseConfigError, load_base_config, write_atomically
 from sidecar.opencode.handle import OpencodeHandle
+from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
 from sidecar.metrics import Metrics
 from sidecar.naming import ModelRef
 from sidecar.passthrough import Passthrough

@@ -10,10 +10,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 # After a config is written or a reload call returns, opencode may still be reading (a request
 # the pass-through forwarded to a disposed directory, say): health checks this soon are excused too.
 RELOAD_SETTLE = 5.0
+
+
+class ReloadsInFlight(Protocol):
+    """What the child's health check asks."""
+
+    def in_flight(self) -> bool: ...
 
 
 class ReloadActivity:

@@ -3,123 +3,46 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import anyio
 import structlog
 from anyio.abc import Process, TaskStatus
 
 from sidecar.backoff import restart_delay
+from sidecar.opencode.activity import ReloadActivity, ReloadsInFlight
 from sidecar.opencode.client import OpencodeClient
-from sidecar.opencode.record import (
-    RECORD_NAME,
-    ChildRecord,
-    ProcessStat,
-    identify,
-    load_record,
-    read_boot_id,
-    read_stat,
-    save_record,
+from sidecar.opencode.handle import Clock, Sleep
+from sidecar.opencode.record import RECORD_NAME, ProcessStat, read_boot_id, read_stat
+from sidecar.opencode.recorded import RecordedChild, SignalGroup
+from sidecar.opencode.spawn import (
+    OpencodeStartError,
+    SpawnProcess,
+    child_environment,
+    resolve_binary,
+    serve_command,
+    signal_process_group,
+    spawn_process,
 )
-from sidecar.settings import ENV_PREFIX, Settings
+from sidecar.settings import Settings
 from sidecar.statedir import PRIVATE_DIR, PRIVATE_FILE
 
 log = structlog.get_logger("sidecar.child")
 
-LAUNCHER = Path(__file__).with_name("launch.py")
-# Whatever opencode and the commands it runs create (its database, sessions, snapshots, and files
-# in the project too) is its user's alone.
-CHILD_UMASK = 0o077
-STALE_POLL = 0.05  # seconds between looks at a stale opencode that was asked to stop
-
-
-class OpencodeStartError(Exception):
-    """opencode could not be started; the message says why in one line."""
-
-
-class ReloadsInFlight(Protocol):
-    """Whether opencode may be busy reading a new config (activity.ReloadActivity)."""
-
-    def in_flight(self) -> bool: ...
-
-
-class _NoReloads:
-    def in_flight(self) -> bool:
-        return False
-
-
-class SpawnProcess(Protocol):
-    def __call__(
-        self, command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, output: IO[Any]
-    ) -> Awaitable[Process]: ...
-
-
-def launcher_command(command: Sequence[str], parent_pid: int) -> list[str]:
-    """On Linux, `command` run so that it dies with `parent_pid` (see launch.py); as is elsewhere."""
-    if sys.platform != "linux":
-        return list(command)
-    return [sys.executable, "-I", "-S", str(LAUNCHER), str(parent_pid), *command]
-
-
-async def spawn_process(
-    command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None, output: IO[Any]
-) -> Process:
-    # The parent-death signal follows the *thread* that forked, not the process: anyio forks in
-    # the thread running the event loop, which lives as long as the sidecar does. Never spawn from
-    # a worker thread (anyio.to_thread): opencode would die when that thread is retired.
-    return await anyio.open_process(
-        launcher_command(command, os.getpid()),
-        env=dict(env),
-        cwd=cwd,
-        stdin=None,
-        stdout=output,
-        stderr=output,
-        # A process group of its own, so that stopping it reaches everything it started.
-        start_new_session=True,
-        umask=CHILD_UMASK,
-    )
-
-
-def resolve_binary(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise OpencodeStartError(
-            f"opencode not found: {ENV_PREFIX}OPENCODE_BIN={name} is not an executable file or on PATH"
-        )
-    return found
-
-
-def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
-    """The child's environment: ours without SIDECAR_* variables, plus what opencode needs."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    opencode_home = settings.state_dir / "opencode"
-    for name in ("DATA", "CONFIG", "CACHE", "STATE"):
-        env[f"XDG_{name}_HOME"] = str(opencode_home / name.lower())
-    env["OPENCODE_CONFIG"] = str(config_path)
-    assert settings.opencode_password is not None
-    env["OPENCODE_SERVER_PASSWORD"] = settings.opencode_password.get_secret_value()
-    env.pop("OPENCODE_SERVER_USERNAME", None)
-    # The config names each gateway's key and header variables; opencode expands them itself.
-    for gateway in settings.gateways:
-        for name in gateway.env_names:
-            if name in os.environ:
-                env[name] = os.environ[name]
-        if gateway.api_key_env is not None and gateway.api_key is not None:
-            env[gateway.api_key_env] = gateway.api_key.get_secret_value()
-    return env
-
 
 class OpencodeChild:
-    """The one owner of the opencode process.
+    """The one owner of the opencode process, an OpencodeHandle.
 
     Other tasks read `healthy` and `generation`, wait for `wait_healthy()`, and ask for a restart
     with `request_restart()`; only `run()` touches the process.
+
+    It takes Settings whole: the binary, port and directory it starts, its environment (the state
+    directory, the password, every gateway's variables), the backoff, the health checks and the
+    stop grace are thirteen of its fields; a parameter object would copy Settings.
     """
 
     def __init__(
@@ -129,17 +52,16 @@ class OpencodeChild:
         client: OpencodeClient,
         *,
         spawn: SpawnProcess = spawn_process,
-        clock: Callable[[], float] = anyio.current_time,
-        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-        signal_group: Callable[[int, signal.Signals], None] | None = None,
+        clock: Clock = anyio.current_time,
+        sleep: Sleep = anyio.sleep,
+        signal_group: SignalGroup = signal_process_group,
         process_stat: Callable[[int], ProcessStat | None] = read_stat,
         boot_id: Callable[[], str | None] = read_boot_id,
         activity: ReloadsInFlight | None = None,
     ) -> None:
-        self._activity = activity or _NoReloads()
-        self._signal_group = signal_group or _signal_group
-        self._process_stat = process_stat
-        self._boot_id = boot_id
+        # One that nobody marks is never in flight: every failed check counts.
+        self._activity = activity if activity is not None else ReloadActivity()
+        self._signal_group = signal_group
         self._settings = settings
         self._config_path = config_path
         self._client = client
@@ -158,7 +80,15 @@ class OpencodeChild:
         self.backoff_until: float | None = None  # wall-clock time
         self.log_path = settings.state_dir / "opencode.log"
         # Which opencode is ours, for the next sidecar if this one is killed before it stops it.
-        self.record_path = settings.state_dir / RECORD_NAME
+        self._recorded = RecordedChild(
+            settings.state_dir / RECORD_NAME,
+            grace=settings.stop_grace,
+            signal_group=signal_group,
+            process_stat=process_stat,
+            boot_id=boot_id,
+            clock=clock,
+            sleep=sleep,
+        )
 
     @property
     def pid(self) -> int | None:
@@ -171,17 +101,14 @@ class OpencodeChild:
     def request_restart(self) -> None:
         self._restart_requested.set()
 
+    async def stop_stale(self) -> None:
+        """Stop an opencode that an earlier sidecar on this state directory started and never
+        stopped, before ours needs its port. Only while holding the state directory's lock."""
+        await self._recorded.stop_stale()
+
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep opencode running until cancelled; the first start failing raises OpencodeStartError."""
-        binary = resolve_binary(self._settings.opencode_bin)
-        command = [
-            binary,
-            "serve",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            str(self._settings.opencode_port),
-        ]
+        command = serve_command(resolve_binary(self._settings.opencode_bin), self._settings.opencode_port)
         self.log_path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
         with os.fdopen(fd, "ab") as output:
@@ -244,7 +171,7 @@ class OpencodeChild:
             raise OpencodeStartError(f"cannot start opencode: {exc.strerror}") from None
         self._process = process
         log.info("child.started", pid=process.pid, port=self._settings.opencode_port)
-        await self._record(process.pid)
+        await self._recorded.record(process.pid)
         deadline = self._clock() + self._settings.opencode_start_timeout
         while True:
             if process.returncode is not None:
@@ -283,35 +210,14 @@ class OpencodeChild:
                 reason = "restart"
                 group.cancel_scope.cancel()
 
-            async def check_health() -> None:
+            async def until_unresponsive() -> None:
                 nonlocal reason
-                failures = 0
-                excused_since: float | None = None
-                # A reload may take as long as a start may: opencode reads the same file either way.
-                bound = self._settings.opencode_start_timeout
-                while True:
-                    await self._sleep(self._settings.health_interval)
-                    if await self._client.healthy():
-                        failures, excused_since = 0, None
-                        continue
-                    now = self._clock()
-                    if self._activity.in_flight():
-                        excused_since = now if excused_since is None else excused_since
-                        if now - excused_since < bound:
-                            # Busy reading a big config, not hung: a failure only once the bound is past.
-                            log.info("child.health_check_excused", pid=process.pid, reason="reload_in_flight",
-                                     excused_for=round(now - excused_since, 3), bound=bound)
-                            continue
-                    failures += 1
-                    limit = self._settings.health_failures
-                    log.warning("child.health_check_failed", pid=process.pid, failures=failures, limit=limit)
-                    if failures >= limit:
-                        reason = "unresponsive"
-                        group.cancel_scope.cancel()
-                        return
+                await self._until_unresponsive(process.pid)
+                reason = "unresponsive"
+                group.cancel_scope.cancel()
 
             group.start_soon(restart_on_request)
-            group.start_soon(check_health)
+            group.start_soon(until_unresponsive)
             await process.wait()
             group.cancel_scope.cancel()
         self._mark_down()
@@ -333,6 +239,32 @@ class OpencodeChild:
         self._process = None
         return reason
 
+    async def _until_unresponsive(self, pid: int) -> None:
+        """Check health every interval; return once it failed the limit in a row, not counting
+        what a reload in flight excuses."""
+        failures = 0
+        excused_since: float | None = None
+        # A reload may take as long as a start may: opencode reads the same file either way.
+        bound = self._settings.opencode_start_timeout
+        while True:
+            await self._sleep(self._settings.health_interval)
+            if await self._client.healthy():
+                failures, excused_since = 0, None
+                continue
+            now = self._clock()
+            if self._activity.in_flight():
+                excused_since = now if excused_since is None else excused_since
+                if now - excused_since < bound:
+                    # Busy reading a big config, not hung: a failure only once the bound is past.
+                    log.info("child.health_check_excused", pid=pid, reason="reload_in_flight",
+                             excused_for=round(now - excused_since, 3), bound=bound)
+                    continue
+            failures += 1
+            limit = self._settings.health_failures
+            log.warning("child.health_check_failed", pid=pid, failures=failures, limit=limit)
+            if failures >= limit:
+                return
+
     def _mark_down(self) -> None:
         self.healthy = False
         self._healthy_event = anyio.Event()
@@ -344,61 +276,7 @@ class OpencodeChild:
         if self._process is not None:
             await self._stop_process(self._process)
             self._process = None
-        self.record_path.unlink(missing_ok=True)
-
-    async def _record(self, pid: int) -> None:
-        now = self._process_stat(pid)
-        if now is None:
-            return  # gone already: the health wait reports it
-        record = ChildRecord(pid, now.start_time, self._boot_id())
-        try:
-            await anyio.to_thread.run_sync(save_record, self.record_path, record)
-        except OSError as exc:
-            # Not fatal: the parent-death signal stops opencode with us; the record is the fallback.
-            log.warning("child.record_failed", path=str(self.record_path), error=exc.strerror or type(exc).__name__)
-
-    async def stop_stale(self) -> None:
-        """Stop an opencode that an earlier sidecar on this state directory started and never
-        stopped (killed, or no parent-death signal), before ours needs its port. Call it only
-        while holding the state directory's lock: the recorded opencode is then nobody's."""
-        record = load_record(self.record_path)
-        if record is None:
-            return
-        verdict = self._identify(record)
-        if verdict != "ours":
-            log.info("child.stale_record_ignored", pid=record.pid, reason=verdict)
-        else:
-            log.warning("child.stale_found", pid=record.pid, start_time=record.start_time)
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self._stop_recorded(record)
-            except PermissionError:
-                # Another user's (a state directory reused across users): not ours to stop.
-                log.error("child.stale_unstoppable", pid=record.pid, error="not permitted")
-        self.record_path.unlink(missing_ok=True)
-
-    def _identify(self, record: ChildRecord) -> str:
-        return identify(record, self._process_stat(record.pid), self._boot_id())
-
-    async def _stop_recorded(self, record: ChildRecord) -> None:
-        self._signal_group(record.pid, signal.SIGTERM)
-        await self._wait_stale_gone(record)
-        by = "SIGTERM" if self._identify(record) != "ours" else "SIGKILL"
-        # What it started in its group goes too, unless its pid has gone to another process since.
-        if self._identify(record) in ("ours", "exited"):
-            self._signal_group(record.pid, signal.SIGKILL)
-            await self._wait_stale_gone(record)
-        if self._identify(record) == "ours":
-            # Stuck in the kernel (state D): the start that follows reports the port it holds.
-            log.error("child.stale_unstoppable", pid=record.pid)
-            return
-        log.warning("child.stale_stopped", pid=record.pid, signal=by)
-
-    async def _wait_stale_gone(self, record: ChildRecord) -> None:
-        # Not our child: nothing to wait() on, so look at /proc until it is gone or the grace is over.
-        deadline = self._clock() + self._settings.stop_grace
-        while self._identify(record) == "ours" and self._clock() < deadline:
-            await self._sleep(STALE_POLL)
+        self._recorded.forget()
 
     async def _stop_process(self, process: Process) -> None:
         with anyio.CancelScope(shield=True):
@@ -411,10 +289,3 @@ class OpencodeChild:
             if process.returncode is None:
                 await process.wait()
             log.info("child.stopped", pid=process.pid, returncode=process.returncode)
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass

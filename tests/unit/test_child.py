@@ -13,8 +13,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from sidecar.opencode.activity import ReloadActivity
-from sidecar.opencode.child import OpencodeChild, OpencodeStartError
+from sidecar.opencode.child import OpencodeChild
 from sidecar.opencode.record import RECORD_NAME, ChildRecord, ProcessStat, identify, parse_stat
+from sidecar.opencode.spawn import OpencodeStartError
 from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
