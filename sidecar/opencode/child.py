@@ -54,6 +54,7 @@ class OpencodeChild:
         spawn: SpawnProcess = spawn_process,
         clock: Clock = anyio.current_time,
         sleep: Sleep = anyio.sleep,
+        wall: Clock = time.time,
         signal_group: SignalGroup = signal_process_group,
         process_stat: Callable[[int], ProcessStat | None] = read_stat,
         boot_id: Callable[[], str | None] = read_boot_id,
@@ -68,6 +69,7 @@ class OpencodeChild:
         self._spawn = spawn
         self._clock = clock
         self._sleep = sleep
+        self._wall = wall
         self._process: Process | None = None
         self._restart_requested = anyio.Event()
         self._healthy_event = anyio.Event()
@@ -118,7 +120,7 @@ class OpencodeChild:
                 await self.stop()
 
     def report(self) -> dict[str, Any]:
-        now = time.time()
+        now = self._wall()
         return {
             "state": self.state,
             "pid": self.pid,
@@ -157,7 +159,7 @@ class OpencodeChild:
                 initial=self._settings.restart_backoff_initial,
                 cap=self._settings.restart_backoff_max,
             )
-            self.state, self.backoff_until = "backoff", time.time() + delay
+            self.state, self.backoff_until = "backoff", self._wall() + delay
             log.warning("child.restart_scheduled", delay=delay, crashes=self.crashes)
             await self._sleep(delay)
 
@@ -192,7 +194,7 @@ class OpencodeChild:
                 await process.wait()
         self.generation += 1
         self.healthy = True
-        self.healthy_since = time.time()
+        self.healthy_since = self._wall()
         self._healthy_event.set()
         log.info("child.healthy", pid=process.pid, generation=self.generation)
         return self._clock()

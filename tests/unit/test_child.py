@@ -47,6 +47,7 @@ class Harness:
 
     def __init__(self, tmp_path: Path, activity: object = None, **settings: object) -> None:
         self.now = 0.0
+        self.wall = 1_700_000_000.0  # what the report shows: wall-clock time
         self.health_tick = 0.0  # how far the clock moves with each health check's sleep
         self.answers: list[bool] = []  # the next health checks' answers, then `healthy_answers`
         self.slept: list[float] = []
@@ -70,7 +71,7 @@ class Harness:
         )  # type: ignore[arg-type]
         self.child = OpencodeChild(
             config, tmp_path / "opencode.json", self, spawn=self.spawn,  # type: ignore[arg-type]
-            clock=lambda: self.now, sleep=self.sleep, signal_group=self.signal_group,
+            clock=lambda: self.now, sleep=self.sleep, wall=lambda: self.wall, signal_group=self.signal_group,
             process_stat=self.process_stat, boot_id=lambda: self.boot, activity=activity,  # type: ignore[arg-type]
         )
 
@@ -142,6 +143,18 @@ async def test_a_child_that_stops_answering_is_killed_and_restarted(tmp_path: Pa
         h.healthy_answers, h.health_checks = True, False
         await h.wait_for_processes(2)
         assert h.child.report()["state"] == "running" and h.child.report()["pid"] == 1001
+        group.cancel_scope.cancel()
+
+
+async def test_the_report_reads_uptime_and_backoff_from_the_wall_clock(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    async with anyio.create_task_group() as group:
+        await group.start(h.child.run)
+        h.wall += 42.5
+        assert h.child.report()["uptime"] == 42.5
+        h.processes[0].exit(1)
+        await h.wait_killed_and_backing_off()
+        assert h.child.backoff_until == h.wall + 10
         group.cancel_scope.cancel()
 
 
