@@ -100,7 +100,15 @@ class Sidecar:
             )
         else:
             self.child = OpencodeChild(self.settings, self.paths.config, self.opencode, activity=activity)
-        self.applier = Applier(self.settings, self.opencode, self.child, self.directory, activity=activity)
+        self.applier = Applier(
+            self.opencode,
+            self.child,
+            self.directory,
+            max_directories=self.settings.max_directories,
+            reload=self.settings.reload,
+            reload_timeout=self.settings.reload_timeout,
+            activity=activity,
+        )
         self.reconciler = Reconciler(
             self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file,
             sessions=self.opencode,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import httpx
@@ -25,9 +24,8 @@ from sidecar.backoff import restart_delay
 from sidecar.directories import InvalidDirectory, check_directory
 from sidecar.naming import ModelRef
 from sidecar.opencode.activity import ReloadActivity
-from sidecar.opencode.child import OpencodeChild
 from sidecar.opencode.client import OpencodeClient, OpencodeError
-from sidecar.settings import Settings
+from sidecar.opencode.handle import Clock, OpencodeHandle, Sleep
 
 log = structlog.get_logger("sidecar.apply")
 
@@ -44,9 +42,6 @@ RELOAD_RETRY_MAX = 60.0
 # What opencode does for one directory. A refused connection is opencode's trouble, not the
 # directory's: it counts against none (the child's health check sees it).
 DIRECTORY_ERRORS = (OpencodeError, httpx.TimeoutException)
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 def reload_retry_delay(failures: int) -> float:
@@ -83,11 +78,13 @@ class Applier:
 
     def __init__(
         self,
-        settings: Settings,
         client: OpencodeClient,
-        child: OpencodeChild,
+        child: OpencodeHandle,
         default_directory: Path,
         *,
+        max_directories: int,
+        reload: Literal["auto", "restart"],
+        reload_timeout: float,
         recheck_interval: float = RECHECK_INTERVAL,
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
@@ -95,7 +92,9 @@ class Applier:
     ) -> None:
         # Shared with the child's health check: what makes opencode read its config is marked there.
         self.activity = activity or ReloadActivity(clock=clock)
-        self._settings = settings
+        self._max_directories = max_directories
+        self._restart = reload == "restart"
+        self._reload_timeout = reload_timeout
         self._recheck = recheck_interval
         self._clock = clock
         self._sleep = sleep
@@ -190,11 +189,11 @@ class Applier:
             self._known.move_to_end(directory)
             return False
         self._known[directory] = None
-        while len(self._known) > self._settings.max_directories:
+        while len(self._known) > self._max_directories:
             oldest = next(d for d in self._known if d != self.default_directory)
             self._forget(oldest)
             log.info("opencode.directory_dropped", directory=oldest, reason="limit",
-                     max_directories=self._settings.max_directories)
+                     max_directories=self._max_directories)
         return directory in self._known
 
     def _forget(self, directory: str) -> None:
@@ -329,7 +328,7 @@ class Applier:
             return await self._client.provider_model_ids(directory)
 
     async def _reload_pending(self, generation: int) -> None:
-        if self._settings.reload == "restart":
+        if self._restart:
             await self._restart_when_idle(generation)
             return
         for directory in sorted(self._pending):
@@ -384,7 +383,7 @@ class Applier:
         await self._confirm(generation, directory)
 
     async def _restart_when_idle(self, generation: int) -> None:
-        with anyio.move_on_after(self._settings.reload_timeout) as scope:
+        with anyio.move_on_after(self._reload_timeout) as scope:
             while True:
                 busy = 0
                 for directory in sorted(self._known):
@@ -399,7 +398,7 @@ class Applier:
                 log.info("opencode.restart_deferred", busy_sessions=busy)
                 await self._sleep(self._recheck)
         if scope.cancelled_caught:
-            log.warning("opencode.restart_forced", waited=self._settings.reload_timeout)
+            log.warning("opencode.restart_forced", waited=self._reload_timeout)
         self._pending = set()
         self.reloads["restarted"] += 1
         self._child.request_restart()

@@ -98,7 +98,10 @@ def make(
     config = Settings(gateway_url="http://gw", opencode_password="pw", **settings)  # type: ignore[arg-type]
     seams: dict[str, Any] = {"clock": clock, "sleep": clock.sleep, "recheck_interval": 1.0} if clock else {
         "recheck_interval": 0.01}
-    applier = Applier(config, opencode, child, tmp_path / "a", **seams)  # type: ignore[arg-type]
+    applier = Applier(
+        opencode, child, tmp_path / "a",  # type: ignore[arg-type]
+        max_directories=config.max_directories, reload=config.reload, reload_timeout=config.reload_timeout, **seams,
+    )
     return applier, opencode, child
 
 

@@ -38,7 +38,9 @@ async def test_a_reload_is_in_flight_from_the_write_through_the_confirmation_the
     opencode = Watched(activity, clock)
     config = Settings(gateway_url="http://gw", opencode_password="pw")  # type: ignore[arg-type]
     applier = Applier(
-        config, opencode, FakeChild(), tmp_path / "a", clock=clock, sleep=clock.sleep, activity=activity  # type: ignore[arg-type]
+        opencode, FakeChild(), tmp_path / "a",  # type: ignore[arg-type]
+        max_directories=config.max_directories, reload=config.reload, reload_timeout=config.reload_timeout,
+        clock=clock, sleep=clock.sleep, activity=activity,
     )
     opencode.models = {"m1"}
     assert not activity.in_flight()
