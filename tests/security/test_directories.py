@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from sidecar.directories import InvalidDirectory, check_directory
-from sidecar.opencode.apply import RELOAD_ATTEMPTS, reload_retry_delay
+from sidecar.opencode.tracked import RELOAD_ATTEMPTS, reload_retry_delay
 from tests.support import fake_upstream
 from tests.support.fake_upstream import model_list
 from tests.support.sidecar_process import SidecarProcess, start_sidecar

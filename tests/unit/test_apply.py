@@ -12,16 +12,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from sidecar.naming import ModelRef
-from sidecar.opencode.apply import (
-    CONFIRM_ATTEMPTS,
-    RELOAD_ATTEMPTS,
-    RELOAD_RETRY_MAX,
-    Applier,
-    DirectoryUnusable,
-    event_directory_and_type,
-    reload_retry_delay,
-)
+from sidecar.opencode.apply import Applier, DirectoryUnusable
 from sidecar.opencode.client import OpencodeError
+from sidecar.opencode.confirm import CONFIRM_ATTEMPTS
+from sidecar.opencode.events import event_directory_and_type
+from sidecar.opencode.tracked import RELOAD_ATTEMPTS, RELOAD_RETRY_MAX, reload_retry_delay
 from sidecar.settings import Settings
 
 pytestmark = pytest.mark.anyio
