@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sidecar.naming import ModelRef
-from sidecar.opencode.apply import Applier, DirectoryUnusable
+from sidecar.opencode.apply import ABORT_WINDOW, Applier, DirectoryUnusable
 from sidecar.opencode.client import OpencodeError
 from sidecar.opencode.confirm import CONFIRM_ATTEMPTS
 from sidecar.opencode.events import event_directory_and_type
@@ -23,17 +23,36 @@ pytestmark = pytest.mark.anyio
 
 
 class FakeClock:
-    """Monotonic time that moves only when the applier sleeps: hours pass in milliseconds."""
+    """The applier's monotonic time, and its only way to wait.
 
-    def __init__(self) -> None:
+    Running (the default), time moves only when the applier sleeps, by as long as it sleeps: hours
+    pass in milliseconds. Held, a sleep ends only once the test has moved the time past it.
+    `sleeps` counts the waits begun: each one is a point where the applier had done all it could.
+    """
+
+    def __init__(self, *, held: bool = False) -> None:
         self.now = 1000.0
+        self.held = held
+        self.sleeps = 0
+        self._moved = anyio.Event()
 
     def __call__(self) -> float:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        if not self.held:
+            self.now += seconds
+            await anyio.lowlevel.checkpoint()
+            return
+        deadline = self.now + seconds
+        while self.now < deadline:
+            await self._moved.wait()
+
+    def advance(self, seconds: float) -> None:
         self.now += seconds
-        await anyio.lowlevel.checkpoint()
+        self._moved.set()
+        self._moved = anyio.Event()
 
 
 class FakeOpencode:
@@ -89,21 +108,15 @@ class FakeChild:
 def make(
     tmp_path: Path, clock: FakeClock | None = None, **settings: Any
 ) -> tuple[Applier, FakeOpencode, FakeChild]:
-    opencode, child = FakeOpencode(clock or (lambda: 0.0)), FakeChild()
+    clock = clock or FakeClock()
+    opencode, child = FakeOpencode(clock), FakeChild()
     config = Settings(gateway_url="http://gw", opencode_password="pw", **settings)  # type: ignore[arg-type]
-    seams: dict[str, Any] = {"clock": clock, "sleep": clock.sleep, "recheck_interval": 1.0} if clock else {
-        "recheck_interval": 0.01}
     applier = Applier(
         opencode, child, tmp_path / "a",  # type: ignore[arg-type]
-        max_directories=config.max_directories, reload=config.reload, reload_timeout=config.reload_timeout, **seams,
+        max_directories=config.max_directories, reload=config.reload, reload_timeout=config.reload_timeout,
+        recheck_interval=1.0, clock=clock, sleep=clock.sleep,
     )
     return applier, opencode, child
-
-
-async def start(group, applier: Applier) -> None:
-    """Run the applier and let it take in the running process, as the sidecar does at start."""
-    group.start_soon(applier.run)
-    await anyio.sleep(0.05)
 
 
 async def wait_until(predicate, timeout: float = 5.0) -> None:
@@ -112,18 +125,34 @@ async def wait_until(predicate, timeout: float = 5.0) -> None:
             await anyio.sleep(0.005)
 
 
+async def passes(clock: FakeClock, count: int = 3) -> None:
+    """Until the applier has gone round its loop `count` more times and waits again: whatever it
+    was going to do by then, it has done (an assertion that it did not can fail)."""
+    target = clock.sleeps + count
+    await wait_until(lambda: clock.sleeps >= target)
+
+
+async def start(group, applier: Applier, clock: FakeClock) -> None:
+    """Run the applier until it has taken in the running process and waits, as at the sidecar's start."""
+    group.start_soon(applier.run)
+    await passes(clock, 1)
+
+
 async def test_idle_directories_reload_at_once_and_busy_ones_when_idle(tmp_path: Path) -> None:
-    applier, opencode, _ = make(tmp_path)
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     applier.note_event({"directory": b, "payload": {"type": "session.created"}})
     opencode.busy[a] = {"ses_1"}
     opencode.models = {"m1", "m2"}
     async with anyio.create_task_group() as group:
-        await start(group, applier)
+        await start(group, applier, clock)
         applier.config_written({"litellm": {"m1", "m2"}})
         await wait_until(lambda: b in opencode.disposed)
         assert applier.applied, "confirmed in the idle directory"
-        await anyio.sleep(0.1)
+        asked = len(opencode.asked[a])
+        await passes(clock)
+        assert len(opencode.asked[a]) >= asked + 3, "asked again at each pass whether it is busy"
         assert a not in opencode.disposed
         opencode.busy[a] = set()
         applier.note_event({"directory": a, "payload": {"type": "session.idle"}})
@@ -133,23 +162,25 @@ async def test_idle_directories_reload_at_once_and_busy_ones_when_idle(tmp_path:
 
 
 async def test_mismatch_is_not_applied(tmp_path: Path) -> None:
-    applier, opencode, _ = make(tmp_path)
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
     opencode.models = {"m1"}  # opencode ends up without m2
     async with anyio.create_task_group() as group:
-        await start(group, applier)
+        await start(group, applier, clock)
         applier.config_written({"litellm": {"m1", "m2"}})
         await wait_until(lambda: len(opencode.disposed) >= CONFIRM_ATTEMPTS)
-        await anyio.sleep(0.2)
+        await passes(clock, 2 * CONFIRM_ATTEMPTS)
         assert not applier.applied
         assert len(opencode.disposed) == CONFIRM_ATTEMPTS, "retries are bounded"
         group.cancel_scope.cancel()
 
 
 async def test_new_process_is_confirmed_without_reload(tmp_path: Path) -> None:
-    applier, opencode, child = make(tmp_path)
+    clock = FakeClock()
+    applier, opencode, child = make(tmp_path, clock)
     opencode.models = {"m1"}
     async with anyio.create_task_group() as group:
-        await start(group, applier)
+        await start(group, applier, clock)
         applier.config_written({"litellm": {"m1"}})
         await wait_until(lambda: applier.applied)
         reloads = len(opencode.disposed)
@@ -162,14 +193,18 @@ async def test_new_process_is_confirmed_without_reload(tmp_path: Path) -> None:
 
 
 async def test_restart_mode_waits_for_idle_then_restarts(tmp_path: Path) -> None:
-    applier, opencode, child = make(tmp_path, reload="restart")
+    clock = FakeClock()
+    applier, opencode, child = make(tmp_path, clock, reload="restart")
     a = str(tmp_path / "a")
     opencode.busy[a] = {"ses_1"}
     opencode.models = {"m1"}
     async with anyio.create_task_group() as group:
-        await start(group, applier)
-        applier.config_written({"litellm": {"m1"}})
-        await anyio.sleep(0.1)
+        await start(group, applier, clock)
+        with capture_logs() as logs:
+            applier.config_written({"litellm": {"m1"}})
+            await wait_until(lambda: a in opencode.asked)
+            await passes(clock)
+        assert len([e for e in logs if e["event"] == "opencode.restart_deferred"]) >= 3
         assert child.restarts_requested == 0
         opencode.busy[a] = set()
         opencode.loaded_models = {a: {"m1"}}
@@ -185,11 +220,12 @@ def test_event_directories_must_be_absolute() -> None:
 
 
 async def test_directory_first_seen_with_an_older_config_is_reloaded(tmp_path: Path) -> None:
-    applier, opencode, _ = make(tmp_path)
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
     late = str(tmp_path / "late")
     opencode.models = {"m1", "m2"}
     async with anyio.create_task_group() as group:
-        await start(group, applier)
+        await start(group, applier, clock)
         applier.config_written({"litellm": {"m1", "m2"}})
         await wait_until(lambda: applier.applied)
         # A directory loaded before the write, by requests that sent no event, shows up now.
@@ -200,13 +236,15 @@ async def test_directory_first_seen_with_an_older_config_is_reloaded(tmp_path: P
         fresh = str(tmp_path / "fresh")
         opencode.loaded_models[fresh] = {"m1", "m2"}
         applier.note_event({"directory": fresh, "payload": {"type": "session.created"}})
-        await anyio.sleep(0.1)
-        assert fresh not in opencode.disposed
+        await wait_until(lambda: fresh in opencode.asked)
+        await passes(clock)
+        assert fresh not in opencode.disposed and fresh not in applier.report()["pending_reloads"]
         group.cancel_scope.cancel()
 
 
 async def test_a_failing_directory_does_not_hold_up_the_others(tmp_path: Path) -> None:
-    applier, opencode, _ = make(tmp_path)
+    clock = FakeClock()
+    applier, opencode, _ = make(tmp_path, clock)
     broken, fine = str(tmp_path / "broken"), str(tmp_path / "fine")
     applier.note_directory(broken)
     applier.note_directory(fine)
@@ -220,29 +258,34 @@ async def test_a_failing_directory_does_not_hold_up_the_others(tmp_path: Path) -
 
     opencode.busy_sessions = busy_sessions  # type: ignore[method-assign]
     async with anyio.create_task_group() as group:
-        await start(group, applier)
+        await start(group, applier, clock)
         applier.config_written({"litellm": {"m1"}})
         await wait_until(lambda: fine in opencode.disposed)
         group.cancel_scope.cancel()
 
 
 async def test_an_abort_right_after_a_reload_of_its_directory_is_counted(tmp_path: Path) -> None:
-    applier, opencode, _ = make(tmp_path)
+    clock = FakeClock(held=True)  # the reload happens at 1000 s, and time moves only when said
+    applier, opencode, _ = make(tmp_path, clock)
     a = str(tmp_path / "a")
     aborted = {"directory": a, "payload": {"type": "session.error", "properties": {
         "sessionID": "ses_1", "error": {"name": "MessageAbortedError", "data": {"message": "aborted"}}}}}
     applier.note_event(aborted)  # no reload before it: the user's own abort
     assert applier.prompts_aborted_by_reload == 0
     async with anyio.create_task_group() as group:
-        await start(group, applier)
+        await start(group, applier, clock)
         opencode.models = {"m1"}
         applier.config_written({"litellm": {"m1"}})
         await wait_until(lambda: a in opencode.disposed)
         group.cancel_scope.cancel()
     assert applier.reloads["reloaded"] == 1
+    clock.advance(ABORT_WINDOW - 1)
     applier.note_event(aborted)
     other = {"directory": a, "payload": {"type": "session.error", "properties": {"error": {"name": "UnknownError"}}}}
     applier.note_event(other)
+    assert applier.prompts_aborted_by_reload == 1
+    clock.advance(2)  # past the window: the user's own again
+    applier.note_event(aborted)
     assert applier.prompts_aborted_by_reload == 1
 
 

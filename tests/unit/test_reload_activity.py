@@ -45,7 +45,7 @@ async def test_a_reload_is_in_flight_from_the_write_through_the_confirmation_the
     opencode.models = {"m1"}
     assert not activity.in_flight()
     async with anyio.create_task_group() as group:
-        await start(group, applier)
+        await start(group, applier, clock)
         applier.config_written({"litellm": {"m1"}})
         assert activity.in_flight()  # written: opencode is about to read it
         with anyio.fail_after(5):
