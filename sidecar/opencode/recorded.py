@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -21,31 +22,21 @@ STALE_POLL = 0.05  # seconds between looks at a stale opencode that was asked to
 SignalGroup = Callable[[int, signal.Signals], None]
 
 
+@dataclass(frozen=True)
 class RecordedChild:
-    def __init__(
-        self,
-        path: Path,
-        *,
-        grace: float,
-        signal_group: SignalGroup,
-        process_stat: Callable[[int], ProcessStat | None],
-        boot_id: Callable[[], str | None],
-        clock: Clock,
-        sleep: Sleep,
-    ) -> None:
-        self.path = path
-        self._grace = grace
-        self._signal_group = signal_group
-        self._process_stat = process_stat
-        self._boot_id = boot_id
-        self._clock = clock
-        self._sleep = sleep
+    path: Path
+    grace: float  # seconds a stale opencode gets between SIGTERM and SIGKILL
+    signal_group: SignalGroup
+    process_stat: Callable[[int], ProcessStat | None]
+    boot_id: Callable[[], str | None]
+    clock: Clock
+    sleep: Sleep
 
     async def record(self, pid: int) -> None:
-        now = self._process_stat(pid)
+        now = self.process_stat(pid)
         if now is None:
             return  # gone already: the health wait reports it
-        record = ChildRecord(pid, now.start_time, self._boot_id())
+        record = ChildRecord(pid, now.start_time, self.boot_id())
         try:
             await anyio.to_thread.run_sync(save_record, self.path, record)
         except OSError as exc:
@@ -75,15 +66,15 @@ class RecordedChild:
         self.forget()
 
     def _identify(self, record: ChildRecord) -> str:
-        return identify(record, self._process_stat(record.pid), self._boot_id())
+        return identify(record, self.process_stat(record.pid), self.boot_id())
 
     async def _stop(self, record: ChildRecord) -> None:
-        self._signal_group(record.pid, signal.SIGTERM)
+        self.signal_group(record.pid, signal.SIGTERM)
         await self._wait_gone(record)
         by = "SIGTERM" if self._identify(record) != "ours" else "SIGKILL"
         # What it started in its group goes too, unless its pid has gone to another process since.
         if self._identify(record) in ("ours", "exited"):
-            self._signal_group(record.pid, signal.SIGKILL)
+            self.signal_group(record.pid, signal.SIGKILL)
             await self._wait_gone(record)
         if self._identify(record) == "ours":
             # Stuck in the kernel (state D): the start that follows reports the port it holds.
@@ -93,6 +84,6 @@ class RecordedChild:
 
     async def _wait_gone(self, record: ChildRecord) -> None:
         # Not our child: nothing to wait() on, so look at /proc until it is gone or the grace is over.
-        deadline = self._clock() + self._grace
-        while self._identify(record) == "ours" and self._clock() < deadline:
-            await self._sleep(STALE_POLL)
+        deadline = self.clock() + self.grace
+        while self._identify(record) == "ours" and self.clock() < deadline:
+            await self.sleep(STALE_POLL)
