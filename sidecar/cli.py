@@ -12,7 +12,7 @@ import anyio
 from sidecar.catalog import ModelList
 from sidecar.gateway.client import GatewayError
 from sidecar.log import configure_logging
-from sidecar.opencode.child import OpencodeStartError
+from sidecar.opencode.spawn import OpencodeStartError
 from sidecar.opencode.config import BaseConfigError, dump_config, load_base_config
 from sidecar.reconcile import Reconciler
 from sidecar.sdk import RUNTIMES, ModelsError, models

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.opencode import launch
-from sidecar.opencode.child import LAUNCHER, launcher_command, spawn_process
+from sidecar.opencode.spawn import LAUNCHER, launcher_command, spawn_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
