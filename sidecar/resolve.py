@@ -13,6 +13,7 @@ import structlog
 from sidecar.catalog import ModelInfo, invalid_model_id_reason
 from sidecar.directories import InvalidDirectory
 from sidecar.directories import check_directory as normal_directory
+from sidecar.errors import HttpError
 from sidecar.gateway.client import GatewayClient, GatewayError, ModelRejected
 from sidecar.naming import InvalidModelName, ModelRef, normalise_model
 from sidecar.opencode.apply import Applier, DirectoryUnusable
@@ -21,13 +22,6 @@ from sidecar.registry import RegistryFull
 from sidecar.settings import Settings
 
 log = structlog.get_logger("sidecar.resolve")
-
-
-class ResolveError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -43,7 +37,7 @@ def check_directory(directory: Any) -> str:
     try:
         return normal_directory(directory)
     except InvalidDirectory as exc:
-        raise ResolveError(400, str(exc)) from None
+        raise HttpError(400, str(exc)) from None
 
 
 class Resolver:
@@ -81,10 +75,10 @@ class Resolver:
                 aliases=self._aliases,
             )
         except InvalidModelName as exc:
-            raise ResolveError(400, str(exc)) from None
+            raise HttpError(400, str(exc)) from None
         # The whole name was checked; `litellm/constructor` leaves a model id that was not.
         if (reason := invalid_model_id_reason(ref.model_id)) is not None:
-            raise ResolveError(400, f"model id {reason}")
+            raise HttpError(400, f"model id {reason}")
         return ref
 
     async def resolve(self, requested: Any, directory: str | None = None) -> Resolution:
@@ -94,7 +88,7 @@ class Resolver:
             resolution = await self._resolve(requested, directory)
             outcome = "ok"
             return resolution
-        except ResolveError as exc:
+        except HttpError as exc:
             outcome = str(exc.status)
             raise
         finally:
@@ -114,22 +108,22 @@ class Resolver:
                 try:
                     await gateway.probe(ref.model_id)
                 except ModelRejected as exc:
-                    raise ResolveError(400, str(exc)) from None
+                    raise HttpError(400, str(exc)) from None
                 except GatewayError as exc:
-                    raise ResolveError(502, str(exc)) from None
+                    raise HttpError(502, str(exc)) from None
             try:
                 model = await self._reconciler.register(ref)
             except RegistryFull as exc:
-                raise ResolveError(exc.status, exc.message) from None
+                raise HttpError(exc.status, exc.message) from None
         else:
             self._reconciler.note_used(ref)
         try:
             usable = await self._applier.wait_usable(directory, ref, self._settings.resolve_timeout)
         except DirectoryUnusable as exc:
             # The caller named it; what opencode can't open (a file, say) is the caller's to fix.
-            raise ResolveError(400, str(exc)) from None
+            raise HttpError(400, str(exc)) from None
         if not usable:
-            raise ResolveError(
+            raise HttpError(
                 409,
                 f"model {str(ref)!r} is registered, but directory {directory!r} was still generating "
                 f"after {self._settings.resolve_timeout:g}s; opencode is reloaded there as soon as it is idle",

@@ -21,8 +21,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from sidecar.directories import InvalidDirectory, check_directory
-from sidecar.exposure import BadAddress, is_loopback, normal_host, normal_origin
-from sidecar.connections import (
+from sidecar.http.exposure import BadAddress, is_loopback, normal_host, normal_origin
+from sidecar.http.connections import (
     DEFAULT_MAX_CONNECTIONS,
     ConnectionLimits,
     connections_that_fit,
@@ -38,7 +38,7 @@ from sidecar.gateway.config import (
     load_gateways_file,
 )
 from sidecar.naming import check_aliases
-from sidecar.passthrough import FORWARDED_BODY_LIMIT, PassthroughLimits
+from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT, PassthroughLimits
 
 ENV_PREFIX = "SIDECAR_"
 # The shorthand gateway's key reaches opencode under this name; the file holds only the reference.

@@ -13,8 +13,11 @@ import structlog
 from anyio.abc import CancelScope
 from watchfiles import awatch
 
-from sidecar.api import ApiServer, HealthView, bind_socket, create_app
-from sidecar.exposure import BrowserPolicy
+from sidecar.http.exposure import BrowserPolicy
+from sidecar.http.passthrough import Passthrough
+from sidecar.http.routes import create_app
+from sidecar.http.server import ApiServer, bind_socket
+from sidecar.http.view import SidecarView
 from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.apply import Applier
@@ -26,7 +29,6 @@ from sidecar.opencode.handle import OpencodeHandle
 from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
 from sidecar.metrics import Metrics
 from sidecar.naming import ModelRef
-from sidecar.passthrough import Passthrough
 from sidecar.reconcile import Reconciler
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
@@ -197,16 +199,15 @@ class Sidecar:
         except OSError as exc:
             raise StartError(f"{ENV_PREFIX}LISTEN: cannot listen on {host}:{port}: {exc.strerror}") from None
         api_key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
-        view = HealthView(
-            lambda: self.reconciler.catalog,
-            self.readiness,
+        view = SidecarView(
+            models=self.reconciler,
             resolver=self.resolver,
-            reconciler=self.reconciler,
             passthrough=self.passthrough,
-            api_key=api_key,
+            readiness=self.readiness,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,
             metrics=self.metrics.render,
+            api_key=api_key,
         )
         browsers = BrowserPolicy.for_listen(host, self.settings.allowed_hosts, self.settings.allowed_origins)
         self.api = ApiServer(create_app(view, browsers), sock, self.settings.connection_limits)

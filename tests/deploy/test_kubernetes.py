@@ -14,7 +14,7 @@ import json5
 import pytest
 import yaml
 
-from sidecar.api import OPEN_PATHS
+from sidecar.http.guards import OPEN_PATHS
 from tests.deploy.support import DEPLOY, ROOT, load_documents, project_version, tool
 
 KUBERNETES = DEPLOY / "kubernetes"

@@ -20,8 +20,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sidecar.api import HealthView, create_app
-from sidecar.catalog import Catalog
+from sidecar.http.routes import create_app
+from tests.support.api_view import view_of
 from tests.support.sidecar_process import SidecarProcess
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def serves_status() -> bool:
-    app = create_app(HealthView(Catalog, dict))
+    app = create_app(view_of())
     return any(getattr(route, "path", None) == "/v1/status" for route in app.routes)
 
 

@@ -5,12 +5,15 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from sidecar.api import FORWARDED_BODY_LIMIT, OWN_BODY_LIMIT, HealthView, create_app
 from sidecar.catalog import Catalog, ModelInfo
-from sidecar.exposure import BrowserPolicy
+from sidecar.http.exposure import BrowserPolicy
+from sidecar.http.guards import OWN_BODY_LIMIT
+from sidecar.http.passthrough import Passthrough
+from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT
+from sidecar.http.routes import create_app
 from sidecar.naming import ModelRef
-from sidecar.passthrough import Passthrough
 from sidecar.resolve import Resolution
+from tests.support.api_view import view_of
 
 MODELS = [ModelInfo(id=f"model-{i:02d}", display_name=f"Model {i}") for i in range(25)]
 MODELS.append(ModelInfo(id="vendor/newest", display_name="Newest", created_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
@@ -19,7 +22,7 @@ CATALOG = Catalog(MODELS)
 
 @pytest.fixture
 def client():
-    view = HealthView(lambda: CATALOG, lambda: {"ready": False, "opencode_healthy": False})
+    view = view_of(lambda: CATALOG, lambda: {"ready": False, "opencode_healthy": False})
     transport = httpx.ASGITransport(app=create_app(view))
     return httpx.AsyncClient(transport=transport, base_url="http://sidecar")
 
@@ -100,7 +103,7 @@ class RecordingResolver:
 
 
 def app_with(browsers: BrowserPolicy = BrowserPolicy(), **view: object) -> httpx.AsyncClient:
-    health = HealthView(lambda: CATALOG, lambda: {"ready": True}, **view)  # type: ignore[arg-type]
+    health = view_of(lambda: CATALOG, lambda: {"ready": True}, **view)  # type: ignore[arg-type]
     app = create_app(health, browsers)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar")
 
@@ -138,7 +141,7 @@ async def test_probes_need_no_key() -> None:
 
 async def test_resolve_body_over_the_limit_by_content_length_is_refused_unread() -> None:
     resolver = RecordingResolver()
-    app = create_app(HealthView(lambda: CATALOG, lambda: {"ready": True}, resolver=resolver))  # type: ignore[arg-type]
+    app = create_app(view_of(lambda: CATALOG, lambda: {"ready": True}, resolver=resolver))
     reads: list[dict] = []
     sent: list[dict] = []
 
@@ -263,7 +266,7 @@ def test_the_listening_socket_says_it_is_tcp_so_answers_are_not_held_by_nagle() 
     # is IPPROTO_TCP; with 0, every small answer waited ~40 ms for the client's delayed ACK.
     import socket
 
-    from sidecar.api import bind_socket
+    from sidecar.http.server import bind_socket
 
     sock = bind_socket("127.0.0.1", 0)
     try:
@@ -275,7 +278,7 @@ def test_the_listening_socket_says_it_is_tcp_so_answers_are_not_held_by_nagle() 
 @pytest.mark.anyio
 async def test_a_new_catalog_is_served_at_once_though_pages_are_kept_encoded() -> None:
     current = {"catalog": Catalog([ModelInfo(id="a", display_name="A")])}
-    app = create_app(HealthView(lambda: current["catalog"], lambda: {"ready": True}))
+    app = create_app(view_of(lambda: current["catalog"], lambda: {"ready": True}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
         first = await client.get("/v1/models", params={"limit": 5})
         again = await client.get("/v1/models", params={"limit": 5})
@@ -345,7 +348,7 @@ async def call_websocket(app: object, headers: list[tuple[bytes, bytes]], *, den
     ],
 )
 async def test_a_websocket_handshake_is_refused_like_a_request(headers: list, names: str) -> None:
-    app = create_app(HealthView(lambda: CATALOG, lambda: {"ready": True}, api_key=KEY), ON_LOOPBACK)
+    app = create_app(view_of(lambda: CATALOG, lambda: {"ready": True}, api_key=KEY), ON_LOOPBACK)
     with_body = await call_websocket(app, headers, denial=True)
     assert with_body[0]["type"] == "websocket.http.response.start" and with_body[0]["status"] in (401, 403)
     assert names in json.loads(with_body[1]["body"])["error"]["message"]

@@ -19,10 +19,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from sidecar.api import HealthView, create_app
 from sidecar.catalog import Catalog, ModelInfo
+from sidecar.http.routes import create_app
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolver
+from tests.support.api_view import view_of
 
 KEY = "schema-test-key-0123456789abcdef0123"
 AUTH = {"x-api-key": KEY}
@@ -38,8 +39,9 @@ CATALOG = Catalog(
 
 
 class FakeReconciler:
-    """What the real Resolver and the DELETE route ask of the reconciler, over a fixed catalog."""
+    """What the real Resolver and the catalog routes ask of the reconciler, over a fixed catalog."""
 
+    catalog = CATALOG
     base_config: dict[str, Any] = {}
     owners = {model.id: "litellm" for model in CATALOG}
 
@@ -88,11 +90,10 @@ def build_app() -> Any:
         IdleApplier(),  # type: ignore[arg-type]
         {"litellm": object()},  # type: ignore[dict-item]
     )
-    view = HealthView(
-        lambda: CATALOG,
-        lambda: {"ready": False, "opencode_healthy": False, "models": len(CATALOG)},
+    view = view_of(
+        readiness=lambda: {"ready": False, "opencode_healthy": False, "models": len(CATALOG)},
+        models=reconciler,
         resolver=resolver,
-        reconciler=reconciler,  # type: ignore[arg-type]
         api_key=KEY,
         status=lambda: STATUS,
         metrics=lambda: b"# TYPE opencode_sidecar_opencode_up gauge\nopencode_sidecar_opencode_up 1.0\n",

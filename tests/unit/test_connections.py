@@ -2,7 +2,7 @@
 
 import pytest
 
-from sidecar.connections import (
+from sidecar.http.connections import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
     ConnectionLimits,

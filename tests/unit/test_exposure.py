@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sidecar.exposure import BadAddress, BrowserPolicy, is_loopback, normal_host, normal_origin
+from sidecar.http.exposure import BadAddress, BrowserPolicy, is_loopback, normal_host, normal_origin
 
 HOSTS = "SIDECAR_ALLOWED_HOSTS"
 ORIGINS = "SIDECAR_ALLOWED_ORIGINS"

@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from sidecar.connections import ConnectionLimits
-from sidecar.http_guard import ConnectionGuard, GuardedH11Protocol, ignore_client_disconnect
+from sidecar.http.connections import ConnectionLimits
+from sidecar.http.h11_guard import ConnectionGuard, GuardedH11Protocol, ignore_client_disconnect
 
 pytestmark = pytest.mark.anyio
 

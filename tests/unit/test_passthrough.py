@@ -9,21 +9,14 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Message
 
-from sidecar.api import HealthView, create_app
 from sidecar.catalog import Catalog
+from sidecar.errors import HttpError
+from sidecar.http.opencode_routes import model_form, requested_model, with_model
+from sidecar.http.passthrough import Passthrough, Redactor, failure
+from sidecar.http.passthrough_limits import ByteBudget, PassthroughLimits, StreamSlots
+from sidecar.http.routes import create_app
 from sidecar.naming import ModelRef
-from sidecar.passthrough import (
-    ByteBudget,
-    Passthrough,
-    PassthroughError,
-    PassthroughLimits,
-    Redactor,
-    StreamSlots,
-    failure,
-    model_form,
-    requested_model,
-    with_model,
-)
+from tests.support.api_view import view_of
 
 REF = ModelRef("litellm", "openai/gpt-5.5")
 
@@ -205,11 +198,11 @@ def test_stream_slots_bound_each_client_then_the_total() -> None:
     slots = StreamSlots(total=3, per_client=2)
     slots.take("10.0.0.1")
     slots.take("10.0.0.1")
-    with pytest.raises(PassthroughError) as refused:
+    with pytest.raises(HttpError) as refused:
         slots.take("10.0.0.1")
     assert refused.value.status == 429 and "SIDECAR_MAX_STREAMS_PER_CLIENT" in refused.value.message
     slots.take("10.0.0.2")
-    with pytest.raises(PassthroughError) as full:
+    with pytest.raises(HttpError) as full:
         slots.take("10.0.0.3")
     assert full.value.status == 503 and "SIDECAR_MAX_STREAMS" in full.value.message
     slots.give("10.0.0.1")
@@ -221,7 +214,7 @@ def test_stream_slots_bound_each_client_then_the_total() -> None:
 async def test_byte_budget_waits_for_room_then_refuses() -> None:
     budget = ByteBudget(100, wait=0)
     await budget.take(60)
-    with pytest.raises(PassthroughError) as refused:
+    with pytest.raises(HttpError) as refused:
         await budget.take(41)
     assert refused.value.status == 503 and "SIDECAR_BODY_MEMORY" in refused.value.message
     await budget.take(40)
@@ -317,7 +310,7 @@ async def test_streams_have_their_own_connections_bounds_and_slots_freed_on_disc
     ordinary: list[str] = []
     streamed: list[str] = []
     passthrough = streaming_passthrough(PassthroughLimits(max_streams=3, max_streams_per_client=2), ordinary, streamed)
-    app = create_app(HealthView(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
+    app = create_app(view_of(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
     async with anyio.create_task_group() as group:
         streams = [OpenStream(app, "/event", "10.0.0.1"), OpenStream(app, "/global/event", "10.0.0.1"),
                    OpenStream(app, "/event", "10.0.0.2")]
@@ -358,7 +351,7 @@ async def test_an_event_stream_from_another_route_counts_too() -> None:
         "http://opencode", "pw", resolve, [], limits=PassthroughLimits(max_streams=1, max_streams_per_client=1),
         transport=httpx.MockTransport(opencode),
     )
-    app = create_app(HealthView(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
+    app = create_app(view_of(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
     async with anyio.create_task_group() as group:
         first = OpenStream(app, "/some/new/stream", "10.0.0.1")
         group.start_soon(first.run)
@@ -380,7 +373,7 @@ async def test_a_full_pool_is_a_503_that_says_so_not_restarting() -> None:
         return REF
 
     passthrough = Passthrough("http://opencode", "pw", resolve, [], transport=httpx.MockTransport(opencode))
-    app = create_app(HealthView(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
+    app = create_app(view_of(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         answer = await client.get("/config")
     message = anthropic_error(answer, 503, "overloaded_error")
@@ -416,7 +409,7 @@ async def chunked_prompt() -> AsyncIterator[bytes]:
 async def test_a_prompt_past_the_bytes_held_waits_then_is_refused() -> None:
     release, resolving, seen = anyio.Event(), anyio.Event(), []
     passthrough = prompt_passthrough(PassthroughLimits(body_memory=150_000, body_wait=0), release, resolving, seen)
-    app = create_app(HealthView(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
+    app = create_app(view_of(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         answers: list[httpx.Response] = []
 
@@ -443,7 +436,7 @@ async def test_a_prompt_past_the_bytes_held_waits_then_is_refused() -> None:
 async def test_prompts_past_the_bytes_held_wait_their_turn() -> None:
     release, resolving, seen = anyio.Event(), anyio.Event(), []
     passthrough = prompt_passthrough(PassthroughLimits(body_memory=150_000), release, resolving, seen)
-    app = create_app(HealthView(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
+    app = create_app(view_of(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
     answers: list[int] = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
 

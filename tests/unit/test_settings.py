@@ -198,7 +198,7 @@ def test_answers_are_redacted_of_what_the_sidecar_holds_not_of_the_callers_key(m
 
 
 def test_connection_bound_must_fit_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sidecar.connections import connections_that_fit, open_file_limits
+    from sidecar.http.connections import connections_that_fit, open_file_limits
 
     hard = open_file_limits()[1]
     streams = Settings.model_fields["max_streams"].default
@@ -214,14 +214,14 @@ def test_connection_bound_must_fit_the_open_file_limit(monkeypatch: pytest.Monke
 
 def test_event_streams_count_against_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each forwarded stream holds a connection to opencode too: more streams, fewer connections fit.
-    from sidecar.connections import connections_that_fit, open_files_needed
+    from sidecar.http.connections import connections_that_fit, open_files_needed
 
     assert open_files_needed(500, 300) == open_files_needed(500) + 300
     assert connections_that_fit(2000, 300) == connections_that_fit(1700)
 
 
 def test_connection_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sidecar.connections import connections_that_fit, open_file_limits
+    from sidecar.http.connections import connections_that_fit, open_file_limits
 
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
     limits = load_settings().connection_limits

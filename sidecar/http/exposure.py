@@ -1,4 +1,4 @@
-"""Who may reach the sidecar, decided from strings alone (the ASGI guards in sidecar.api ask here).
+"""Who may reach the sidecar, decided from strings alone (the ASGI guards in guards.py ask here).
 
 opencode runs shell commands for whoever reaches it, so: beyond loopback the sidecar needs a key,
 and on loopback a web page in the user's browser must not reach it either, by DNS rebinding (a

@@ -1,4 +1,4 @@
-"""The connection policy of sidecar/connections.py, applied to uvicorn's h11 server.
+"""The connection policy of connections.py, applied to uvicorn's h11 server.
 
 uvicorn has no deadline for a request's headers (a connection that sends half a request line is
 kept forever) and no bound on connections: 1,100 such connections took the sidecar to its
@@ -22,7 +22,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
-from sidecar.connections import (
+from sidecar.http.connections import (
     BODY_TIMEOUT,
     ConnectionLimits,
     ConnectionTable,

@@ -1,0 +1,289 @@
+"""The OpenAPI 3.1 document of the sidecar's own routes (`GET /openapi.json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from sidecar.catalog import ModelInfo, ModelList
+from sidecar.http.errors import ERROR_TYPES
+from sidecar.http.guards import OWN_BODY_LIMIT
+from sidecar.http.pages import DEFAULT_LIMIT, MAX_LIMIT
+from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT
+
+STARTUP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"enum": ["started", "starting"]}},
+}
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["ready", "models", "gateways", "opencode", "reloads", "state_dir"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "models": {"type": "integer", "minimum": 0},
+        "gateways": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": [
+                    "models", "catalog_age", "stale", "last_poll_ok", "last_error", "last_success", "shrink_guard", "capped",
+                ],
+            },
+        },
+        "opencode": {"type": "object", "required": ["state", "pid", "healthy", "uptime", "restarts", "backoff_until"]},
+        "reloads": {"type": "object", "required": ["config_version", "applied_version", "pending_reloads"]},
+        "state_dir": {"type": "object", "required": ["path", "write_error"]},
+    },
+}
+
+
+def openapi_document(*, protected: bool) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the sidecar's own routes. The model schemas are the pydantic
+    models' own, so the document cannot drift from what the API serves; `protected` says whether
+    SIDECAR_API_KEY is set, and with it whether 401 can happen."""
+    _, generated = models_json_schema(
+        [(ModelList, "serialization"), (ModelInfo, "serialization")], ref_template="#/components/schemas/{model}"
+    )
+    # Answers are whole model_dump()s: every field is there, defaults included.
+    schemas = {name: {**schema, "required": list(schema["properties"])} for name, schema in generated["$defs"].items()}
+    schemas["Error"] = {
+        "description": "An Anthropic API error.",
+        "type": "object",
+        "required": ["type", "error", "request_id"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {
+                    "type": {"enum": sorted({*ERROR_TYPES.values(), "api_error"})},
+                    "message": {"type": "string"},
+                },
+            },
+            "request_id": {"type": "string"},
+        },
+    }
+    schemas["Resolution"] = {
+        "description": "The model's record, and how opencode names it.",
+        "allOf": [
+            {"$ref": "#/components/schemas/ModelInfo"},
+            {
+                "type": "object",
+                "required": ["opencode"],
+                "properties": {"opencode": {"$ref": "#/components/schemas/OpencodeModel"}},
+            },
+        ],
+    }
+    schemas["OpencodeModel"] = {
+        "type": "object",
+        "required": ["providerID", "modelID"],
+        "properties": {"providerID": {"type": "string"}, "modelID": {"type": "string"}},
+    }
+    schemas["ResolveRequest"] = {
+        "type": "object",
+        "required": ["model"],
+        "properties": {
+            "model": {
+                "description": "As the agent names it: `name`, `provider/name`, or opencode's pair.",
+                "oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/OpencodeModel"}],
+            },
+            "directory": {"type": "string", "description": "The absolute path the agent works in."},
+        },
+        "example": {"model": "anthropic/claude-sonnet-4-5", "directory": "/work/project"},
+    }
+    schemas["ModelDeleted"] = {
+        "type": "object",
+        "required": ["id", "type"],
+        "properties": {"id": {"type": "string"}, "type": {"const": "model_deleted"}},
+    }
+    schemas["Readiness"] = {
+        "description": "What readiness depends on; more fields than `ready` may come and go.",
+        "type": "object",
+        "required": ["ready"],
+        "properties": {"ready": {"type": "boolean"}},
+    }
+
+    def error(description: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+
+    def answer(description: str, schema: str | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(schema, str):
+            schema = {"$ref": f"#/components/schemas/{schema}"}
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    # Any request may come from a browser page of another site, or by DNS rebinding.
+    forbidden = {"403": {"$ref": "#/components/responses/Forbidden"}}
+
+    def operation(summary: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
+        if protected:
+            responses = responses | {"401": {"$ref": "#/components/responses/Unauthorized"}}
+        return {"summary": summary, "responses": responses | forbidden, **more}
+
+    def probe(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"summary": summary, "responses": responses | forbidden, "security": []}
+
+    ref = {
+        code: {"$ref": f"#/components/responses/{name}"}
+        for code, name in [
+            ("400", "BadRequest"),
+            ("404", "NotFound"),
+            ("409", "Conflict"),
+            ("413", "TooLarge"),
+            ("502", "BadGateway"),
+        ]
+    }
+    model_id = {
+        "name": "model_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "A model id as listed; it may contain `/`.",
+        "example": "claude-sonnet-4-5",
+    }
+    paths = {
+        "/v1/models": {
+            "get": operation(
+                "The catalog, newest first, in the Anthropic Models API shape",
+                {"200": answer("One page", "ModelList"), "400": ref["400"]},
+                operationId="listModels",
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                    },
+                    {
+                        "name": "after_id",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "The page after this model; not with before_id.",
+                    },
+                    {
+                        "name": "before_id",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "The page before this model; not with after_id.",
+                    },
+                ],
+            )
+        },
+        "/v1/models/{model_id}": {
+            "get": operation(
+                "One model",
+                {"200": answer("The model", "ModelInfo"), "404": ref["404"]},
+                operationId="getModel",
+                parameters=[model_id],
+            ),
+            "delete": operation(
+                "Remove a registered model",
+                {"200": answer("Removed", "ModelDeleted"), "404": ref["404"], "409": ref["409"]},
+                operationId="deleteModel",
+                parameters=[model_id],
+            ),
+        },
+        "/v1/models/resolve": {
+            "post": operation(
+                "Normalise a model name, register it when the gateway doesn't list it, and wait until opencode can use it",
+                {
+                    "200": answer("Usable now", "Resolution"),
+                    "400": ref["400"],
+                    "409": ref["409"],
+                    "413": ref["413"],
+                    "502": ref["502"],
+                },
+                operationId="resolveModel",
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ResolveRequest"}}},
+                },
+            )
+        },
+        "/v1/status": {
+            "get": operation(
+                "What the sidecar is doing",
+                {"200": answer("The sidecar's state: each gateway's polls and catalog, opencode's process, the "
+                               "reloads still to do, the state directory", STATUS_SCHEMA)},
+                operationId="getStatus",
+            )
+        },
+        "/openapi.json": {
+            "get": operation("This document", {"200": answer("OpenAPI 3.1", {"type": "object"})}, operationId="getOpenapi")
+        },
+        "/livez": {
+            "get": probe(
+                "Liveness",
+                {
+                    "200": answer(
+                        "Running", {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}}
+                    )
+                },
+            )
+        },
+        "/readyz": {
+            "get": probe("Readiness", {"200": answer("Ready", "Readiness"), "503": answer("Not ready", "Readiness")})
+        },
+        "/metrics": {
+            "get": probe(
+                "Prometheus metrics: polls, catalog sizes, config writes, reloads, aborted prompts, restarts, "
+                "resolve latency, build info",
+                {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            )
+        },
+        "/startupz": {
+            "get": probe(
+                "Start-up: 200 once opencode's config is written (a pod starts opencode after it)",
+                {
+                    "200": answer("Config written", STARTUP_SCHEMA),
+                    "503": answer("Not written yet", STARTUP_SCHEMA),
+                },
+            )
+        },
+    }
+    components: dict[str, Any] = {
+        "schemas": schemas,
+        "responses": {
+            "BadRequest": error("A bad parameter or body (invalid_request_error)"),
+            "Unauthorized": error("Missing or wrong API key (authentication_error)"),
+            "Forbidden": error(
+                "A Host or Origin header this sidecar does not serve: a foreign name while it listens on "
+                "loopback (DNS rebinding), or a page of another site; SIDECAR_ALLOWED_HOSTS and "
+                "SIDECAR_ALLOWED_ORIGINS list more (permission_error)"
+            ),
+            "NotFound": error("No such model (not_found_error)"),
+            "Conflict": error("Not possible in this state (invalid_request_error)"),
+            "TooLarge": error(f"The body is over {OWN_BODY_LIMIT} bytes (request_too_large)"),
+            "BadGateway": error("The gateway did not answer as it should (api_error)"),
+        },
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "opencode-sidecar",
+            "version": "1",
+            "description": (
+                "The sidecar's own routes. Every other request is forwarded to opencode (bodies up to "
+                f"{FORWARDED_BODY_LIMIT} bytes) and answered by opencode; see opencode's own `/doc`."
+            ),
+        },
+        "paths": paths,
+        "components": components,
+    }
+    if protected:
+        components["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+            "Basic": {"type": "http", "scheme": "basic", "description": "Any user; the key is the password."},
+        }
+        document["security"] = [{"ApiKey": []}, {"Bearer": []}, {"Basic": []}]
+    return document

@@ -1,0 +1,64 @@
+"""A SidecarView for the API in process: the parts a test names, stand-ins for the rest."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sidecar.catalog import Catalog
+from sidecar.errors import HttpError
+from sidecar.http.view import CatalogOwner, Forwarder, ModelResolver, SidecarView
+from sidecar.resolve import Resolution
+
+
+class CatalogOf:
+    """Serves whatever catalog `current` returns at the time; removes nothing."""
+
+    def __init__(self, current: Callable[[], Catalog]) -> None:
+        self._current = current
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._current()
+
+    async def unregister(self, listed_id: str) -> None:
+        pass
+
+
+class NoResolver:
+    async def resolve(self, requested: Any, directory: str | None = None) -> Resolution:
+        raise AssertionError("this test gave the API no resolver")
+
+
+class NoOpencode:
+    """No opencode behind the pass-through: every path not the sidecar's own is a 404."""
+
+    async def forward(self, request: Request) -> Response:
+        raise HttpError(404, f"no route for {request.method} {request.url.path}")
+
+
+def view_of(
+    catalog: Callable[[], Catalog] = Catalog,
+    readiness: Callable[[], dict[str, Any]] = lambda: {"ready": True},
+    *,
+    models: CatalogOwner | None = None,
+    resolver: ModelResolver | None = None,
+    passthrough: Forwarder | None = None,
+    status: Callable[[], dict[str, Any]] = dict,
+    started: Callable[[], bool] = lambda: True,
+    metrics: Callable[[], bytes] = bytes,
+    api_key: str | None = None,
+) -> SidecarView:
+    return SidecarView(
+        models=models or CatalogOf(catalog),
+        resolver=resolver or NoResolver(),
+        passthrough=passthrough or NoOpencode(),
+        readiness=readiness,
+        status=status,
+        started=started,
+        metrics=metrics,
+        api_key=api_key,
+    )
