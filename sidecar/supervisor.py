@@ -28,7 +28,6 @@ from sidecar.opencode.config import BaseConfigError, load_base_config, write_ato
 from sidecar.opencode.handle import OpencodeHandle
 from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
 from sidecar.metrics import Metrics
-from sidecar.naming import ModelRef
 from sidecar.reconcile import Reconciler
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
@@ -123,7 +122,7 @@ class Sidecar:
         self.passthrough = Passthrough(
             self.opencode.base_url,
             password.get_secret_value() if password is not None else None,
-            self._resolve_ref,
+            self.resolver,
             self.settings.held_secrets(),
             limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
@@ -149,9 +148,6 @@ class Sidecar:
             return
         if directory is not None:
             self.applier.adopt_default_directory(directory)
-
-    async def _resolve_ref(self, requested: object, directory: str | None) -> ModelRef:
-        return (await self.resolver.resolve(requested, directory)).ref
 
     def gateway_reports(self) -> dict[str, dict[str, Any]]:
         now = time.time()

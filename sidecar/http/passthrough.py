@@ -4,7 +4,8 @@ The caller never needs opencode's password: the sidecar adds it. Because of that
 password protected must not leak through: opencode shows the gateway key in `/config`,
 `/config/providers` and `/provider`, so every secret the sidecar holds for others (gateway keys,
 opencode's password) is redacted from answers. The caller's own API key is not: they know it.
-Requests that carry a model have it normalised and resolved first.
+Requests that carry a model have it resolved first, by the resolver the pass-through is handed
+(the same one `POST /v1/models/resolve` asks), never through the supervisor.
 
 Bounded under load (issue 13): what it holds at once is counted in passthrough_limits.py.
 """
@@ -25,11 +26,9 @@ from starlette.types import Receive, Scope, Send
 from sidecar.errors import HttpError
 from sidecar.http.opencode_routes import model_form, request_directory, requested_model, wants_stream, with_model
 from sidecar.http.passthrough_limits import POOL_WAIT, ByteBudget, PassthroughLimits, StreamSlots
-from sidecar.naming import ModelRef
+from sidecar.http.view import ModelResolver
 
 log = structlog.get_logger("sidecar.passthrough")
-
-Resolve = Callable[[Any, str | None], Awaitable[ModelRef]]
 
 REDACTED = b"[redacted]"
 
@@ -108,7 +107,7 @@ class Passthrough:
         self,
         opencode_url: str,
         password: str | None,
-        resolve: Resolve,
+        resolver: ModelResolver,
         secrets: Iterable[str],
         *,
         limits: PassthroughLimits = PassthroughLimits(),
@@ -116,7 +115,7 @@ class Passthrough:
         stream_transport: httpx.AsyncBaseTransport | None = None,
         seen_directory: Callable[[str], None] | None = None,
     ) -> None:
-        self._resolve = resolve
+        self._resolver = resolver
         # Told of each directory a request goes to, so that one loaded without any event is kept current.
         self._seen_directory = seen_directory
         self._redact = Redactor(secrets)
@@ -283,7 +282,7 @@ class Passthrough:
         if not isinstance(parsed, dict) or (requested := requested_model(parsed, form)) is None:
             del parsed
             return bytes(body)
-        ref = await self._resolve(requested, directory)
+        ref = (await self._resolver.resolve(requested, directory)).ref
         body.clear()
         return json.dumps(with_model(parsed, form, ref)).encode()
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sidecar.catalog import Catalog
+from sidecar.catalog import Catalog, ModelInfo
 from sidecar.errors import HttpError
 from sidecar.http.view import CatalogOwner, Forwarder, ModelResolver, SidecarView
+from sidecar.naming import ModelRef
 from sidecar.resolve import Resolution
 
 
@@ -26,6 +27,17 @@ class CatalogOf:
 
     async def unregister(self, listed_id: str) -> None:
         pass
+
+
+class ResolveWith:
+    """A resolver made of a function from the name asked for to opencode's name for it."""
+
+    def __init__(self, resolve: Callable[[Any, str | None], Awaitable[ModelRef]]) -> None:
+        self._resolve = resolve
+
+    async def resolve(self, requested: Any, directory: str | None = None) -> Resolution:
+        ref = await self._resolve(requested, directory)
+        return Resolution(ModelInfo(id=ref.model_id, display_name=ref.model_id), ref)
 
 
 class NoResolver:

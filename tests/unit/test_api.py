@@ -13,7 +13,7 @@ from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT
 from sidecar.http.routes import create_app
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolution
-from tests.support.api_view import view_of
+from tests.support.api_view import ResolveWith, view_of
 
 MODELS = [ModelInfo(id=f"model-{i:02d}", display_name=f"Model {i}") for i in range(25)]
 MODELS.append(ModelInfo(id="vendor/newest", display_name="Newest", created_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
@@ -217,7 +217,7 @@ def forwarding_app(seen: list[bytes], **view: object) -> httpx.AsyncClient:
     async def resolve(requested: object, directory: str | None) -> ModelRef:
         return ModelRef("litellm", str(requested))
 
-    passthrough = Passthrough("http://opencode", "pw", resolve, [], transport=httpx.MockTransport(opencode))
+    passthrough = Passthrough("http://opencode", "pw", ResolveWith(resolve), [], transport=httpx.MockTransport(opencode))
     return app_with(passthrough=passthrough, **view)
 
 

@@ -16,7 +16,7 @@ from sidecar.http.passthrough import Passthrough, Redactor, failure
 from sidecar.http.passthrough_limits import ByteBudget, PassthroughLimits, StreamSlots
 from sidecar.http.routes import create_app
 from sidecar.naming import ModelRef
-from tests.support.api_view import view_of
+from tests.support.api_view import ResolveWith, view_of
 
 REF = ModelRef("litellm", "openai/gpt-5.5")
 
@@ -73,7 +73,7 @@ async def test_forward_rewrites_model_adds_password_and_redacts() -> None:
         assert directory == "/work/p"
         return REF
 
-    passthrough = Passthrough("http://opencode", "pw-1", resolve, ["sk-abc", "pw-1"], transport=httpx.MockTransport(opencode))
+    passthrough = Passthrough("http://opencode", "pw-1", ResolveWith(resolve), ["sk-abc", "pw-1"], transport=httpx.MockTransport(opencode))
     app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["GET", "POST"])])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
         answer = await client.post(
@@ -107,7 +107,7 @@ async def test_streamed_answer_is_redacted_across_chunk_boundaries(chunk_size: i
         raise AssertionError("no model here")
 
     passthrough = Passthrough(
-        "http://opencode", "password-1", resolve, ["sk-abcdef", "password-1"], transport=httpx.MockTransport(opencode)
+        "http://opencode", "password-1", ResolveWith(resolve), ["sk-abcdef", "password-1"], transport=httpx.MockTransport(opencode)
     )
     app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["GET"])])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
@@ -128,7 +128,7 @@ async def test_an_absurdly_nested_body_is_forwarded_as_it_is_not_a_500() -> None
     async def resolve(requested: object, directory: str | None) -> ModelRef:
         raise AssertionError("nothing to resolve in a body that isn't JSON we can read")
 
-    passthrough = Passthrough("http://opencode", "pw-1", resolve, [], transport=httpx.MockTransport(opencode))
+    passthrough = Passthrough("http://opencode", "pw-1", ResolveWith(resolve), [], transport=httpx.MockTransport(opencode))
     app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["POST"])])
     body = b"[" * 100_000 + b"]" * 100_000
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
@@ -151,7 +151,7 @@ async def test_a_chunked_body_is_never_given_the_callers_content_length() -> Non
     async def resolve(requested: object, directory: str | None) -> ModelRef:
         raise AssertionError("no model here")
 
-    passthrough = Passthrough("http://opencode", "pw-1", resolve, [], transport=httpx.MockTransport(opencode))
+    passthrough = Passthrough("http://opencode", "pw-1", ResolveWith(resolve), [], transport=httpx.MockTransport(opencode))
     app = Starlette(routes=[Route("/{path:path}", passthrough.forward, methods=["POST"])])
     body = b'{"parts": []}' * 100
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sidecar") as client:
@@ -258,7 +258,7 @@ def streaming_passthrough(limits: PassthroughLimits, ordinary: list[str], stream
         return REF
 
     return Passthrough(
-        "http://opencode", "pw", resolve, [], limits=limits,
+        "http://opencode", "pw", ResolveWith(resolve), [], limits=limits,
         transport=httpx.MockTransport(opencode), stream_transport=httpx.MockTransport(opencode_streams),
     )
 
@@ -348,7 +348,7 @@ async def test_an_event_stream_from_another_route_counts_too() -> None:
         return REF
 
     passthrough = Passthrough(
-        "http://opencode", "pw", resolve, [], limits=PassthroughLimits(max_streams=1, max_streams_per_client=1),
+        "http://opencode", "pw", ResolveWith(resolve), [], limits=PassthroughLimits(max_streams=1, max_streams_per_client=1),
         transport=httpx.MockTransport(opencode),
     )
     app = create_app(view_of(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
@@ -372,7 +372,7 @@ async def test_a_full_pool_is_a_503_that_says_so_not_restarting() -> None:
     async def resolve(requested: object, directory: str | None) -> ModelRef:
         return REF
 
-    passthrough = Passthrough("http://opencode", "pw", resolve, [], transport=httpx.MockTransport(opencode))
+    passthrough = Passthrough("http://opencode", "pw", ResolveWith(resolve), [], transport=httpx.MockTransport(opencode))
     app = create_app(view_of(lambda: Catalog([]), lambda: {"ready": True}, passthrough=passthrough))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         answer = await client.get("/config")
@@ -391,7 +391,7 @@ def prompt_passthrough(limits: PassthroughLimits, release: anyio.Event, resolvin
         await release.wait()
         return REF
 
-    return Passthrough("http://opencode", "pw", resolve, [], limits=limits, transport=httpx.MockTransport(opencode))
+    return Passthrough("http://opencode", "pw", ResolveWith(resolve), [], limits=limits, transport=httpx.MockTransport(opencode))
 
 
 # A prompt with a pasted image, as opencode's TUI sends it: the file inline as a base64 data URL.
