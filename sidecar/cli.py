@@ -15,6 +15,7 @@ from sidecar.log import configure_logging
 from sidecar.opencode.spawn import OpencodeStartError
 from sidecar.opencode.config import BaseConfigError, dump_config, load_base_config
 from sidecar.reconcile import Reconciler
+from sidecar.redact import Redactor
 from sidecar.sdk import RUNTIMES, ModelsError, models
 from sidecar.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from sidecar.statefiles import StatePaths
@@ -91,11 +92,8 @@ async def _render(settings: Settings, base: dict[str, Any]) -> bool:
     finally:
         for client in clients.values():
             await client.aclose()
-    text = dump_config(reconciler.render())
     # The sidecar's own part names secrets only by variable; the operator's file might not.
-    for secret in settings.secrets():
-        text = text.replace(secret, "[redacted]")
-    print(text)
+    print(Redactor(settings.secrets()).text(dump_config(reconciler.render())))
     return failed
 
 

@@ -14,7 +14,8 @@ from typing import Any, TextIO
 
 import structlog
 
-REDACTED = "[redacted]"
+from sidecar.redact import Redactor
+
 SUPPRESSED = "log.suppressed"
 LIMITED_LEVELS = frozenset({"warning", "error", "critical"})
 
@@ -22,21 +23,20 @@ Schedule = Callable[[float, Callable[[], None]], bool]
 
 
 class SecretScrubber:
-    """A structlog processor that replaces every known secret value, wherever it appears."""
+    """A structlog processor that replaces every known secret value, wherever it appears in an
+    event: in any field, nested in dicts and lists, or in the text of any other value."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._redact = Redactor(secrets)
 
     def __call__(self, _logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-        if not self.secrets:
+        if not self._redact:
             return event
         return {key: self._scrub(value) for key, value in event.items()}
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self.secrets:
-                value = value.replace(secret, REDACTED)
-            return value
+            return self._redact.text(value)
         if isinstance(value, dict):
             return {k: self._scrub(v) for k, v in value.items()}
         if isinstance(value, (list, tuple, set)):

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from sidecar.redact import Redactor
+
 # The longest part of a server's error message passed on in ours.
 MAX_REASON = 300
 
@@ -26,7 +28,5 @@ def server_reason(response: httpx.Response, secrets: Iterable[str] = ()) -> str 
     if not isinstance(message, str) or not message.strip():
         return None
     message = " ".join(message.split())
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
+    message = Redactor(secrets).text(message)
     return message[:MAX_REASON] + ("..." if len(message) > MAX_REASON else "")

@@ -2,7 +2,8 @@ import json
 
 import structlog
 
-from sidecar.log import REDACTED, SecretScrubber, configure_logging
+from sidecar.log import SecretScrubber, configure_logging
+from sidecar.redact import REDACTED
 
 
 def test_scrubber_replaces_secrets_anywhere() -> None:
