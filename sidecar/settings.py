@@ -39,6 +39,7 @@ from sidecar.gateway.config import (
 )
 from sidecar.naming import check_aliases
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT, PassthroughLimits
+from sidecar.urls import carries_credentials
 
 ENV_PREFIX = "SIDECAR_"
 # The shorthand gateway's key reaches opencode under this name; the file holds only the reference.
@@ -127,7 +128,7 @@ class Settings(BaseSettings):
     @field_validator("gateway_url")
     @classmethod
     def _no_credentials_in_url(cls, url: AnyHttpUrl | None) -> AnyHttpUrl | None:
-        if url is not None and (url.username or url.password):
+        if url is not None and carries_credentials(str(url)):
             raise ValueError("put the key in SIDECAR_GATEWAY_API_KEY, not in the URL")
         return url
 
@@ -273,7 +274,7 @@ class Settings(BaseSettings):
             if self.opencode_config is not None:
                 raise ValueError(f"{ENV_PREFIX}OPENCODE_CONFIG: is for attach mode; set {ENV_PREFIX}OPENCODE_URL too")
             return self
-        if self.opencode_url.username or self.opencode_url.password:
+        if carries_credentials(str(self.opencode_url)):
             raise ValueError(f"{ENV_PREFIX}OPENCODE_URL: put the password in {ENV_PREFIX}OPENCODE_PASSWORD, not in the URL")
         if self.opencode_config is None:
             raise ValueError(

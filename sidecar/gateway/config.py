@@ -17,6 +17,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, Valida
 from sidecar.catalog import ModelInfo, reserved_key_reason
 from sidecar.lists.formats import Format
 from sidecar.naming import check_aliases
+from sidecar.urls import carries_credentials
 
 OPENAI_COMPATIBLE = "@ai-sdk/openai-compatible"
 ANTHROPIC_NPM = "@ai-sdk/anthropic"
@@ -68,7 +69,7 @@ class GatewayEntry(BaseModel):
     @field_validator("url")
     @classmethod
     def _no_credentials(cls, url: AnyHttpUrl) -> AnyHttpUrl:
-        if url.username or url.password:
+        if carries_credentials(str(url)):
             raise ValueError("put the key in the variable named by api_key_env, not in the URL")
         if url.query or url.fragment:
             raise ValueError("must not have a query or a fragment")

@@ -9,6 +9,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from sidecar.lists.anthropic import ANTHROPIC_VERSION
+from sidecar.urls import carries_credentials
 
 DEFAULT_ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 DEFAULT_CURSOR_BASE_URL = "https://api.cursor.com"
@@ -111,7 +112,7 @@ def _checked_url(value: str, named: str) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{named} must be an http(s) URL such as https://api.example.com, not {value!r}")
-    if parts.username or parts.password:
+    if carries_credentials(value):
         # Never repeat the value: it holds a credential.
         raise ValueError(f"{named} must not carry credentials; pass the key separately")
     if parts.query or parts.fragment:
