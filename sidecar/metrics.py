@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sized
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from sidecar.supervisor import Sidecar
 
 PREFIX = "opencode_sidecar"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -25,16 +22,66 @@ def version() -> str:
         return "unknown"
 
 
+# What a scrape reads, and nothing more: the collector is handed the parts that keep the numbers,
+# typed by what it reads, so it imports none of them, nor the supervisor that owns them.
+
+
+class GatewayTimes(Protocol):
+    @property
+    def last_success(self) -> float | None: ...  # unix time of the last good poll in this run
+    @property
+    def catalog_time(self) -> float | None: ...  # unix time the catalog was listed
+
+
+class SyncCounts(Protocol):
+    """The reconciler's numbers."""
+
+    @property
+    def polls(self) -> Mapping[tuple[str, str], int]: ...  # by (gateway, outcome)
+    @property
+    def writes(self) -> Mapping[str, int]: ...  # by result
+    @property
+    def gateways(self) -> Mapping[str, GatewayTimes]: ...
+    def provider_catalog(self, provider_id: str) -> Sized: ...
+
+
+class ApplyCounts(Protocol):
+    """The applier's numbers."""
+
+    @property
+    def reloads(self) -> Mapping[str, int]: ...  # by result
+    @property
+    def prompts_aborted_by_reload(self) -> int: ...
+    @property
+    def applied(self) -> bool: ...
+
+
+class OpencodeCounts(Protocol):
+    """The opencode child's (or the attached opencode's) numbers."""
+
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def healthy(self) -> bool: ...
+
+
 class SidecarCollector(Collector):
     """Counters the reconciler, the applier and the child keep as plain numbers, and gauges of
     their state, turned into metric families on each scrape: no second bookkeeping to drift."""
 
-    def __init__(self, sidecar: Sidecar) -> None:
-        self._sidecar = sidecar
+    def __init__(
+        self,
+        reconciler: SyncCounts,
+        applier: ApplyCounts,
+        child: OpencodeCounts,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._reconciler, self._applier, self._child = reconciler, applier, child
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        sidecar = self._sidecar
-        reconciler, applier, child = sidecar.reconciler, sidecar.applier, sidecar.child
+        reconciler, applier, child = self._reconciler, self._applier, self._child
 
         build = GaugeMetricFamily(f"{PREFIX}_build_info", "Version of the sidecar", labels=["version"])
         build.add_metric([version()], 1)
@@ -57,7 +104,7 @@ class SidecarCollector(Collector):
             f"{PREFIX}_catalog_age_seconds", "Age of each gateway's catalog (saved lists count from their file)",
             labels=["gateway"],
         )
-        now = time.time()
+        now = self._clock()
         for gateway, state in reconciler.gateways.items():
             models.add_metric([gateway], len(reconciler.provider_catalog(gateway)))
             if state.last_success is not None:
@@ -72,14 +119,14 @@ class SidecarCollector(Collector):
             f"{PREFIX}_config_writes", "Writes of opencode's config file, by result", labels=["result"]
         )
         for result in ("written", "failed"):
-            writes.add_metric([result], reconciler.writes[result])
+            writes.add_metric([result], reconciler.writes.get(result, 0))
         yield writes
 
         reloads = CounterMetricFamily(
             f"{PREFIX}_reloads", "Reloads of opencode directories, by result", labels=["result"]
         )
         for result in ("reloaded", "deferred", "failed", "restarted"):
-            reloads.add_metric([result], applier.reloads[result])
+            reloads.add_metric([result], applier.reloads.get(result, 0))
         yield reloads
 
         aborted = CounterMetricFamily(
@@ -114,8 +161,8 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch(self, sidecar: Sidecar) -> None:
-        self.registry.register(SidecarCollector(sidecar))
+    def watch(self, reconciler: SyncCounts, applier: ApplyCounts, child: OpencodeCounts) -> None:
+        self.registry.register(SidecarCollector(reconciler, applier, child))
 
     def observe_resolve(self, seconds: float, outcome: str) -> None:
         self.resolve_seconds.labels(outcome=outcome).observe(seconds)

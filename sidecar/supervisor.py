@@ -128,7 +128,7 @@ class Sidecar:
             seen_directory=self.applier.note_directory,
         )
         self.api: ApiServer | None = None
-        self.metrics.watch(self)
+        self.metrics.watch(self.reconciler, self.applier, self.child)
 
     def _shared_files(self) -> set[Path]:
         # Attach mode's config is read by opencode in another container, perhaps as another user;
