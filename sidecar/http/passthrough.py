@@ -27,10 +27,10 @@ from sidecar.errors import HttpError
 from sidecar.http.opencode_routes import model_form, request_directory, requested_model, wants_stream, with_model
 from sidecar.http.passthrough_limits import POOL_WAIT, ByteBudget, PassthroughLimits, StreamSlots
 from sidecar.http.view import ModelResolver
+from sidecar.redact import Redactor
 
 log = structlog.get_logger("sidecar.passthrough")
 
-REDACTED = b"[redacted]"
 
 # Per connection, or the sidecar's own business: never forwarded either way.
 HOP_BY_HOP = frozenset(
@@ -74,17 +74,6 @@ def failure(exc: httpx.HTTPError, connections: int) -> HttpError:
     if isinstance(exc, httpx.ProtocolError):
         return HttpError(502, "opencode's answer was not valid HTTP")
     return HttpError(502, f"the connection to opencode failed during the request ({type(exc).__name__})")
-
-
-class Redactor:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s.encode() for s in secrets if s}, key=len, reverse=True)
-        self.longest = len(self._secrets[0]) if self._secrets else 0
-
-    def __call__(self, data: bytes) -> bytes:
-        for secret in self._secrets:
-            data = data.replace(secret, REDACTED)
-        return data
 
 
 class ForwardedResponse(StreamingResponse):
@@ -248,16 +237,12 @@ class Passthrough:
     async def _body(self, answer: httpx.Response) -> AsyncIterator[bytes]:
         """Any other answer, streamed; the last bytes of each chunk wait for the next one, so that
         a secret split between two chunks is still redacted."""
-        hold = self._redact.longest - 1
-        tail = b""
+        redacted = self._redact.stream()
         try:
             async for chunk in answer.aiter_bytes():
-                data = self._redact(tail + chunk)
-                cut = max(len(data) - hold, 0)
-                tail = data[cut:]
-                if cut:
-                    yield data[:cut]
-            if tail:
+                if data := redacted.feed(chunk):
+                    yield data
+            if tail := redacted.end():
                 yield tail
         finally:
             await answer.aclose()
@@ -266,7 +251,7 @@ class Passthrough:
         """Server-sent events, passed on line by line as opencode sends them."""
         try:
             async for line in answer.aiter_lines():
-                yield self._redact(line.encode()) + b"\n"
+                yield self._redact.data(line.encode()) + b"\n"
         except httpx.HTTPError:
             pass  # opencode closed the stream (a reload, a restart): the caller reconnects
         finally:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 # The SDK and the layer it shares with the daemon: the model record and catalog, the list readers,
-# the retry policy and the server-reason scrubber. Each imports no server machinery.
+# the retry policy, the secret redactor, the server-reason scrubber and the URL rule. Each imports no server machinery.
 ALLOWED = {
     "sidecar",
     "sidecar.sdk",
@@ -33,6 +33,8 @@ ALLOWED = {
     "sidecar.backoff",
     "sidecar.retry",
     "sidecar.reasons",
+    "sidecar.redact",
+    "sidecar.urls",
 }
 # What only the daemon needs: its HTTP server, its file watcher, its metrics.
 SERVER_PACKAGES = ("starlette", "uvicorn", "watchfiles", "prometheus_client")
