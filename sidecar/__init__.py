@@ -11,46 +11,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sidecar.sdk import (
-        RUNTIMES,
-        AsyncModels,
-        AuthenticationError,
-        MalformedResponseError,
-        ModelInfo,
-        ModelList,
-        Models,
-        ModelsError,
-        NotFoundError,
-        RateLimitedError,
-        UnavailableError,
-        amodels,
-        models,
-    )
+    from sidecar.sdk import *  # noqa: F403 (type checkers see the SDK's names here)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "RUNTIMES",
-    "AsyncModels",
-    "AuthenticationError",
-    "MalformedResponseError",
-    "ModelInfo",
-    "ModelList",
-    "Models",
-    "ModelsError",
-    "NotFoundError",
-    "RateLimitedError",
-    "UnavailableError",
-    "amodels",
-    "models",
-]
-
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("sidecar.sdk"), name)
+    # The SDK's own list of public names decides, so it is not written out twice; private and
+    # dunder probes (pickle, doctest, hasattr) fail without loading the SDK.
+    if not name.startswith("_"):
+        sdk = importlib.import_module("sidecar.sdk")
+        if name in sdk.__all__:
+            return getattr(sdk, name)
     raise AttributeError(f"module 'sidecar' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
