@@ -84,9 +84,8 @@ class Sidecar:
             ) from None
         self.gateways = gateway_clients(self.settings)
         secret = self.settings.opencode_password
-        self.opencode = OpencodeClient(
-            self.settings.opencode_base, secret.get_secret_value() if secret is not None else None
-        )
+        password = secret.get_secret_value() if secret is not None else None
+        self.opencode = OpencodeClient(self.settings.opencode_base, password)
         self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
         self.child: OpencodeHandle
         # The applier marks what makes opencode read its config; the child's health check asks.
@@ -118,10 +117,9 @@ class Sidecar:
         self.resolver = Resolver(
             self.settings, self.reconciler, self.applier, self.gateways, observe=self.metrics.observe_resolve
         )
-        password = self.settings.opencode_password
         self.passthrough = Passthrough(
             self.opencode.base_url,
-            password.get_secret_value() if password is not None else None,
+            password,
             self.resolver,
             self.settings.held_secrets(),
             limits=self.settings.passthrough_limits,
