@@ -10,7 +10,6 @@ from typing import Any
 import anyio
 import httpx
 import structlog
-from anyio.abc import CancelScope
 from watchfiles import awatch
 
 from sidecar.http.exposure import BrowserPolicy
@@ -239,7 +238,7 @@ class Sidecar:
                 sock.close()
                 log.info("sidecar.stopped")
 
-    async def _stop_on_signal(self, scope: CancelScope) -> None:
+    async def _stop_on_signal(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("sidecar.stopping", signal=signal.Signals(signum).name)
