@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anthropic
@@ -18,6 +19,7 @@ import pytest
 from tests.support import fake_upstream
 from tests.support import litellm_proxy as lp
 from tests.support.fake_upstream import Exchange, FakeUpstream
+from tests.support.fixtures import SLOW_CHUNKS
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -28,13 +30,14 @@ TENANT_SECRET = "tenant-secret-3b9e"
 # Longer than any gap of the answers that must pass (the `upstream` fixture's 1 s, LiteLLM's first
 # answer on a busy machine), shorter than the stalling gateway's.
 IDLE_TIMEOUT = 5.0
+DIRECT_CHUNKS = 30
 STALL_DELAY = 12.0
 
 
 @pytest.fixture(scope="module")
 def direct() -> Iterator[FakeUpstream]:
     """A gateway of ours, spoken to without LiteLLM between: what arrives is what the sidecar sent."""
-    server = fake_upstream.start_in_thread(delay=0.3, chunks=40)
+    server = fake_upstream.start_in_thread(delay=1.0, chunks=DIRECT_CHUNKS)
     yield server
     server.shutdown()
     server.server_close()
@@ -109,11 +112,21 @@ def latest(upstream: FakeUpstream, before: int) -> Exchange:
     return exchange
 
 
-def stream_chat(url: str, model: str, chunks: int) -> tuple[list[float], list[str]]:
-    """Read the first `chunks` content events of a streamed completion, each with the time it
-    arrived, then close the connection as a cancelled prompt does."""
-    arrived: list[float] = []
-    texts: list[str] = []
+@dataclass
+class Received:
+    """A streamed answer's first content events as the client got them."""
+
+    texts: list[str] = field(default_factory=list)
+    arrived: list[float] = field(default_factory=list)  # time.time() of each
+    # How many content events the upstream had written when each arrived.
+    upstream_sent: list[int] = field(default_factory=list)
+
+
+def stream_chat(url: str, model: str, chunks: int, upstream: FakeUpstream) -> tuple[Received, Exchange]:
+    """Read the first `chunks` content events of a streamed completion, then close the connection
+    as a cancelled prompt does; with the upstream's record of the same request."""
+    before = len(upstream.exchanges)
+    received = Received()
     body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "count"}]}
     with httpx.Client(timeout=30) as client:
         with client.stream("POST", f"{url}/chat/completions", json=body, headers=bearer()) as answer:
@@ -124,11 +137,21 @@ def stream_chat(url: str, model: str, chunks: int) -> tuple[list[float], list[st
                     continue
                 content = json.loads(line[6:])["choices"][0]["delta"].get("content")
                 if content:
-                    arrived.append(time.time())
-                    texts.append(content)
-                    if len(texts) == chunks:
+                    received.arrived.append(time.time())
+                    received.texts.append(content)
+                    received.upstream_sent.append(len(upstream.exchanges[before].sent_at))
+                    if len(received.texts) == chunks:
                         break
-    return arrived, texts
+    return received, latest(upstream, before)
+
+
+def assert_incremental(received: Received, exchange: Exchange, total: int) -> None:
+    """Each event reached the client while the upstream was still sending the rest (a buffered
+    answer would arrive only after all `total`), and soon after the upstream wrote it: clocks of
+    one machine, compared loosely (the events are a second apart)."""
+    for i, sent in enumerate(received.upstream_sent):
+        assert sent < total, "the event arrived only once the whole answer was written"
+        assert received.arrived[i] - exchange.sent_at[i] < 2.0
 
 
 def test_a_completion_through_litellm_answers(sidecar: SidecarProcess) -> None:
@@ -155,34 +178,26 @@ def test_a_completion_through_litellm_answers(sidecar: SidecarProcess) -> None:
 def test_streamed_events_arrive_as_litellm_sends_them_and_a_cancel_reaches_the_upstream(
     sidecar: SidecarProcess, upstream: FakeUpstream
 ) -> None:
-    before = len(upstream.exchanges)
-    arrived, texts = stream_chat(route(sidecar, "litellm"), "slow", chunks=3)
-    assert texts == ["chunk 0 ", "chunk 1 ", "chunk 2 "]
-    exchange = latest(upstream, before)
-    # Each event reached the client before the upstream sent the next one (a second later): nothing
-    # was held back. Clocks of one machine; the bound on the delay itself is loose.
-    for i in range(2):
-        assert arrived[i] < exchange.sent_at[i + 1]
-        assert arrived[i] - exchange.sent_at[i] < 0.9
+    received, exchange = stream_chat(route(sidecar, "litellm"), "slow", 3, upstream)
+    assert received.texts == ["chunk 0 ", "chunk 1 ", "chunk 2 "]
+    assert_incremental(received, exchange, SLOW_CHUNKS)
     # The client closed its connection: the sidecar closed LiteLLM's, and LiteLLM the upstream's,
     # long before its 45 s answer was over.
     assert exchange.closed_early.wait(20), "the upstream request was not cancelled"
-    assert len(exchange.sent_at) < 20
+    assert len(exchange.sent_at) < SLOW_CHUNKS
 
 
 def test_a_direct_gateway_gets_the_real_key_its_headers_and_a_cancel(sidecar: SidecarProcess, direct: FakeUpstream) -> None:
-    before = len(direct.exchanges)
-    arrived, texts = stream_chat(route(sidecar, "direct"), "slow", chunks=2)
-    assert texts == ["chunk 0 ", "chunk 1 "]
-    exchange = latest(direct, before)
+    received, exchange = stream_chat(route(sidecar, "direct"), "slow", 2, direct)
+    assert received.texts == ["chunk 0 ", "chunk 1 "]
     assert exchange.path == "/v1/chat/completions"
     headers = exchange.headers
     assert headers["authorization"] == f"Bearer {DIRECT_KEY}"
     assert headers["x-team"] == "blue" and headers["x-tenant"] == TENANT_SECRET
     assert TOKEN not in json.dumps(headers)
-    assert arrived[0] < exchange.sent_at[1] and arrived[0] - exchange.sent_at[0] < 0.9
-    assert exchange.closed_early.wait(10), "the upstream request was not cancelled"
-    assert len(exchange.sent_at) < 40
+    assert_incremental(received, exchange, DIRECT_CHUNKS)
+    assert exchange.closed_early.wait(20), "the upstream request was not cancelled"
+    assert len(exchange.sent_at) < DIRECT_CHUNKS
 
 
 def test_the_anthropic_sdk_through_the_messages_api(sidecar: SidecarProcess, upstream: FakeUpstream) -> None:
