@@ -29,10 +29,12 @@ from sidecar.opencode.handle import OpencodeHandle
 from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
 from sidecar.metrics import Metrics
 from sidecar.reconcile import Reconciler
+from sidecar.redact import Redactor
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
 from sidecar.statedir import PRIVATE_FILE, StateDirError, claim_state_dir
 from sidecar.statefiles import StatePaths
+from sidecar.traffic import FIRST_BYTE_BUCKETS, ModelTraffic
 
 log = structlog.get_logger("sidecar")
 
@@ -127,8 +129,13 @@ class Sidecar:
             limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
         )
+        # What the gateway route forwards, per gateway and model: for /metrics and /v1/status.
+        self.traffic = ModelTraffic(
+            self.reconciler.gateways, self._lists_model, redact=Redactor(self.settings.secrets()).text
+        )
         self.api: ApiServer | None = None
         self.metrics.watch(self.reconciler, self.applier, self.child)
+        self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
 
     def _shared_files(self) -> set[Path]:
         # Attach mode's config is read by opencode in another container, perhaps as another user;
@@ -148,6 +155,11 @@ class Sidecar:
             return
         if directory is not None:
             self.applier.adopt_default_directory(directory)
+
+    def _lists_model(self, gateway_id: str, model_id: str) -> bool:
+        # Asked once per new model name, so two lookups rather than provider_catalog's new Catalog.
+        listed = model_id in self.reconciler.gateways[gateway_id].catalog
+        return listed or model_id in self.reconciler.registered.get(gateway_id, {})
 
     def gateway_reports(self) -> dict[str, dict[str, Any]]:
         now = time.time()
@@ -185,6 +197,7 @@ class Sidecar:
             "gateways": self.gateway_reports(),
             "opencode": {**self.child.report(), "url": self.settings.opencode_base},
             "reloads": self.applier.report(),
+            "traffic": self.traffic.report(),
             "state_dir": {"path": str(self.settings.state_dir), "write_error": self.reconciler.last_write_error},
         }
 
