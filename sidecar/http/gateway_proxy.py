@@ -23,7 +23,17 @@ from starlette.types import Message, Receive, Scope, Send
 
 from sidecar.errors import HttpError
 from sidecar.http.errors import error_response
-from sidecar.http.gateway_request import DEFAULT_IDLE_TIMEOUT, ModelPeek, Target, request_headers, response_headers, target_of
+from sidecar.http.gateway_request import (
+    CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    GATEWAY_CONNECTIONS,
+    ModelPeek,
+    Target,
+    failure,
+    request_headers,
+    response_headers,
+    target_of,
+)
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT, POOL_WAIT
 from sidecar.http.view import GatewayUpstream, TrafficRecorder
 from sidecar.reasons import server_reason
@@ -31,10 +41,6 @@ from sidecar.redact import Redactor
 
 log = structlog.get_logger("sidecar.gateway_proxy")
 
-CONNECT_TIMEOUT = 10.0
-# Connections to the gateways at once: each is a prompt being answered (64 concurrent streams are
-# benchmarked); past it a request waits POOL_WAIT for one, then is refused with 503.
-GATEWAY_CONNECTIONS = 256
 # Of an error answer, what is kept to find the gateway's reason for the traffic record.
 ERROR_HEAD_BYTES = 4096
 
@@ -114,7 +120,8 @@ class GatewayProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         try:
-            target = target_of(scope.get("raw_path") or scope["path"].encode(), scope.get("query_string", b""), self.gateways)
+            raw_path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]
+            target = target_of(raw_path, scope.get("query_string", b""), self.gateways)
             declared = self._declared_length(headers)
         except HttpError as exc:
             await error_response(exc.status, exc.message, exc.headers)(scope, receive, send)
@@ -298,24 +305,3 @@ class GatewayProxy:
 
 def scope_headers(scope: Scope) -> list[tuple[str, str]]:
     return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-
-
-def failure(exc: httpx.HTTPError, gateway: str, idle_timeout: float) -> HttpError:
-    """What went wrong between the sidecar and a gateway, naming the gateway, never its key."""
-    if isinstance(exc, httpx.PoolTimeout):
-        return HttpError(
-            503,
-            f"all {GATEWAY_CONNECTIONS} connections from the sidecar to the gateways are busy; retry shortly",
-            headers={"retry-after": "1"},
-        )
-    if isinstance(exc, httpx.ConnectTimeout):
-        return HttpError(504, f"gateway {gateway!r} did not accept a connection within {CONNECT_TIMEOUT:g} s")
-    if isinstance(exc, httpx.ConnectError):
-        return HttpError(502, f"gateway {gateway!r} is not reachable (the connection failed)")
-    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
-        return HttpError(
-            504, f"gateway {gateway!r} was silent for {idle_timeout:g} s (SIDECAR_GATEWAY_IDLE_TIMEOUT)"
-        )
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return HttpError(502, f"gateway {gateway!r} closed the connection before its answer was whole")
-    return HttpError(502, f"the connection to gateway {gateway!r} failed ({type(exc).__name__})")

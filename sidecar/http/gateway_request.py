@@ -1,5 +1,5 @@
 """The pure half of the gateway route (gateway_proxy.py): where a request under `/gateway/<id>/`
-goes, which headers go with it, and which model it asks for.
+goes, which headers go with it, which model it asks for, and the error a failed exchange ends in.
 
 opencode's provider for a gateway has `baseURL = http://<sidecar>/gateway/<id>/v1`; its SDK
 appends `/chat/completions` (@ai-sdk/openai-compatible) or `/messages` (@ai-sdk/anthropic), and the
@@ -16,6 +16,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
+
+import httpx
 
 from sidecar.errors import HttpError
 from sidecar.http.view import GatewayUpstream
@@ -49,6 +51,11 @@ HOP_BY_HOP = frozenset(
 # The longest silence of a gateway inside one answer (SIDECAR_GATEWAY_IDLE_TIMEOUT): a model may
 # think for minutes before the first token of an answer that is not streamed.
 DEFAULT_IDLE_TIMEOUT = 300.0
+
+CONNECT_TIMEOUT = 10.0
+# Connections to the gateways at once: each is a prompt being answered (64 concurrent streams are
+# benchmarked); past it a request waits for one (POOL_WAIT), then is refused with 503.
+GATEWAY_CONNECTIONS = 256
 
 # How much of a request body is kept aside to find its model: AI SDKs and the Anthropic SDK write
 # `model` first, so it is in the first bytes; a model named after 64 KiB of messages is "unknown".
@@ -236,3 +243,24 @@ def _model_name(value: object) -> str:
     if not isinstance(value, str) or not value or not value.isprintable() or len(value) > MAX_MODEL_NAME:
         return UNKNOWN_MODEL
     return value
+
+
+def failure(exc: httpx.HTTPError, gateway: str, idle_timeout: float) -> HttpError:
+    """What went wrong between the sidecar and a gateway, naming the gateway, never its key."""
+    if isinstance(exc, httpx.PoolTimeout):
+        return HttpError(
+            503,
+            f"all {GATEWAY_CONNECTIONS} connections from the sidecar to the gateways are busy; retry shortly",
+            headers={"retry-after": "1"},
+        )
+    if isinstance(exc, httpx.ConnectTimeout):
+        return HttpError(504, f"gateway {gateway!r} did not accept a connection within {CONNECT_TIMEOUT:g} s")
+    if isinstance(exc, httpx.ConnectError):
+        return HttpError(502, f"gateway {gateway!r} is not reachable (the connection failed)")
+    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+        return HttpError(
+            504, f"gateway {gateway!r} was silent for {idle_timeout:g} s (SIDECAR_GATEWAY_IDLE_TIMEOUT)"
+        )
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return HttpError(502, f"gateway {gateway!r} closed the connection before its answer was whole")
+    return HttpError(502, f"the connection to gateway {gateway!r} failed ({type(exc).__name__})")
