@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from importlib import metadata
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PREFIX = "opencode_sidecar"
@@ -63,6 +63,25 @@ class OpencodeCounts(Protocol):
     def restarts(self) -> int: ...
     @property
     def healthy(self) -> bool: ...
+
+
+class ModelCounts(Protocol):
+    """One (gateway, model)'s traffic through the gateway route."""
+
+    @property
+    def requests(self) -> Mapping[str, int]: ...  # by status label
+    @property
+    def first_byte(self) -> Sequence[int]: ...  # answers per bucket, not cumulative, the last +Inf
+    @property
+    def first_byte_sum(self) -> float: ...
+    @property
+    def streamed_bytes(self) -> int: ...
+
+
+class TrafficCounts(Protocol):
+    """The gateway route's records (sidecar.traffic.ModelTraffic)."""
+
+    def series(self) -> Iterable[tuple[str, str, ModelCounts]]: ...  # (gateway, model, numbers)
 
 
 class SidecarCollector(Collector):
@@ -148,6 +167,42 @@ class SidecarCollector(Collector):
         yield applied
 
 
+class TrafficCollector(Collector):
+    """The model requests the sidecar forwarded to each gateway, read from the records at scrape time."""
+
+    def __init__(self, traffic: TrafficCounts, buckets: Sequence[float]) -> None:
+        self._traffic = traffic
+        self._bounds = [*(str(float(bound)) for bound in buckets), "+Inf"]
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            f"{PREFIX}_model_requests",
+            "Model requests forwarded to each gateway, by the gateway's status (none: no answer)",
+            labels=["gateway", "model", "status"],
+        )
+        first_byte = HistogramMetricFamily(
+            f"{PREFIX}_model_first_byte_seconds",
+            "Time from sending a model request to the gateway to the first byte of its answer",
+            labels=["gateway", "model"],
+        )
+        streamed = CounterMetricFamily(
+            f"{PREFIX}_model_streamed_bytes", "Bytes of the gateways' answers passed back",
+            labels=["gateway", "model"],
+        )
+        for gateway, model, numbers in self._traffic.series():
+            for status, count in sorted(numbers.requests.items()):
+                requests.add_metric([gateway, model, status], count)
+            cumulative, total = [], 0
+            for bound, count in zip(self._bounds, numbers.first_byte, strict=True):
+                total += count
+                cumulative.append((bound, total))
+            first_byte.add_metric([gateway, model], cumulative, numbers.first_byte_sum)
+            streamed.add_metric([gateway, model], numbers.streamed_bytes)
+        yield requests
+        yield first_byte
+        yield streamed
+
+
 class Metrics:
     """The sidecar's registry: its own, not the process-wide default, so tests can make many."""
 
@@ -163,6 +218,9 @@ class Metrics:
 
     def watch(self, reconciler: SyncCounts, applier: ApplyCounts, child: OpencodeCounts) -> None:
         self.registry.register(SidecarCollector(reconciler, applier, child))
+
+    def watch_traffic(self, traffic: TrafficCounts, buckets: Sequence[float]) -> None:
+        self.registry.register(TrafficCollector(traffic, buckets))
 
     def observe_resolve(self, seconds: float, outcome: str) -> None:
         self.resolve_seconds.labels(outcome=outcome).observe(seconds)

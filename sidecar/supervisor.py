@@ -13,7 +13,7 @@ import structlog
 from watchfiles import awatch
 
 from sidecar.http.exposure import BrowserPolicy
-from sidecar.http.gateway_proxy import GatewayProxy, NoTraffic
+from sidecar.http.gateway_proxy import GatewayProxy
 from sidecar.http.passthrough import Passthrough
 from sidecar.http.routes import create_app
 from sidecar.http.server import ApiServer, bind_socket
@@ -29,10 +29,12 @@ from sidecar.opencode.handle import OpencodeHandle
 from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
 from sidecar.metrics import Metrics
 from sidecar.reconcile import Reconciler
+from sidecar.redact import Redactor
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
 from sidecar.statedir import PRIVATE_FILE, StateDirError, claim_state_dir
 from sidecar.statefiles import StatePaths
+from sidecar.traffic import FIRST_BYTE_BUCKETS, ModelTraffic
 
 log = structlog.get_logger("sidecar")
 
@@ -141,6 +143,10 @@ class Sidecar:
             limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
         )
+        # What the gateway route forwards, per gateway and model: for /metrics and /v1/status.
+        self.traffic = ModelTraffic(
+            self.reconciler.gateways, self._lists_model, redact=Redactor(self.settings.secrets()).text
+        )
         token = self.settings.gateway_token
         assert token is not None  # with_gateway_token
         # What opencode presents on the gateway routes; spawn.py hands it to the child.
@@ -148,11 +154,12 @@ class Sidecar:
         self.gateway_proxy = GatewayProxy(
             gateway_upstreams(self.settings),
             token=self.gateway_token,
-            traffic=NoTraffic(),
+            traffic=self.traffic,
             idle_timeout=self.settings.gateway_idle_timeout,
         )
         self.api: ApiServer | None = None
         self.metrics.watch(self.reconciler, self.applier, self.child)
+        self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
 
     def _shared_files(self) -> set[Path]:
         # Attach mode's config is read by opencode in another container, perhaps as another user;
@@ -172,6 +179,11 @@ class Sidecar:
             return
         if directory is not None:
             self.applier.adopt_default_directory(directory)
+
+    def _lists_model(self, gateway_id: str, model_id: str) -> bool:
+        # Asked once per new model name, so two lookups rather than provider_catalog's new Catalog.
+        listed = model_id in self.reconciler.gateways[gateway_id].catalog
+        return listed or model_id in self.reconciler.registered.get(gateway_id, {})
 
     def gateway_reports(self) -> dict[str, dict[str, Any]]:
         now = time.time()
@@ -209,6 +221,7 @@ class Sidecar:
             "gateways": self.gateway_reports(),
             "opencode": {**self.child.report(), "url": self.settings.opencode_base},
             "reloads": self.applier.report(),
+            "traffic": self.traffic.report(),
             "state_dir": {"path": str(self.settings.state_dir), "write_error": self.reconciler.last_write_error},
         }
 

@@ -18,9 +18,32 @@ STARTUP_SCHEMA: dict[str, Any] = {
     "properties": {"status": {"enum": ["started", "starting"]}},
 }
 
+MODEL_TRAFFIC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["requests", "errors", "last_error"],
+    "properties": {
+        "requests": {"type": "integer", "minimum": 0},
+        "errors": {"type": "integer", "minimum": 0},  # no answer, a status of 400 or more, or a broken stream
+        "last_error": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["status", "message", "at"],
+                    "properties": {
+                        "status": {"type": ["integer", "null"]},  # null: no answer
+                        "message": {"type": "string"},
+                        "at": {"type": "number"},  # unix time
+                    },
+                },
+            ]
+        },
+    },
+}
+
 STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["ready", "models", "gateways", "opencode", "reloads", "state_dir"],
+    "required": ["ready", "models", "gateways", "opencode", "reloads", "traffic", "state_dir"],
     "properties": {
         "ready": {"type": "boolean"},
         "models": {"type": "integer", "minimum": 0},
@@ -35,6 +58,11 @@ STATUS_SCHEMA: dict[str, Any] = {
         },
         "opencode": {"type": "object", "required": ["state", "pid", "healthy", "uptime", "restarts", "backoff_until"]},
         "reloads": {"type": "object", "required": ["config_version", "applied_version", "pending_reloads"]},
+        # Per gateway, per model (`unknown`: no model named; `other`: past the bound on series).
+        "traffic": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": MODEL_TRAFFIC_SCHEMA},
+        },
         "state_dir": {"type": "object", "required": ["path", "write_error"]},
     },
 }
@@ -208,7 +236,8 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
             "get": operation(
                 "What the sidecar is doing",
                 {"200": answer("The sidecar's state: each gateway's polls and catalog, opencode's process, the "
-                               "reloads still to do, the state directory", STATUS_SCHEMA)},
+                               "reloads still to do, the model requests forwarded to each gateway, the state "
+                               "directory", STATUS_SCHEMA)},
                 operationId="getStatus",
             )
         },
@@ -231,7 +260,7 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
         "/metrics": {
             "get": probe(
                 "Prometheus metrics: polls, catalog sizes, config writes, reloads, aborted prompts, restarts, "
-                "resolve latency, build info",
+                "resolve latency, model requests through the gateway route, build info",
                 {
                     "200": {
                         "description": "Prometheus text exposition format 0.0.4",

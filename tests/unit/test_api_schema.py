@@ -76,6 +76,10 @@ STATUS = {
     "opencode": {"state": "backoff", "pid": None, "healthy": False, "uptime": None, "restarts": 2,
                  "backoff_until": 12.0},
     "reloads": {"config_version": 3, "applied_version": 2, "pending_reloads": ["/work"]},
+    "traffic": {"litellm": {"gpt-4o": {"requests": 3, "errors": 1,
+                                       "last_error": {"status": 429, "message": "rate limited", "at": 12.5}},
+                            "unknown": {"requests": 1, "errors": 1,
+                                        "last_error": {"status": None, "message": "no answer", "at": 13.0}}}},
     "state_dir": {"path": "/state", "write_error": None},
 }
 
