@@ -21,7 +21,7 @@ from sidecar.http.connections import (
     open_file_limits,
     open_files_needed,
 )
-from sidecar.http.exposure import is_loopback
+from sidecar.http.exposure import is_loopback, reachable_origin
 from sidecar.gateway.config import Format, Gateway, GatewayConfigError, load_gateways_file
 from sidecar.gateway.shorthand import shorthand_gateway
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT, PassthroughLimits
@@ -31,6 +31,7 @@ from sidecar.settings_fields import (
     ApiKey,
     AtLeastOne,
     Directory,
+    GatewayToken,
     GatewayUrl,
     HostList,
     ListenAddress,
@@ -47,6 +48,8 @@ from sidecar.settings_fields import (
 from sidecar.urls import carries_credentials
 
 ENV_PREFIX = "SIDECAR_"
+# What opencode knows the gateway token by: its config refers to it, its environment holds it.
+OPENCODE_TOKEN_ENV = "OPENCODE_SIDECAR_TOKEN"
 
 
 def _default_state_dir() -> Path:
@@ -105,6 +108,10 @@ class Settings(BaseSettings):
     # Models registered on request; past it the least recently used one no session uses makes room.
     max_registered: Annotated[int, Field(ge=1, le=100_000)] = 256
     api_key: ApiKey | None = None
+    # Key custody: opencode's providers reach each gateway through the sidecar, which alone holds the
+    # keys, with this token (made up per start for the opencode the sidecar starts; attach mode shares one).
+    key_custody: bool = True
+    gateway_token: GatewayToken | None = None
     # Browsers: names besides loopback's that may be in `Host`, sites besides the request's own in `Origin`.
     allowed_hosts: HostList = ()
     allowed_origins: OriginList = ()
@@ -173,6 +180,16 @@ class Settings(BaseSettings):
             )
         if self.reload == "restart":
             raise ValueError(f"{ENV_PREFIX}RELOAD: restart needs the sidecar to run opencode; attach mode reloads only")
+        return self
+
+    @model_validator(mode="after")
+    def _token_for_an_attached_opencode(self) -> Settings:
+        # Another container's opencode can only learn the token from the operator, as this sidecar does.
+        if self.attached and self.key_custody and self.gateway_token is None:
+            raise ValueError(
+                f"{ENV_PREFIX}GATEWAY_TOKEN: is required in attach mode with key custody: give opencode the same "
+                f"value as {OPENCODE_TOKEN_ENV} ({MAKE_A_KEY}), or set {ENV_PREFIX}KEY_CUSTODY=false"
+            )
         return self
 
     @model_validator(mode="after")
@@ -247,18 +264,29 @@ class Settings(BaseSettings):
             return str(self.opencode_url).rstrip("/")
         return f"http://127.0.0.1:{self.opencode_port}"
 
+    @property
+    def sidecar_origin(self) -> str:
+        """Where opencode reaches this sidecar: its own machine's (or pod's) loopback unless the
+        sidecar listens on one address only."""
+        return reachable_origin(self.listen_host, self.listen_port)
+
     def with_password(self) -> Settings:
-        """These settings with an opencode password: the given one, or a fresh random one for the
-        opencode the sidecar starts (an attached one has the password it has, or none)."""
-        if self.opencode_password is not None or self.attached:
-            return self
-        return self.model_copy(update={"opencode_password": SecretStr(secrets.token_urlsafe(32))})
+        """These settings with an opencode password and a gateway token: the given ones, or fresh
+        random ones for the opencode the sidecar starts (an attached one has the password it has,
+        or none, and the token the operator gave both)."""
+        update: dict[str, SecretStr] = {}
+        if self.opencode_password is None and not self.attached:
+            update["opencode_password"] = SecretStr(secrets.token_urlsafe(32))
+        if self.gateway_token is None and self.key_custody:
+            update["gateway_token"] = SecretStr(secrets.token_urlsafe(32))
+        return self.model_copy(update=update) if update else self
 
     def held_secrets(self) -> list[str]:
-        """The secrets the sidecar holds for others (the gateways' keys, opencode's password), which
+        """The secrets the sidecar holds for others (the gateways' keys, opencode's password, the
+        gateway token), which
         forwarded answers must never show. The caller's own API key is not one: they sent it, and
         redacting it would only corrupt answers that happen to contain the same text."""
-        values = [self.gateway_api_key, self.opencode_password]
+        values = [self.gateway_api_key, self.opencode_password, self.gateway_token]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         for gateway in self.gateways:
             found.extend(gateway.secret_values)

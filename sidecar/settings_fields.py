@@ -66,6 +66,13 @@ def _api_key(value: SecretStr) -> SecretStr:
     return value
 
 
+def _gateway_token(value: SecretStr) -> SecretStr:
+    # It opens every gateway to whoever holds it, as the key would, from opencode's side.
+    if len(value.get_secret_value().strip()) < MIN_API_KEY_LENGTH:
+        raise ValueError(f"must be at least {MIN_API_KEY_LENGTH} characters; {MAKE_A_KEY}")
+    return value
+
+
 def _directory(path: Path) -> Path:
     # Relative is fine here: it is the operator's, resolved against the sidecar's working directory.
     try:
@@ -116,6 +123,8 @@ AtLeastOne = Annotated[int, AfterValidator(_at_least_one)]
 # opencode's password: a blank one is none, and the sidecar makes one up.
 Password = Annotated[SecretStr | None, AfterValidator(_none_if_blank)]
 ApiKey = Annotated[SecretStr, AfterValidator(_api_key)]
+# The token opencode's providers send on the sidecar's gateway route (key custody).
+GatewayToken = Annotated[SecretStr, AfterValidator(_gateway_token)]
 Directory = Annotated[Path, AfterValidator(_directory)]
 ModelName = Annotated[str | None, AfterValidator(_model_name)]
 ModelAliases = Annotated[dict[str, str], AfterValidator(_aliases)]
