@@ -283,9 +283,9 @@ class Settings(BaseSettings):
 
     def held_secrets(self) -> list[str]:
         """The secrets the sidecar holds for others (the gateways' keys, opencode's password, the
-        gateway token), which
-        forwarded answers must never show. The caller's own API key is not one: they sent it, and
-        redacting it would only corrupt answers that happen to contain the same text."""
+        gateway token), which forwarded answers must never show. The caller's own API key is not
+        one: they sent it, and redacting it would only corrupt answers that happen to contain the
+        same text."""
         values = [self.gateway_api_key, self.opencode_password, self.gateway_token]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         for gateway in self.gateways:
