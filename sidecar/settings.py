@@ -22,6 +22,7 @@ from sidecar.http.connections import (
     open_files_needed,
 )
 from sidecar.http.exposure import is_loopback, reachable_origin
+from sidecar.http.gateway_request import DEFAULT_IDLE_TIMEOUT
 from sidecar.gateway.config import Format, Gateway, GatewayConfigError, load_gateways_file
 from sidecar.gateway.shorthand import shorthand_gateway
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT, PassthroughLimits
@@ -108,10 +109,13 @@ class Settings(BaseSettings):
     # Models registered on request; past it the least recently used one no session uses makes room.
     max_registered: Annotated[int, Field(ge=1, le=100_000)] = 256
     api_key: ApiKey | None = None
-    # Key custody: opencode's providers reach each gateway through the sidecar, which alone holds the
-    # keys, with this token (made up per start for the opencode the sidecar starts; attach mode shares one).
+    # Key custody: opencode's providers reach each gateway through the sidecar, which alone holds the keys.
     key_custody: bool = True
+    # The internal token opencode's providers present on /gateway/ routes (key custody): a fresh
+    # random one per start unless given; attach mode gives both containers the same one.
     gateway_token: GatewayToken | None = None
+    # The longest silence of a gateway inside one answer forwarded on a /gateway/ route.
+    gateway_idle_timeout: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT
     # Browsers: names besides loopback's that may be in `Host`, sites besides the request's own in `Origin`.
     allowed_hosts: HostList = ()
     allowed_origins: OriginList = ()
@@ -155,6 +159,15 @@ class Settings(BaseSettings):
                 f"runs shell commands for whoever reaches it; set {ENV_PREFIX}API_KEY ({MAKE_A_KEY}) or "
                 f"{ENV_PREFIX}LISTEN=127.0.0.1:{self.listen_port}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _token_is_not_the_key(self) -> Settings:
+        # Each is refused where the other is taken: one value for both would open every route to
+        # whoever reads opencode's environment.
+        if self.api_key is not None and self.gateway_token is not None:
+            if self.api_key.get_secret_value() == self.gateway_token.get_secret_value():
+                raise ValueError(f"{ENV_PREFIX}GATEWAY_TOKEN: must not be the same as {ENV_PREFIX}API_KEY")
         return self
 
     @model_validator(mode="after")
@@ -271,15 +284,18 @@ class Settings(BaseSettings):
         return reachable_origin(self.listen_host, self.listen_port)
 
     def with_password(self) -> Settings:
-        """These settings with an opencode password and a gateway token: the given ones, or fresh
-        random ones for the opencode the sidecar starts (an attached one has the password it has,
-        or none, and the token the operator gave both)."""
-        update: dict[str, SecretStr] = {}
-        if self.opencode_password is None and not self.attached:
-            update["opencode_password"] = SecretStr(secrets.token_urlsafe(32))
-        if self.gateway_token is None and self.key_custody:
-            update["gateway_token"] = SecretStr(secrets.token_urlsafe(32))
-        return self.model_copy(update=update) if update else self
+        """These settings with an opencode password: the given one, or a fresh random one for the
+        opencode the sidecar starts (an attached one has the password it has, or none)."""
+        if self.opencode_password is not None or self.attached:
+            return self
+        return self.model_copy(update={"opencode_password": SecretStr(secrets.token_urlsafe(32))})
+
+    def with_gateway_token(self) -> Settings:
+        """These settings with the internal token of the gateway routes: the given one, or a fresh
+        random one, which the sidecar hands the opencode it starts."""
+        if self.gateway_token is not None:
+            return self
+        return self.model_copy(update={"gateway_token": SecretStr(secrets.token_urlsafe(32))})
 
     def held_secrets(self) -> list[str]:
         """The secrets the sidecar holds for others (the gateways' keys, opencode's password, the

@@ -67,7 +67,8 @@ def _api_key(value: SecretStr) -> SecretStr:
 
 
 def _gateway_token(value: SecretStr) -> SecretStr:
-    # It opens every gateway to whoever holds it, as the key would, from opencode's side.
+    # Anyone with opencode's shell reads it, so it is no secret from them; length keeps it unguessable
+    # by everyone else on the sidecar's port.
     if len(value.get_secret_value().strip()) < MIN_API_KEY_LENGTH:
         raise ValueError(f"must be at least {MIN_API_KEY_LENGTH} characters; {MAKE_A_KEY}")
     return value

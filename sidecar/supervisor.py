@@ -14,10 +14,11 @@ from anyio.abc import CancelScope
 from watchfiles import awatch
 
 from sidecar.http.exposure import BrowserPolicy
+from sidecar.http.gateway_proxy import GatewayProxy, NoTraffic
 from sidecar.http.passthrough import Passthrough
 from sidecar.http.routes import create_app
 from sidecar.http.server import ApiServer, bind_socket
-from sidecar.http.view import SidecarView
+from sidecar.http.view import GatewayUpstream, SidecarView
 from sidecar.gateway.client import GatewayClient
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.apply import Applier
@@ -55,9 +56,25 @@ def gateway_clients(settings: Settings) -> dict[str, GatewayClient]:
     }
 
 
+def gateway_upstreams(settings: Settings) -> list[GatewayUpstream]:
+    """Each gateway as the /gateway/<id>/ route reaches it: its key, its format and headers."""
+    return [
+        GatewayUpstream(
+            id=gateway.id,
+            api_base=gateway.api_base,
+            api_key=gateway.api_key,
+            anthropic=gateway.format == "anthropic" or gateway.speaks_anthropic,
+            portkey=gateway.format == "portkey",
+            headers=gateway.request_headers,
+            secrets=gateway.secret_values,
+        )
+        for gateway in settings.gateways
+    ]
+
+
 class Sidecar:
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings.with_password()
+        self.settings = settings.with_password().with_gateway_token()
         self.directory = (self.settings.opencode_directory or Path.cwd()).resolve()
         try:
             base = load_base_config(self.settings.base_config)
@@ -126,6 +143,16 @@ class Sidecar:
             self.settings.held_secrets(),
             limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
+        )
+        token = self.settings.gateway_token
+        assert token is not None  # with_gateway_token
+        # What opencode presents on the gateway routes; spawn.py hands it to the child.
+        self.gateway_token = token.get_secret_value()
+        self.gateway_proxy = GatewayProxy(
+            gateway_upstreams(self.settings),
+            token=self.gateway_token,
+            traffic=NoTraffic(),
+            idle_timeout=self.settings.gateway_idle_timeout,
         )
         self.api: ApiServer | None = None
         self.metrics.watch(self.reconciler, self.applier, self.child)
@@ -199,6 +226,7 @@ class Sidecar:
             models=self.reconciler,
             resolver=self.resolver,
             passthrough=self.passthrough,
+            gateways=self.gateway_proxy,
             readiness=self.readiness,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,
@@ -238,6 +266,7 @@ class Sidecar:
                     await gateway.aclose()
                 await self.opencode.aclose()
                 await self.passthrough.aclose()
+                await self.gateway_proxy.aclose()
                 sock.close()
                 log.info("sidecar.stopped")
 

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sidecar.errors import HttpError
 from sidecar.http.errors import error_response
 from sidecar.http.exposure import BrowserPolicy
+from sidecar.http.gateway_request import in_gateway_zone
 
 # Request bodies, counted as they arrive, never read whole first. The sidecar's own routes take a
 # model name; what goes on to opencode may carry a prompt with files attached (FORWARDED_BODY_LIMIT,
@@ -64,20 +65,47 @@ def open_probe(scope: Scope) -> bool:
     return scope["type"] == "http" and scope["path"] in OPEN_PATHS and scope["method"] in OPEN_METHODS
 
 
-class RequireKey:
-    """Plain ASGI, so that streamed answers (server-sent events) pass untouched."""
+def offers_token(request: HTTPConnection, token: str) -> bool:
+    """The internal token, as opencode's providers send it: `Authorization: Bearer`
+    (@ai-sdk/openai-compatible) or `x-api-key` (@ai-sdk/anthropic). Compared in constant time."""
+    offered = request.headers.getlist("x-api-key")
+    for value in request.headers.getlist("authorization"):
+        scheme, _, credentials = value.partition(" ")
+        if scheme.lower() == "bearer":
+            offered.append(credentials.strip())
+    return any(hmac.compare_digest(o.encode(), token.encode()) for o in offered)
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+
+class RequireKey:
+    """Who may use which route: `/gateway/` paths (gateway_request.in_gateway_zone) take the
+    internal token and nothing else, SIDECAR_API_KEY least of all; every other route takes the API
+    key (when one is set) and never the token, which anyone with opencode's shell can read.
+    Plain ASGI, so that streamed answers (server-sent events) pass untouched."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, gateway_token: str) -> None:
         self.app = app
         self.api_key = api_key
+        self.gateway_token = gateway_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not open_probe(scope):
-            if not authorised(HTTPConnection(scope), self.api_key):
-                response = error_response(401, "missing or wrong API key (x-api-key, Bearer or Basic)")
-                await refuse(scope, receive, send, response)
+        if scope["type"] in ("http", "websocket"):
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await refuse(scope, receive, send, error_response(401, refusal))
                 return
         await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> str | None:
+        connection = HTTPConnection(scope)
+        if in_gateway_zone(scope["path"]):
+            if scope["type"] == "http" and offers_token(connection, self.gateway_token):
+                return None
+            return "gateway routes take the sidecar's internal token (x-api-key or Bearer), and nothing else"
+        if offers_token(connection, self.gateway_token):
+            return "the internal token is for the gateway routes (/gateway/...) only"
+        if open_probe(scope) or self.api_key is None or authorised(connection, self.api_key):
+            return None
+        return "missing or wrong API key (x-api-key, Bearer or Basic)"
 
 
 class RefuseForeignBrowsers:

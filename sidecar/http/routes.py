@@ -1,5 +1,5 @@
 """The sidecar's local HTTP API: the catalog in the Anthropic Models API shape, resolve, health and
-status; every other path goes to the pass-through."""
+status, the gateway route (gateway_proxy.py); every other path goes to the pass-through."""
 
 from __future__ import annotations
 
@@ -116,9 +116,11 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
 
         return Route(path, limited(only_reads, own), methods=EVERY_METHOD)
 
-    middleware = [Middleware(RefuseForeignBrowsers, policy=browsers), Middleware(RefuseAmbiguousLength)]
-    if view.api_key:
-        middleware.append(Middleware(RequireKey, api_key=view.api_key))
+    middleware = [
+        Middleware(RefuseForeignBrowsers, policy=browsers),
+        Middleware(RefuseAmbiguousLength),
+        Middleware(RequireKey, api_key=view.api_key or None, gateway_token=view.gateways.token),
+    ]
     return Starlette(
         routes=[
             Route("/v1/models", limited(list_models, own), methods=["GET"]),
@@ -131,6 +133,10 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             probe("/metrics", metrics),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
+            # opencode's model requests, to the real gateway with the real key; the app bounds and
+            # streams its body itself. Before the fallback, so that none of it reaches opencode.
+            Route("/gateway", view.gateways, methods=EVERY_METHOD),
+            Route("/gateway/{rest:path}", view.gateways, methods=EVERY_METHOD),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=EVERY_METHOD),
         ],
         middleware=middleware,

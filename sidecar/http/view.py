@@ -8,12 +8,14 @@ it names them here as Protocols.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from sidecar.catalog import Catalog
 from sidecar.naming import ModelRef
@@ -51,10 +53,56 @@ class Forwarder(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True)
+class GatewayUpstream:
+    """One gateway as the `/gateway/<id>/` route reaches it (built from sidecar.gateway.config.Gateway)."""
+
+    id: str
+    api_base: str  # ends in /v1
+    api_key: SecretStr | None = field(default=None, repr=False)
+    # The key goes in `x-api-key` (the Anthropic Messages API), else in `Authorization: Bearer`,
+    # and for Portkey in `x-portkey-api-key` too.
+    anthropic: bool = False
+    portkey: bool = False
+    # The configured headers, their `{env:NAME}` resolved: sent by the sidecar, never by opencode.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The key and the header values taken from the environment: blanked from error answers.
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+class TrafficRecorder(Protocol):
+    """Told of each request forwarded to a gateway once it is over (sidecar.traffic.ModelTraffic).
+    `status` None: no answer (the gateway unreachable, silent past the idle timeout, or the client
+    gone first); `first_byte` in seconds since the request was sent on; `error` a short reason,
+    secrets blanked, for a status of 400 or more or a failure."""
+
+    def request_done(
+        self,
+        gateway: str,
+        model: str,
+        *,
+        status: int | None,
+        first_byte: float | None,
+        streamed_bytes: int,
+        error: str | None,
+    ) -> None: ...
+
+
+class GatewayRoute(Protocol):
+    """The `/gateway/<id>/...` route, as a plain ASGI app so that both bodies stream
+    (gateway_proxy.GatewayProxy), and the internal token it alone accepts."""
+
+    @property
+    def token(self) -> str: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
 class SidecarView:
     models: CatalogOwner
     resolver: ModelResolver
     passthrough: Forwarder
+    gateways: GatewayRoute
     # The supervisor's reports: readiness for /readyz, the whole state for /v1/status, whether
     # opencode's config is written yet for /startupz, and the Prometheus text for /metrics.
     readiness: Callable[[], dict[str, Any]]

@@ -12,6 +12,7 @@ import json5
 
 from sidecar.catalog import Catalog, ModelInfo, reserved_key_reason
 from sidecar.gateway.config import Gateway
+from sidecar.http.gateway_request import proxied_base_url
 from sidecar.settings import OPENCODE_TOKEN_ENV, Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -73,20 +74,15 @@ def render_model(model: ModelInfo, settings: Settings) -> dict[str, Any]:
     return entry
 
 
-def gateway_route(origin: str, gateway_id: str) -> str:
-    """The sidecar's route to a gateway, as a provider's baseURL. The SDKs append their own paths
-    (`/chat/completions`, `/messages`) to it, and the route puts what follows its `/v1` after the
-    gateway's api base, which ends in `/v1` too."""
-    return f"{origin}/gateway/{gateway_id}/v1"
-
-
 def provider_options(gateway: Gateway, settings: Settings) -> dict[str, Any]:
     """How opencode reaches a gateway. With key custody: through the sidecar, with the token, which
     opens nothing but that route; the sidecar adds the key and the gateway's headers. Without: the
     gateway itself, its key and header variables as references opencode expands."""
     if settings.key_custody:
+        # The SDKs append their paths to it (`/chat/completions`, `/messages`), and the route puts
+        # what follows its `/v1` after the gateway's api base (measured: tests/integration/test_key_custody.py).
         return {
-            "baseURL": gateway_route(settings.sidecar_origin, gateway.id),
+            "baseURL": proxied_base_url(settings.sidecar_origin, gateway.id),
             "apiKey": f"{{env:{OPENCODE_TOKEN_ENV}}}",
         }
     options: dict[str, Any] = {"baseURL": gateway.api_base}

@@ -10,7 +10,10 @@ from starlette.responses import Response
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.errors import HttpError
-from sidecar.http.view import CatalogOwner, Forwarder, ModelResolver, SidecarView
+from starlette.types import Receive, Scope, Send
+
+from sidecar.http.errors import error_response
+from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, ModelResolver, SidecarView
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolution
 
@@ -52,6 +55,19 @@ class NoOpencode:
         raise HttpError(404, f"no route for {request.method} {request.url.path}")
 
 
+# The internal token of the stand-in gateway route: tests that send it on other routes use it.
+TEST_GATEWAY_TOKEN = "test-gateway-token-0123456789abcdef0123456789"
+
+
+class NoGateways:
+    """No gateway behind the gateway route: every request that passes the token guard is a 404."""
+
+    token = TEST_GATEWAY_TOKEN
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(404, "this test gave the API no gateway")(scope, receive, send)
+
+
 def view_of(
     catalog: Callable[[], Catalog] = Catalog,
     readiness: Callable[[], dict[str, Any]] = lambda: {"ready": True},
@@ -59,6 +75,7 @@ def view_of(
     models: CatalogOwner | None = None,
     resolver: ModelResolver | None = None,
     passthrough: Forwarder | None = None,
+    gateways: GatewayRoute | None = None,
     status: Callable[[], dict[str, Any]] = dict,
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
@@ -68,6 +85,7 @@ def view_of(
         models=models or CatalogOf(catalog),
         resolver=resolver or NoResolver(),
         passthrough=passthrough or NoOpencode(),
+        gateways=gateways or NoGateways(),
         readiness=readiness,
         status=status,
         started=started,

@@ -68,7 +68,7 @@ class Harness:
             gateway_url="http://gw", opencode_password="pw", opencode_bin="sh", state_dir=tmp_path,
             restart_backoff_initial=10, restart_backoff_max=300, restart_backoff_reset=600,
             health_interval=HEALTH_INTERVAL, health_failures=3, **settings,
-        ).with_password()  # type: ignore[arg-type]
+        ).with_gateway_token()  # type: ignore[arg-type]
         self.child = OpencodeChild(
             config, tmp_path / "opencode.json", self, spawn=self.spawn,  # type: ignore[arg-type]
             clock=lambda: self.now, sleep=self.sleep, wall=lambda: self.wall, signal_group=self.signal_group,

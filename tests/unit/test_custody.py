@@ -54,7 +54,7 @@ def environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def three_gateways(tmp_path: Path, **overrides: object) -> Settings:
     path = tmp_path / "sidecar.toml"
     path.write_text(GATEWAYS)
-    return Settings(config=path, state_dir=tmp_path / "state", **overrides).with_password()  # type: ignore[arg-type]
+    return Settings(config=path, state_dir=tmp_path / "state", **overrides).with_password().with_gateway_token()  # type: ignore[arg-type]
 
 
 def rendered(settings: Settings) -> tuple[str, dict]:
@@ -69,7 +69,7 @@ def test_custody_is_the_default_with_a_fresh_token_per_start(monkeypatch: pytest
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
     settings = load_settings()
     assert settings.key_custody is True and settings.gateway_token is None
-    first, second = settings.with_password(), settings.with_password()
+    first, second = settings.with_password().with_gateway_token(), settings.with_password().with_gateway_token()
     assert first.gateway_token is not None and second.gateway_token is not None
     assert len(first.gateway_token.get_secret_value()) >= 32
     assert first.gateway_token.get_secret_value() != second.gateway_token.get_secret_value()
@@ -81,16 +81,9 @@ def test_custody_is_the_default_with_a_fresh_token_per_start(monkeypatch: pytest
 def test_a_given_token_is_kept_and_held(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
     monkeypatch.setenv("SIDECAR_GATEWAY_TOKEN", TOKEN)
-    settings = load_settings().with_password()
+    settings = load_settings().with_password().with_gateway_token()
     assert settings.gateway_token is not None and settings.gateway_token.get_secret_value() == TOKEN
     assert TOKEN in settings.held_secrets()
-
-
-def test_without_custody_no_token_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
-    monkeypatch.setenv("SIDECAR_KEY_CUSTODY", "false")
-    settings = load_settings().with_password()
-    assert settings.key_custody is False and settings.gateway_token is None
 
 
 @pytest.mark.parametrize("token", ["short", " " * 40, "x" * 31])
@@ -120,14 +113,14 @@ def test_attach_mode_with_custody_requires_the_shared_token(monkeypatch: pytest.
     assert "\n" not in message
 
     monkeypatch.setenv("SIDECAR_GATEWAY_TOKEN", TOKEN)
-    settings = load_settings().with_password()
+    settings = load_settings().with_password().with_gateway_token()
     # The operator's token, not a made-up one: opencode in the other container has that one.
     assert settings.gateway_token is not None and settings.gateway_token.get_secret_value() == TOKEN
     assert settings.opencode_password is None
 
     monkeypatch.delenv("SIDECAR_GATEWAY_TOKEN")
     monkeypatch.setenv("SIDECAR_KEY_CUSTODY", "false")
-    assert load_settings().with_password().gateway_token is None
+    assert load_settings().key_custody is False
 
 
 @pytest.mark.parametrize(
@@ -188,7 +181,7 @@ def test_attach_mode_names_the_sidecars_loopback_address(tmp_path: Path) -> None
         api_key="k" * 32, opencode_url="http://127.0.0.1:4096", opencode_config=tmp_path / "shared.json",
         gateway_token=TOKEN,
     )  # type: ignore[arg-type]
-    text, config = rendered(settings.with_password())
+    text, config = rendered(settings.with_password().with_gateway_token())
     assert config["provider"]["litellm"]["options"]["baseURL"] == "http://127.0.0.1:4097/gateway/litellm/v1"
     assert TOKEN not in text and "sk-secret-1" not in text
 
@@ -234,7 +227,7 @@ def test_with_custody_the_child_gets_the_token_and_its_password_and_no_key(
 
 def test_with_custody_the_shorthand_key_stays_out_of_the_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIDECAR_GATEWAY_API_KEY", "sk-shorthand-1")
-    settings = Settings(gateway_url="http://gw:4000", state_dir=tmp_path).with_password()  # type: ignore[call-arg]
+    settings = Settings(gateway_url="http://gw:4000", state_dir=tmp_path).with_password().with_gateway_token()  # type: ignore[call-arg]
     env = child_environment(settings, tmp_path / "opencode.json")
     assert "sk-shorthand-1" not in env.values() and "SIDECAR_GATEWAY_API_KEY" not in env
     assert "OPENCODE_SIDECAR_TOKEN" in env
@@ -249,5 +242,5 @@ def test_without_custody_the_child_environment_is_as_before(tmp_path: Path, monk
     assert "OPENCODE_SIDECAR_TOKEN" not in env
 
     monkeypatch.setenv("SIDECAR_GATEWAY_API_KEY", "sk-shorthand-1")
-    shorthand = Settings(gateway_url="http://gw:4000", state_dir=tmp_path, key_custody=False).with_password()  # type: ignore[call-arg]
+    shorthand = Settings(gateway_url="http://gw:4000", state_dir=tmp_path, key_custody=False).with_password().with_gateway_token()  # type: ignore[call-arg]
     assert child_environment(shorthand, tmp_path / "opencode.json")["SIDECAR_GATEWAY_API_KEY"] == "sk-shorthand-1"

@@ -39,6 +39,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SIDECAR_BODY_TIMEOUT", "-1", "SIDECAR_BODY_TIMEOUT"),
         ("SIDECAR_MAX_CONNECTIONS", "0", "SIDECAR_MAX_CONNECTIONS: must be at least 1"),
         ("SIDECAR_MAX_CONNECTIONS", "many", "SIDECAR_MAX_CONNECTIONS"),
+        ("SIDECAR_GATEWAY_TOKEN", "short-token", "SIDECAR_GATEWAY_TOKEN: must be at least 32 characters"),
+        ("SIDECAR_GATEWAY_IDLE_TIMEOUT", "0", "SIDECAR_GATEWAY_IDLE_TIMEOUT"),
     ],
 )
 def test_bad_value_names_the_variable(
@@ -76,6 +78,31 @@ def test_password_is_generated_once_per_start(monkeypatch: pytest.MonkeyPatch) -
     assert first.with_password() is first
     assert "sk-1" in first.secrets()
     assert "sk-1" not in repr(first)
+
+
+def test_the_gateway_token_is_generated_once_per_start_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    first, second = load_settings().with_gateway_token(), load_settings().with_gateway_token()
+    assert first.gateway_token is not None and second.gateway_token is not None
+    assert len(first.gateway_token.get_secret_value()) >= 32
+    assert first.gateway_token.get_secret_value() != second.gateway_token.get_secret_value()
+    assert first.with_gateway_token() is first
+    assert first.gateway_token.get_secret_value() in first.secrets()  # scrubbed from logs
+    given = "g" * 40
+    monkeypatch.setenv("SIDECAR_GATEWAY_TOKEN", given)
+    settings = load_settings().with_gateway_token()
+    assert settings.gateway_token is not None and settings.gateway_token.get_secret_value() == given
+    assert given not in repr(settings)
+
+
+def test_the_gateway_token_is_not_the_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_API_KEY", "k" * 40)
+    monkeypatch.setenv("SIDECAR_GATEWAY_TOKEN", "k" * 40)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "SIDECAR_GATEWAY_TOKEN: must not be the same as SIDECAR_API_KEY" in str(caught.value)
+    assert "k" * 40 not in str(caught.value)
 
 
 def test_default_model_joins_our_provider(monkeypatch: pytest.MonkeyPatch) -> None:

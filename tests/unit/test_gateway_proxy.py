@@ -1,0 +1,590 @@
+"""The gateway route in process: its pure parts, and GatewayProxy in front of httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from pydantic import SecretStr
+from starlette.types import Message
+
+from sidecar.errors import HttpError
+from sidecar.http.gateway_proxy import GatewayProxy
+from sidecar.http.gateway_request import (
+    ModelPeek,
+    credential_headers,
+    in_gateway_zone,
+    model_in,
+    proxied_base_url,
+    request_headers,
+    response_headers,
+    target_of,
+)
+from sidecar.http.routes import create_app
+from sidecar.http.view import GatewayUpstream
+from tests.support.api_view import view_of
+
+TOKEN = "internal-token-0123456789abcdef0123456789abcdef"
+API_KEY = "sidecar-api-key-0123456789abcdef0123456789abcdef"
+REAL_KEY = "sk-real-gateway-key-42"
+OPENAI = GatewayUpstream(
+    id="litellm", api_base="http://gw.test:4000/v1", api_key=SecretStr(REAL_KEY), secrets=(REAL_KEY,)
+)
+ANTHROPIC = GatewayUpstream(
+    id="claude",
+    api_base="https://anthropic.test/v1",
+    api_key=SecretStr("sk-ant-real"),
+    anthropic=True,
+    headers={"X-Team": "blue"},
+    secrets=("sk-ant-real",),
+)
+GATEWAYS = {g.id: g for g in (OPENAI, ANTHROPIC)}
+
+
+# --- where a request goes -------------------------------------------------------------------
+
+
+def test_the_path_under_v1_goes_under_the_api_base_with_its_query() -> None:
+    target = target_of(b"/gateway/litellm/v1/chat/completions", b"beta=true", GATEWAYS)
+    assert target.gateway is OPENAI
+    assert target.url == "http://gw.test:4000/v1/chat/completions?beta=true"
+    assert target_of(b"/gateway/claude/v1/messages", b"", GATEWAYS).url == "https://anthropic.test/v1/messages"
+    assert target_of(b"/gateway/litellm/v1", b"", GATEWAYS).url == "http://gw.test:4000/v1"
+    assert target_of(b"/gateway/litellm/v1/models/", b"", GATEWAYS).url == "http://gw.test:4000/v1/models/"
+
+
+def test_the_rendered_base_url_lands_where_the_proxy_maps() -> None:
+    base = proxied_base_url("http://127.0.0.1:4097/", "litellm")
+    assert base == "http://127.0.0.1:4097/gateway/litellm/v1"
+    # @ai-sdk/openai-compatible appends /chat/completions to it.
+    path = httpx.URL(base + "/chat/completions").raw_path
+    assert target_of(path, b"", GATEWAYS).url == "http://gw.test:4000/v1/chat/completions"
+
+
+def test_an_unknown_gateway_is_404() -> None:
+    with pytest.raises(HttpError) as refused:
+        target_of(b"/gateway/nope/v1/chat/completions", b"", GATEWAYS)
+    assert refused.value.status == 404 and "nope" in refused.value.message
+
+
+@pytest.mark.parametrize("rest", ["key/generate", "model/info", "", "v2/chat"])
+def test_nothing_outside_the_api_base_is_reachable(rest: str) -> None:
+    # LiteLLM's key management lives at its root: the token must not mint keys with the real one.
+    with pytest.raises(HttpError) as refused:
+        target_of(f"/gateway/litellm/{rest}".encode(), b"", GATEWAYS)
+    assert refused.value.status == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/gateway/litellm/v1/../key/generate",
+        b"/gateway/litellm/v1/%2e%2e/key/generate",
+        b"/gateway/litellm/v1/%2E%2E/%2e%2e/admin",
+        b"/gateway/litellm/v1/./models",
+        b"/gateway/litellm/v1//evil.test/x",
+        b"/gateway/litellm/v1/a%2fb",
+        b"/gateway/litellm/v1/a%5cb",
+        b"/gateway/litellm/v1/a\\b",
+        b"/gateway/litellm/v1/a%00b",
+        b"/gateway/../gateway/litellm/v1/models",
+        b"/gateway//litellm/v1/models",
+        b"/gateway/nope/v1/%2e%2e/x",  # refused as traversal before the id is looked up
+    ],
+)
+def test_traversal_is_refused_with_400(path: bytes) -> None:
+    with pytest.raises(HttpError) as refused:
+        target_of(path, b"", GATEWAYS)
+    assert refused.value.status == 400
+
+
+def test_the_gateway_zone_is_the_prefix_alone() -> None:
+    assert in_gateway_zone("/gateway/litellm/v1/x") and in_gateway_zone("/gateway") and in_gateway_zone("/gateway/")
+    assert not in_gateway_zone("/gateways") and not in_gateway_zone("/v1/gateway/x")
+
+
+# --- which headers go with it ---------------------------------------------------------------
+
+
+def test_the_token_and_hop_by_hop_headers_are_replaced_by_the_real_key() -> None:
+    incoming = [
+        ("Authorization", f"Bearer {TOKEN}"),
+        ("x-api-key", TOKEN),
+        ("Connection", "keep-alive, X-Hop"),
+        ("X-Hop", "1"),
+        ("Keep-Alive", "timeout=5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Host", "127.0.0.1:4097"),
+        ("Content-Length", "12"),
+        ("Accept-Encoding", "gzip"),
+        ("Expect", "100-continue"),
+        ("Content-Type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+        ("X-Team", "red"),  # a configured header of ANTHROPIC: the sidecar's value wins
+    ]
+    sent = request_headers(incoming, OPENAI, declared_length="12")
+    assert sent == [
+        ("content-type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
+        ("x-team", "red"),
+        ("content-length", "12"),
+        ("accept-encoding", "identity"),
+        ("authorization", f"Bearer {REAL_KEY}"),
+    ]
+    sent = dict(request_headers(incoming, ANTHROPIC, declared_length=None))
+    assert sent["x-api-key"] == "sk-ant-real" and sent["x-team"] == "blue"
+    assert "authorization" not in sent and "content-length" not in sent
+    assert TOKEN not in json.dumps(sent)
+
+
+def test_each_format_gets_its_key_where_it_wants_it() -> None:
+    assert credential_headers(OPENAI) == {"authorization": f"Bearer {REAL_KEY}"}
+    assert credential_headers(ANTHROPIC) == {"x-api-key": "sk-ant-real"}
+    portkey = GatewayUpstream(id="pk", api_base="https://pk.test/v1", api_key=SecretStr("pk-1"), portkey=True)
+    assert credential_headers(portkey) == {"authorization": "Bearer pk-1", "x-portkey-api-key": "pk-1"}
+    assert credential_headers(GatewayUpstream(id="open", api_base="http://o.test/v1")) == {}
+
+
+def test_answer_headers_lose_hop_by_hop_ones_and_keep_their_length() -> None:
+    headers = response_headers(
+        [("Content-Type", "text/event-stream"), ("Connection", "close, X-Drop"), ("X-Drop", "1"),
+         ("Transfer-Encoding", "chunked"), ("Content-Length", "5"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
+    )
+    assert headers == [("content-type", "text/event-stream"), ("content-length", "5"), ("set-cookie", "a=1"), ("set-cookie", "b=2")]
+
+
+# --- which model it asks for ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("head", "model"),
+    [
+        (b'{"model": "gpt-5", "messages": []}', "gpt-5"),
+        (b' {\n "stream": true, "max_tokens": 12, "model":"claude-x", "messages": [{"role": "user", "content": "hi', "claude-x"),
+        (b'{"model": "gpt-', None),
+        (b'{"messages": [{"content": "a very long conversation', None),
+        (b'{"messages": [], "model": 5}', "unknown"),
+        (b'{"model": "' + b"x" * 500 + b'"}', "unknown"),
+        (b'{"model": "a\\u0000b"}', "unknown"),
+        (b'["model", "gpt-5"]', None),
+        (b'{"options": {"model": "inner"}, "model": "outer"}', "outer"),
+        (b'{"model": "caf\xc3\xa9", "x": "\xc3', "café"),
+        (b"", None),
+    ],
+)
+def test_the_model_is_read_from_the_first_bytes(head: bytes, model: str | None) -> None:
+    assert model_in(head) == model
+
+
+def test_the_peek_finds_the_model_across_chunks_and_stops_at_its_bound() -> None:
+    peek = ModelPeek(limit=64)
+    for chunk in (b'{"mo', b'del": "gp', b't-5", "messages": [', b"]}"):
+        peek.feed(chunk)
+    assert peek.model == "gpt-5"
+    late = ModelPeek(limit=64)
+    late.feed(b'{"messages": "' + b"x" * 100 + b'", "model": "late"}')
+    assert late.model == "unknown"
+
+
+# --- the proxy, in front of a fake gateway --------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    done: list[dict[str, Any]] = field(default_factory=list)
+
+    def request_done(self, gateway: str, model: str, **outcome: Any) -> None:
+        self.done.append({"gateway": gateway, "model": model, **outcome})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+def answer_of(status: int, payload: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    """An answer as a real transport gives it: a stream still to read (`httpx.Response(json=...)`
+    would arrive read already)."""
+    data = json.dumps(payload).encode() if payload is not None else b""
+    head = {"content-type": "application/json", "content-length": str(len(data)), **(headers or {})}
+    return httpx.Response(status, headers=head, stream=httpx.ByteStream(data))
+
+
+def proxy_of(handler: Handler, recorder: Recorder | None = None, **kwargs: Any) -> GatewayProxy:
+    return GatewayProxy(
+        GATEWAYS.values(),
+        token=TOKEN,
+        traffic=recorder if recorder is not None else Recorder(),
+        transport=httpx.MockTransport(handler),
+        **kwargs,
+    )
+
+
+def client_of(proxy: GatewayProxy, api_key: str | None = None) -> httpx.AsyncClient:
+    app = create_app(view_of(gateways=proxy, api_key=api_key))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:4097")
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+@pytest.mark.anyio
+async def test_a_completion_goes_to_the_gateway_with_the_real_key_and_is_recorded() -> None:
+    seen: list[httpx.Request] = []
+    clock = Clock()
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        seen.append(request)
+        clock.now += 0.25
+        return answer_of(200, {"id": "chatcmpl-1", "echo": json.loads(request.content)})
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder, clock=clock)
+    async with client_of(proxy) as client:
+        answer = await client.post(
+            "/gateway/litellm/v1/chat/completions",
+            json={"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
+            headers={**bearer(), "x-custom": "kept"},
+        )
+    assert answer.status_code == 200 and answer.json()["echo"]["model"] == "gpt-5"
+    (request,) = seen
+    assert str(request.url) == "http://gw.test:4000/v1/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {REAL_KEY}" and request.headers["x-custom"] == "kept"
+    assert TOKEN.encode() not in b"".join(k + v for k, v in request.headers.raw)
+    assert recorder.done == [
+        {"gateway": "litellm", "model": "gpt-5", "status": 200, "first_byte": 0.25,
+         "streamed_bytes": len(answer.content), "error": None}
+    ]
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_anthropic_format_gets_x_api_key_and_the_configured_headers() -> None:
+    seen: list[httpx.Request] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer_of(200, {"type": "message"})
+
+    proxy = proxy_of(gateway)
+    async with client_of(proxy) as client:
+        answer = await client.post(
+            "/gateway/claude/v1/messages", json={"model": "claude-x"}, headers={"x-api-key": TOKEN}
+        )
+    assert answer.status_code == 200
+    assert seen[0].headers["x-api-key"] == "sk-ant-real" and seen[0].headers["x-team"] == "blue"
+    assert "authorization" not in seen[0].headers
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_gateways_errors_pass_as_they_are_with_its_key_blanked() -> None:
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        return answer_of(
+            429,
+            {"error": {"message": f"rate limited for key {REAL_KEY}", "type": "rate_limit"}},
+            headers={"retry-after": "7", "x-echo": REAL_KEY},
+        )
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder)
+    async with client_of(proxy) as client:
+        answer = await client.post("/gateway/litellm/v1/chat/completions", json={"model": "m"}, headers=bearer())
+    assert answer.status_code == 429 and answer.headers["retry-after"] == "7"
+    assert answer.json() == {"error": {"message": "rate limited for key [redacted]", "type": "rate_limit"}}
+    assert answer.headers["x-echo"] == "[redacted]"
+    (done,) = recorder.done
+    assert done["status"] == 429 and done["error"] == "rate limited for key [redacted]"
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_redirect_is_refused_never_followed() -> None:
+    seen: list[str] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return answer_of(307, headers={"location": "http://elsewhere.test/steal"})
+
+    proxy = proxy_of(gateway)
+    async with client_of(proxy) as client:
+        answer = await client.post("/gateway/litellm/v1/chat/completions", json={"model": "m"}, headers=bearer())
+    assert answer.status_code == 502 and "redirect" in answer.json()["error"]["message"]
+    assert "elsewhere" not in answer.text
+    assert seen == ["http://gw.test:4000/v1/chat/completions"]
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("raised", "status", "words"),
+    [
+        (httpx.ConnectError("refused"), 502, "not reachable"),
+        (httpx.ConnectTimeout("slow"), 504, "did not accept"),
+        (httpx.ReadTimeout("silent"), 504, "silent for 300 s"),
+        (httpx.RemoteProtocolError("closed"), 502, "closed the connection"),
+    ],
+)
+async def test_a_failed_connection_is_an_anthropic_shaped_error_naming_the_gateway(
+    raised: Exception, status: int, words: str
+) -> None:
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        raise raised
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder)
+    async with client_of(proxy) as client:
+        answer = await client.post("/gateway/litellm/v1/chat/completions", json={"model": "m"}, headers=bearer())
+    assert answer.status_code == status
+    body = answer.json()
+    assert body["type"] == "error" and words in body["error"]["message"] and "'litellm'" in body["error"]["message"]
+    assert REAL_KEY not in answer.text
+    assert recorder.done[0]["status"] is None and words in recorder.done[0]["error"]
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_refusals_of_the_sidecar_never_reach_the_gateway() -> None:
+    seen: list[httpx.Request] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder, body_limit=1024)
+    async with client_of(proxy, api_key=API_KEY) as client:
+        assert (await client.get("/gateway/nope/v1/models", headers=bearer())).status_code == 404
+        assert (await client.get("/gateway/litellm/key/generate", headers=bearer())).status_code == 404
+        assert (await client.get("/gateway/litellm/v1/%2e%2e/key/generate", headers=bearer())).status_code == 400
+        assert (await client.get("/gateway", headers=bearer())).status_code == 404
+        too_big = await client.post("/gateway/litellm/v1/chat/completions", content=b"x" * 2048, headers=bearer())
+        assert too_big.status_code == 413
+
+        async def chunked() -> AsyncIterator[bytes]:
+            for _ in range(4):
+                yield b"y" * 512
+
+        streamed = await client.post("/gateway/litellm/v1/chat/completions", content=chunked(), headers=bearer())
+        assert streamed.status_code == 413
+        # The credentials: the token alone opens the gateway routes, and opens nothing else.
+        assert (await client.get("/gateway/litellm/v1/models")).status_code == 401
+        assert (await client.get("/gateway/litellm/v1/models", headers=bearer("wrong"))).status_code == 401
+        assert (await client.get("/gateway/litellm/v1/models", headers=bearer(API_KEY))).status_code == 401
+        assert (await client.get("/gateway/litellm/v1/models", headers={"x-api-key": API_KEY})).status_code == 401
+        basic = httpx.BasicAuth("opencode", TOKEN)
+        assert (await client.get("/gateway/litellm/v1/models", auth=basic)).status_code == 401
+        assert (await client.get(f"/gateway/litellm/v1/models?auth_token={TOKEN}")).status_code == 401
+        elsewhere = await client.get("/v1/models", headers=bearer())
+        assert elsewhere.status_code == 401 and "gateway routes" in elsewhere.json()["error"]["message"]
+        assert (await client.get("/v1/models", headers={"x-api-key": API_KEY})).status_code == 200
+    assert seen == [] and recorder.done == []
+    async with client_of(proxy) as keyless:  # no API key set: the token still opens nothing else
+        assert (await keyless.get("/v1/models", headers={"x-api-key": TOKEN})).status_code == 401
+        assert (await keyless.get("/v1/models")).status_code == 200
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_chunked_body_streams_up_and_its_model_is_peeked() -> None:
+    received: list[bytes] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        assert "content-length" not in request.headers and request.headers["transfer-encoding"] == "chunked"
+        async for chunk in request.stream:  # type: ignore[union-attr]
+            received.append(chunk)
+        return answer_of(200, {})
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"model": "stre'
+        yield b'amed", "messages": ['
+        yield b"]}"
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder)
+    async with client_of(proxy) as client:
+        answer = await client.post("/gateway/litellm/v1/chat/completions", content=body(), headers=bearer())
+    assert answer.status_code == 200
+    assert b"".join(received) == b'{"model": "streamed", "messages": []}'
+    assert recorder.done[0]["model"] == "streamed"
+    await proxy.aclose()
+
+
+# --- streaming and cancellation, driven as uvicorn drives the app ---------------------------
+
+
+class UpstreamStream(httpx.AsyncByteStream):
+    """An answer that sends each event when the test says, and tells whether it was closed early."""
+
+    def __init__(self) -> None:
+        self.send, self._receive = anyio.create_memory_object_stream[bytes | None](10)
+        self.closed = anyio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._receive:
+            if chunk is None:
+                return
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._receive.close()
+        self.send.close()
+        self.closed.set()
+
+
+class Client:
+    """The ASGI side of one request: its body messages, then its disconnect when the test says."""
+
+    def __init__(self, body: list[bytes]) -> None:
+        self.messages: list[Message] = [
+            {"type": "http.request", "body": chunk, "more_body": i < len(body) - 1} for i, chunk in enumerate(body)
+        ]
+        self.gone = anyio.Event()
+        self.sent: list[Message] = []
+        self.got_body = anyio.Event()
+
+    async def receive(self) -> Message:
+        if self.messages:
+            return self.messages.pop(0)
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body" and message["body"]:
+            self.got_body.set()
+
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+def scope_of(path: str, body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:4097"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 4097),
+    }
+
+
+@pytest.mark.anyio
+async def test_events_are_passed_as_they_come_and_the_clients_leaving_closes_the_upstream() -> None:
+    upstream = UpstreamStream()
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=upstream)
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder)
+    body = b'{"model": "slow", "stream": true}'
+    client = Client([body[:10], body[10:]])
+    async with anyio.create_task_group() as group:
+        group.start_soon(proxy, scope_of("/gateway/litellm/v1/chat/completions", body), client.receive, client.send)
+        with anyio.fail_after(5):
+            await upstream.send.send(b"data: one\n\n")
+            await client.got_body.wait()  # the first event is through while the gateway still streams
+            assert client.body() == b"data: one\n\n"
+            client.got_body = anyio.Event()
+            await upstream.send.send(b"data: two\n\n")
+            await client.got_body.wait()
+            client.gone.set()  # the client leaves mid-answer
+            await upstream.closed.wait()
+    assert client.sent[0]["status"] == 200
+    assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in client.sent)
+    (done,) = recorder.done
+    assert done["status"] == 200 and done["model"] == "slow" and done["streamed_bytes"] == 22
+    assert done["error"] == "the client closed its connection during the answer"
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_clients_leaving_while_the_answer_is_awaited_cancels_the_request() -> None:
+    asked = anyio.Event()
+    cancelled = anyio.Event()
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder)
+    body = b'{"model": "thinker"}'
+    client = Client([body])
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(proxy, scope_of("/gateway/litellm/v1/chat/completions", body), client.receive, client.send)
+            await asked.wait()
+            client.gone.set()
+            await cancelled.wait()
+    assert client.sent == []
+    assert recorder.done == [
+        {"gateway": "litellm", "model": "thinker", "status": None, "first_byte": None, "streamed_bytes": 0,
+         "error": "the client closed its connection before the answer"}
+    ]
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_body_cut_short_is_never_a_whole_request_upstream() -> None:
+    asked: list[httpx.Request] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        asked.append(request)  # MockTransport reads the whole body before it asks
+        return answer_of(200)
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder)
+    client = Client([b'{"model": "half", ', b'"more'])
+    client.messages[-1]["more_body"] = True  # and then the client goes
+    client.gone.set()
+    with anyio.fail_after(5):
+        await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"x" * 100), client.receive, client.send)
+    assert asked == [] and client.sent == []
+    assert recorder.done[0]["status"] is None and "before its request body was whole" in recorder.done[0]["error"]
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_silence_mid_answer_cuts_the_answer_without_its_end() -> None:
+    class Stalls(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b"data: one\n\n"
+            raise httpx.ReadTimeout("idle")
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Stalls())
+
+    recorder = Recorder()
+    proxy = proxy_of(gateway, recorder, idle_timeout=2.5)
+    client = Client([b"{}"])
+    with anyio.fail_after(5):
+        await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"{}"), client.receive, client.send)
+    assert client.body() == b"data: one\n\n"
+    assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in client.sent)
+    assert recorder.done[0]["status"] == 200 and "silent for 2.5 s" in recorder.done[0]["error"]
+    await proxy.aclose()
