@@ -39,6 +39,7 @@ MODULES = (
     "bench.idle",
     "bench.streams",
     "bench.registrations",
+    "bench.custody",
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import anyio
 import httpx
@@ -107,6 +108,8 @@ class GatewayProxy:
             timeout=httpx.Timeout(CONNECT_TIMEOUT, read=idle_timeout, write=idle_timeout, pool=POOL_WAIT),
             limits=httpx.Limits(max_connections=GATEWAY_CONNECTIONS, max_keepalive_connections=64),
             follow_redirects=False,
+            # No cookie jar: a cookie one answer sets must not ride along on every later request.
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
             transport=transport,
         )
 

@@ -30,6 +30,13 @@ EXPECTED = {
         "sidecar GET /session": {"streams", "rps", "p50_ms", "p99_ms", "errors", "sidecar_rss_mib"},
         "opencode GET /session": {"streams", "rps", "p50_ms", "p99_ms", "errors"},
     },
+    "custody": {
+        "non-streamed completion": {"p50_ms", "p99_ms", "added_p50_ms", "added_p99_ms"},
+        "streamed completion's first byte": {"p50_ms", "p99_ms", "added_p50_ms"},
+        "4 concurrent streams through": {"streams", "events_per_s", "events_per_s_each", "errors", "sidecar_cpu_pct"},
+        "4 concurrent streams at 50 events/s each through": {"streams", "events_per_s_each", "sidecar_cpu_pct"},
+        "4 concurrent streams straight": {"streams", "events_per_s", "errors"},
+    },
     "registrations": {
         "10 resolves of new names": {"resolves", "ok", "total_s", "config_writes", "reloads", "max_reloads_per_directory"},
     },

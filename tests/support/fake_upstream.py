@@ -16,6 +16,7 @@ import argparse
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CREATED = 1700000000
@@ -28,6 +29,20 @@ def model_list(ids: list[str]) -> dict:
 
 def answer_text(chunks: int) -> str:
     return "".join(f"chunk {i} " for i in range(chunks))
+
+
+@dataclass
+class Exchange:
+    """One chat request as the upstream saw it, whole, and what became of its answer."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict
+    # time.time() just after each content event of a streamed answer was written.
+    sent_at: list[float] = field(default_factory=list)
+    # Set when the client closed the connection before the answer's end (a write failed).
+    closed_early: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 class FakeUpstream(ThreadingHTTPServer):
@@ -45,6 +60,10 @@ class FakeUpstream(ThreadingHTTPServer):
         # Every chat request body received, and the headers of every request, for assertions.
         self.requests: list[dict] = []
         self.headers_seen: list[dict[str, str]] = []
+        # Every whole chat request, with its headers and its answer's fate (a body cut short is none).
+        self.exchanges: list[Exchange] = []
+        # The paths of chat requests whose connection ended before their body was whole.
+        self.cut_short: list[str] = []
         # Hostile answers to GET /v1/models: a body this many bytes long, or a redirect there.
         self.huge_list_bytes = 0
         self.redirect_to: str | None = None
@@ -84,14 +103,41 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?")[0] not in ("/v1/chat/completions", "/chat/completions", "/api/v1/chat/completions"):
             self._send_json(404, {"error": {"message": "not found", "type": "not_found"}})
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        raw = self._read_body()
+        if raw is None:
+            self.server.cut_short.append(self.path)  # no request to answer
+            return
+        body = json.loads(raw or b"{}")
         self.server.requests.append(body)
+        exchange = Exchange(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        self.server.exchanges.append(exchange)
         model = body.get("model", "slow")
-        if body.get("stream"):
-            self._stream(model)
-        else:
-            self._send_json(200, self._completion(model))
+        try:
+            if body.get("stream"):
+                self._stream(model, exchange)
+            else:
+                self._send_json(200, self._completion(model))
+        finally:
+            exchange.finished.set()
+
+    def _read_body(self) -> bytes | None:
+        """The request body, by its length or its chunks; None when the connection ends first."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while True:
+                size_line = self.rfile.readline()
+                if not size_line.strip():
+                    return None
+                size = int(size_line.split(b";")[0], 16)
+                chunk = self.rfile.read(size + 2)
+                if len(chunk) < size + 2:
+                    return None
+                if size == 0:
+                    return data
+                data += chunk[:size]
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        return raw if len(raw) == length else None
 
     def _completion(self, model: str) -> dict:
         chunks = self.server.chunks
@@ -110,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             "usage": _usage(chunks),
         }
 
-    def _stream(self, model: str) -> None:
+    def _stream(self, model: str, exchange: Exchange) -> None:
         # HTTP/1.0 without Content-Length: the body ends when the connection closes.
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -134,11 +180,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if i:
                     time.sleep(self.server.delay)
                 self._event(chunk({"content": f"chunk {i} "}))
+                exchange.sent_at.append(time.time())
             self._event(chunk({}, "stop", usage=_usage(chunks)))
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (an aborted prompt): nothing to do
+            exchange.closed_early.set()  # the client gave up (an aborted prompt)
 
     def _send_huge(self, size: int) -> None:
         """A JSON-looking body of `size` bytes, streamed without a length, never held whole."""

@@ -272,6 +272,24 @@ async def test_a_completion_goes_to_the_gateway_with_the_real_key_and_is_recorde
 
 
 @pytest.mark.anyio
+async def test_a_cookie_the_gateway_sets_is_not_kept_for_later_requests() -> None:
+    seen: list[httpx.Request] = []
+
+    async def gateway(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer_of(200, {}, headers={"set-cookie": "affinity=node-7; Path=/"})
+
+    proxy = proxy_of(gateway)
+    async with client_of(proxy) as client:
+        first = await client.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())
+    assert first.headers["set-cookie"].startswith("affinity=")  # the client's to keep, not ours
+    async with client_of(proxy) as another:
+        await another.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())
+    assert "cookie" not in seen[1].headers
+    await proxy.aclose()
+
+
+@pytest.mark.anyio
 async def test_the_anthropic_format_gets_x_api_key_and_the_configured_headers() -> None:
     seen: list[httpx.Request] = []
 
