@@ -383,8 +383,9 @@ class AvailabilityProbe:
 
 
 def render_for(front: Front, models: list[str]) -> str:
-    """What the sidecar would write for `models` behind `front`: the same renderer, no base config."""
-    settings = Settings(gateway_url=front.url, gateway_api_key=lp.MASTER_KEY)
+    """What the sidecar would write for `models` behind `front`: the same renderer, no base config,
+    in direct mode (no sidecar to custody the key: the naive opencode talks to the gateway itself)."""
+    settings = Settings(gateway_url=front.url, gateway_api_key=lp.MASTER_KEY, key_custody=False)
     catalog = Catalog([ModelInfo(id=model, display_name=model) for model in models])
     return dump_config(render_config({settings.gateways[0].id: catalog}, settings, {}))
 

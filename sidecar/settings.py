@@ -21,7 +21,7 @@ from sidecar.http.connections import (
     open_file_limits,
     open_files_needed,
 )
-from sidecar.http.exposure import is_loopback
+from sidecar.http.exposure import is_loopback, reachable_origin
 from sidecar.http.gateway_request import DEFAULT_IDLE_TIMEOUT
 from sidecar.gateway.config import Format, Gateway, GatewayConfigError, load_gateways_file
 from sidecar.gateway.shorthand import shorthand_gateway
@@ -49,6 +49,8 @@ from sidecar.settings_fields import (
 from sidecar.urls import carries_credentials
 
 ENV_PREFIX = "SIDECAR_"
+# What opencode knows the gateway token by: its config refers to it, its environment holds it.
+OPENCODE_TOKEN_ENV = "OPENCODE_SIDECAR_TOKEN"
 
 
 def _default_state_dir() -> Path:
@@ -107,6 +109,8 @@ class Settings(BaseSettings):
     # Models registered on request; past it the least recently used one no session uses makes room.
     max_registered: Annotated[int, Field(ge=1, le=100_000)] = 256
     api_key: ApiKey | None = None
+    # Key custody: opencode's providers reach each gateway through the sidecar, which alone holds the keys.
+    key_custody: bool = True
     # The internal token opencode's providers present on /gateway/ routes (key custody): a fresh
     # random one per start unless given; attach mode gives both containers the same one.
     gateway_token: GatewayToken | None = None
@@ -192,6 +196,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _token_for_an_attached_opencode(self) -> Settings:
+        # Another container's opencode can only learn the token from the operator, as this sidecar does.
+        if self.attached and self.key_custody and self.gateway_token is None:
+            raise ValueError(
+                f"{ENV_PREFIX}GATEWAY_TOKEN: is required in attach mode with key custody: give opencode the same "
+                f"value as {OPENCODE_TOKEN_ENV} ({MAKE_A_KEY}), or set {ENV_PREFIX}KEY_CUSTODY=false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_source_of_gateways(self) -> Settings:
         if self.config is not None and self.gateway_url is not None:
             raise ValueError(
@@ -263,6 +277,12 @@ class Settings(BaseSettings):
             return str(self.opencode_url).rstrip("/")
         return f"http://127.0.0.1:{self.opencode_port}"
 
+    @property
+    def sidecar_origin(self) -> str:
+        """Where opencode reaches this sidecar: its own machine's (or pod's) loopback unless the
+        sidecar listens on one address only."""
+        return reachable_origin(self.listen_host, self.listen_port)
+
     def with_password(self) -> Settings:
         """These settings with an opencode password: the given one, or a fresh random one for the
         opencode the sidecar starts (an attached one has the password it has, or none)."""
@@ -278,10 +298,11 @@ class Settings(BaseSettings):
         return self.model_copy(update={"gateway_token": SecretStr(secrets.token_urlsafe(32))})
 
     def held_secrets(self) -> list[str]:
-        """The secrets the sidecar holds for others (the gateways' keys, opencode's password), which
-        forwarded answers must never show. The caller's own API key is not one: they sent it, and
-        redacting it would only corrupt answers that happen to contain the same text."""
-        values = [self.gateway_api_key, self.opencode_password]
+        """The secrets the sidecar holds for others (the gateways' keys, opencode's password, the
+        gateway token), which forwarded answers must never show. The caller's own API key is not
+        one: they sent it, and redacting it would only corrupt answers that happen to contain the
+        same text."""
+        values = [self.gateway_api_key, self.opencode_password, self.gateway_token]
         found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
         for gateway in self.gateways:
             found.extend(gateway.secret_values)
@@ -290,8 +311,6 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value, the API key too, so that logs can scrub them wherever they turn up."""
         key = [self.api_key.get_secret_value()] if self.api_key is not None else []
-        if self.gateway_token is not None:
-            key.append(self.gateway_token.get_secret_value())
         return list(dict.fromkeys([*self.held_secrets(), *key]))
 
 

@@ -124,6 +124,7 @@ AtLeastOne = Annotated[int, AfterValidator(_at_least_one)]
 # opencode's password: a blank one is none, and the sidecar makes one up.
 Password = Annotated[SecretStr | None, AfterValidator(_none_if_blank)]
 ApiKey = Annotated[SecretStr, AfterValidator(_api_key)]
+# The token opencode's providers send on the sidecar's gateway route (key custody).
 GatewayToken = Annotated[SecretStr, AfterValidator(_gateway_token)]
 Directory = Annotated[Path, AfterValidator(_directory)]
 ModelName = Annotated[str | None, AfterValidator(_model_name)]

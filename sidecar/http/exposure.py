@@ -41,6 +41,18 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
+def reachable_origin(listen_host: str, port: int) -> str:
+    """`http://HOST:PORT` at which a process beside the sidecar (its child, or another container of
+    its pod) reaches it: loopback for a wildcard address, else the one address it listens on."""
+    host = listen_host.lower().removeprefix("[").removesuffix("]")
+    if host in ("", "0.0.0.0", "localhost"):
+        host = "127.0.0.1"
+    elif host == "::":
+        # ::1 reaches `::` even where it is bound IPv6-only (net.ipv6.bindv6only=1); 127.0.0.1 might not.
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def split_host(value: str) -> tuple[str, int | None]:
     """A `Host` header's `name[:port]` (IPv6 in brackets) as a lowercase host without brackets and
     a port; anything else (a bare IPv6 address, a path, spaces) raises BadAddress."""

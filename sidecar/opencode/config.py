@@ -12,7 +12,8 @@ import json5
 
 from sidecar.catalog import Catalog, ModelInfo, reserved_key_reason
 from sidecar.gateway.config import Gateway
-from sidecar.settings import Settings
+from sidecar.http.gateway_request import proxied_base_url
+from sidecar.settings import OPENCODE_TOKEN_ENV, Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"
 
@@ -73,8 +74,17 @@ def render_model(model: ModelInfo, settings: Settings) -> dict[str, Any]:
     return entry
 
 
-def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> dict[str, Any]:
-    """One gateway as an opencode provider; its key and header variables only as references."""
+def provider_options(gateway: Gateway, settings: Settings) -> dict[str, Any]:
+    """How opencode reaches a gateway. With key custody: through the sidecar, with the token, which
+    opens nothing but that route; the sidecar adds the key and the gateway's headers. Without: the
+    gateway itself, its key and header variables as references opencode expands."""
+    if settings.key_custody:
+        # The SDKs append their paths to it (`/chat/completions`, `/messages`), and the route puts
+        # what follows its `/v1` after the gateway's api base (measured: tests/integration/test_key_custody.py).
+        return {
+            "baseURL": proxied_base_url(settings.sidecar_origin, gateway.id),
+            "apiKey": f"{{env:{OPENCODE_TOKEN_ENV}}}",
+        }
     options: dict[str, Any] = {"baseURL": gateway.api_base}
     if gateway.api_key_env is not None:
         options["apiKey"] = f"{{env:{gateway.api_key_env}}}"
@@ -83,10 +93,15 @@ def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> d
         headers.setdefault("x-portkey-api-key", f"{{env:{gateway.api_key_env}}}")
     if headers:
         options["headers"] = headers
+    return options
+
+
+def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> dict[str, Any]:
+    """One gateway as an opencode provider; no key or header value in it, only references."""
     return {
         "npm": gateway.npm,
         "name": gateway.name,
-        "options": options,
+        "options": provider_options(gateway, settings),
         # The gateway readers, the resolver and the saved-state loader refuse these ids already;
         # one that slipped past them would make opencode answer 500 for every provider.
         "models": {

@@ -13,7 +13,7 @@ from typing import IO, Any, Protocol
 import anyio
 from anyio.abc import Process
 
-from sidecar.settings import ENV_PREFIX, Settings
+from sidecar.settings import ENV_PREFIX, OPENCODE_TOKEN_ENV, Settings
 
 LAUNCHER = Path(__file__).with_name("launch.py")
 # Whatever opencode and the commands it runs create (its database, sessions, snapshots, and files
@@ -81,8 +81,9 @@ def serve_command(binary: str, port: int) -> list[str]:
 def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
     """The child's environment: ours without SIDECAR_* variables, plus what opencode needs.
 
-    It takes Settings whole: the state directory, the password and every gateway's key and
-    header variables, which is most of what Settings holds about opencode's side.
+    It takes Settings whole: the state directory, the password, and the gateway token (key custody)
+    or every gateway's key and header variables, which is most of what Settings holds about
+    opencode's side.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     opencode_home = settings.state_dir / "opencode"
@@ -92,6 +93,15 @@ def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
     assert settings.opencode_password is not None
     env["OPENCODE_SERVER_PASSWORD"] = settings.opencode_password.get_secret_value()
     env.pop("OPENCODE_SERVER_USERNAME", None)
+    if settings.key_custody:
+        # The sidecar alone holds the gateways' keys: opencode's shell may read anything here.
+        for gateway in settings.gateways:
+            for name in gateway.env_names:
+                env.pop(name, None)
+        assert settings.gateway_token is not None
+        env[OPENCODE_TOKEN_ENV] = settings.gateway_token.get_secret_value()
+        return env
+    env.pop(OPENCODE_TOKEN_ENV, None)
     # The config names each gateway's key and header variables; opencode expands them itself.
     for gateway in settings.gateways:
         for name in gateway.env_names:

@@ -14,7 +14,10 @@ import json5
 import pytest
 import yaml
 
+from sidecar.catalog import Catalog
 from sidecar.http.guards import OPEN_PATHS
+from sidecar.opencode.config import render_provider
+from sidecar.settings import SettingsError, load_settings
 from tests.deploy.support import DEPLOY, ROOT, load_documents, project_version, tool
 
 KUBERNETES = DEPLOY / "kubernetes"
@@ -232,10 +235,20 @@ def test_the_base_config_map_is_mounted_as_a_directory(base: Objects, overlay: O
         assert all("subPath" not in mount for mount in each["volumeMounts"])
 
 
-def test_both_containers_get_the_gateway_key_from_the_same_secret_key(base: Objects) -> None:
+def secret_keys(of: dict[str, Any]) -> set[str]:
+    return {value["secretKeyRef"]["key"] for value in env(of).values() if isinstance(value, dict) and "secretKeyRef" in value}
+
+
+def test_only_the_sidecar_gets_the_gateway_key_and_both_get_the_token(base: Objects) -> None:
     sidecar, opencode = env(container(base, "sidecar")), env(container(base, "opencode"))
-    assert sidecar["SIDECAR_GATEWAY_API_KEY"] == opencode["SIDECAR_GATEWAY_API_KEY"]
-    assert "secretKeyRef" in sidecar["SIDECAR_GATEWAY_API_KEY"]
+    assert sidecar["SIDECAR_GATEWAY_API_KEY"]["secretKeyRef"]["key"] == "gateway-api-key"
+    # Key custody: opencode's shell reads its environment, so the gateway key is never in it ...
+    assert secret_keys(container(base, "opencode")) == {"opencode-password", "gateway-token"}
+    assert not [name for name in opencode if name.startswith("SIDECAR_")]
+    # ... only the token its providers send to the sidecar, the same Secret key the sidecar checks.
+    assert sidecar["SIDECAR_GATEWAY_TOKEN"] == opencode["OPENCODE_SIDECAR_TOKEN"]
+    assert "secretKeyRef" in opencode["OPENCODE_SIDECAR_TOKEN"]
+    assert "SIDECAR_KEY_CUSTODY" not in sidecar, "custody is the default"
     # And opencode's password: the one the sidecar attaches with is the one opencode requires.
     assert sidecar["SIDECAR_OPENCODE_PASSWORD"] == opencode["OPENCODE_SERVER_PASSWORD"]
     assert "secretKeyRef" in opencode["OPENCODE_SERVER_PASSWORD"]
@@ -250,6 +263,32 @@ def test_every_secret_key_referred_to_is_in_the_example_secret(base: Objects, ov
                 assert ref["name"] == secret["metadata"]["name"]
                 assert ref["key"] in secret["stringData"]
                 assert ref.get("optional") is not True
+
+
+def test_the_base_sidecar_settings_load_and_send_opencode_to_the_pods_loopback(
+    base: Objects, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The sidecar container's environment as the kubelet gives it, a Secret's keys as placeholders:
+    # attach mode with custody starts only with the token, and opencode reaches the sidecar on the
+    # pod's loopback, which the two containers share.
+    for name in [name for name in os.environ if name.startswith("SIDECAR_")]:
+        monkeypatch.delenv(name)
+    for name, value in env(container(base, "sidecar")).items():
+        if isinstance(value, dict):
+            value = f"placeholder-{value['secretKeyRef']['key']}-" + "x" * 32
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SIDECAR_BASE_CONFIG")  # a file of the ConfigMap's, not here
+    monkeypatch.setenv("SIDECAR_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SIDECAR_OPENCODE_CONFIG", str(tmp_path / "shared" / "opencode.json"))
+    settings = load_settings()
+    assert settings.attached and settings.key_custody
+    assert settings.sidecar_origin == "http://127.0.0.1:4097"
+    options = render_provider(settings.gateways[0], Catalog(), settings)["options"]
+    assert options == {"baseURL": "http://127.0.0.1:4097/gateway/litellm/v1", "apiKey": "{env:OPENCODE_SIDECAR_TOKEN}"}
+    assert "OPENCODE_SIDECAR_TOKEN" in env(container(base, "opencode"))
+    monkeypatch.delenv("SIDECAR_GATEWAY_TOKEN")
+    with pytest.raises(SettingsError, match="SIDECAR_GATEWAY_TOKEN: is required in attach mode"):
+        load_settings()
 
 
 def test_opencode_reads_the_file_the_sidecar_writes(base: Objects) -> None:
@@ -296,6 +335,8 @@ def test_the_overlay_runs_the_sidecar_alone_in_supervise_mode(overlay: Objects) 
     assert sidecar["args"] == ["opencode-sidecar", "run"]
     values = env(sidecar)
     assert not {"SIDECAR_OPENCODE_URL", "SIDECAR_OPENCODE_CONFIG", "SIDECAR_OPENCODE_PASSWORD"} & values.keys()
+    # Its own child's password and token are made up per start, in no Secret.
+    assert secret_keys(sidecar) == {"gateway-api-key", "sidecar-api-key"}
     assert values["SIDECAR_OPENCODE_PORT"] == "4096"
     assert "shared" not in volumes(overlay)
     assert "/shared" not in mounts_by_path(sidecar)

@@ -3,6 +3,8 @@ the sidecar in attach mode writing that file and applying changes over opencode'
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -27,23 +29,28 @@ def test_attach_mode_writes_the_shared_config_and_applies_a_list_change_to_a_for
     gateway = make_gateway([lp.mock_model("claude-sonnet-4-5")])
     shared = tmp_path / "shared" / "opencode.json"
     port = free_port()
+    # Key custody: both containers get the token from one Secret; only the sidecar gets the key.
+    token = "gateway-token-" + os.urandom(16).hex()
     sidecar = make_sidecar(
         gateway.url,
         wait=False,
         opencode_url=f"http://127.0.0.1:{port}",
         opencode_config=str(shared),
         opencode_directory=None,  # learned from opencode: its filesystem may not be ours
+        gateway_token=token,
     )
     # As a native sidecar: it has written the config before opencode starts, and is not ready without it.
     sidecar.wait_started()
-    assert shared.exists() and "{env:SIDECAR_GATEWAY_API_KEY}" in shared.read_text()
-    assert gateway.master_key not in shared.read_text()
+    config = json.loads(shared.read_text())
+    # opencode reaches the gateway through the sidecar, at its address on the shared loopback.
+    assert config["provider"]["litellm"]["options"] == {
+        "baseURL": f"{sidecar.api_url}/gateway/litellm/v1", "apiKey": "{env:OPENCODE_SIDECAR_TOKEN}"
+    }
+    assert gateway.master_key not in shared.read_text() and token not in shared.read_text()
     assert httpx.get(f"{sidecar.api_url}/readyz", timeout=2).status_code == 503
 
-    # opencode gets the key under the name the config refers to, from the same secret.
-    opencode = start_opencode(
-        tmp_path / "opencode", shared, sidecar.password, {"SIDECAR_GATEWAY_API_KEY": gateway.master_key}, port=port
-    )
+    # opencode gets the token under the name the config refers to, and never the gateway key.
+    opencode = start_opencode(tmp_path / "opencode", shared, sidecar.password, {"OPENCODE_SIDECAR_TOKEN": token}, port=port)
     try:
         sidecar.wait_ready()
         directory = str(tmp_path / "opencode" / "project")

@@ -109,7 +109,9 @@ def test_render_prints_the_config_with_keys_only_as_references(tmp_path: Path, g
     assert "gateway down:" in result.stderr and "showing its 0 saved models" in result.stderr
     rendered = json.loads(result.stdout)
     main = rendered["provider"]["main"]
-    assert main["options"]["apiKey"] == "{env:MAIN_KEY}"
+    # Key custody: the sidecar's route and the token's variable, which the sidecar's own
+    # SIDECAR_LISTEN (the default here) makes 127.0.0.1:4097.
+    assert main["options"] == {"baseURL": "http://127.0.0.1:4097/gateway/main/v1", "apiKey": "{env:OPENCODE_SIDECAR_TOKEN}"}
     assert {"claude-sonnet-4-5", "claude-haiku-4-5", "openai/gpt-4o-mini"} <= set(main["models"])
     assert "slow" not in main["models"] and "text-embedding-3-small" not in main["models"]
     assert main["models"]["claude-sonnet-4-5"]["limit"] == {"context": 200000, "output": 64000}

@@ -162,8 +162,8 @@ include = ["relay"]
         assert ask(sidecar, "alpha/alpha-chat") == "alpha answer"
         assert ask(sidecar, "beta/beta-chat") == "beta answer"
         assert ask(sidecar, "router/acme/coder-large") == fake_upstream.answer_text(2)
-        # The operator's headers: opencode sends them (its {env:} reference expanded) and the
-        # gateway's upstream sees them; the sidecar sends them when it polls.
+        # The operator's headers: the sidecar adds them (its {env:} reference expanded) to what
+        # opencode sends through it, and the gateway's upstream sees them; and to its polls.
         assert ask(sidecar, "alpha/relay") == fake_upstream.answer_text(2)
         assert any(seen.get("x-team") == TEAM_TAG for seen in relay.headers_seen)
         # opencode's Anthropic provider through LiteLLM's /v1/messages, streamed back from the relay.
@@ -193,9 +193,11 @@ include = ["relay"]
         failed = {e["gateway"] for e in sidecar.events("gateway.poll_failed")}
         assert "beta" in failed and "router" not in failed
 
-        # Keys and header values from variables: only references on disk, nothing in the log.
+        # Keys and header values from variables: not even references on disk (key custody: opencode
+        # names only the token), nothing in the log.
         written = (sidecar.state_dir / "opencode.json").read_text()
-        assert "{env:ROUTER_KEY}" in written and "{env:TEAM_TAG}" in written
+        assert "ROUTER_KEY" not in written and "TEAM_TAG" not in written
+        assert written.count("{env:OPENCODE_SIDECAR_TOKEN}") == 4
         for secret in (ROUTER_KEY, TEAM_TAG, lp.MASTER_KEY):
             assert secret not in written
             assert secret not in sidecar.log_text()

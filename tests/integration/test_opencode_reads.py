@@ -20,8 +20,9 @@ from tests.support.sidecar_process import OPENCODE_BIN
 
 pytestmark = pytest.mark.integration
 
-KEY_ENV = "SIDECAR_GATEWAY_API_KEY"
-KEY = "sk-property-key"
+# Key custody: the variable the rendered config names is the gateway token's.
+KEY_ENV = "OPENCODE_SIDECAR_TOKEN"
+KEY = "property-token-" + "t" * 32
 SETTINGS = Settings(gateway_url="http://gw:4000", gateway_api_key="sk-secret-1")  # type: ignore[arg-type]
 PROVIDER = "litellm"
 

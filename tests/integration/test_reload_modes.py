@@ -19,7 +19,7 @@ def team_provider(gateway: lp.LiteLLMProxy, *models: str) -> str:
     return json.dumps({
         "provider": {"team": {
             "npm": "@ai-sdk/openai-compatible",
-            "options": {"baseURL": gateway.base_url, "apiKey": "{env:SIDECAR_GATEWAY_API_KEY}"},
+            "options": {"baseURL": gateway.base_url, "apiKey": "{env:TEAM_KEY}"},
             "models": {m: {"name": m, "limit": {"context": 8000, "output": 1000}} for m in models},
         }},
     })
@@ -30,7 +30,8 @@ def test_base_config_change_is_applied_without_restart(
 ) -> None:
     base = tmp_path / "base-config.json"  # not opencode.json: opencode would load it as a project file
     base.write_text(team_provider(gateway, "claude-haiku-4-5"))
-    sidecar = make_sidecar(gateway.url, base_config=str(base))
+    # The operator's own provider, not a gateway the sidecar follows: its key is theirs to hand opencode.
+    sidecar = make_sidecar(gateway.url, base_config=str(base), extra_env={"TEAM_KEY": gateway.master_key})
     directory = str(sidecar.directory)
     with sidecar.opencode() as opencode:
         assert set(provider_models(opencode, directory, "team")) == {"claude-haiku-4-5"}
@@ -51,7 +52,7 @@ def test_restart_mode_restarts_opencode_to_apply(
 ) -> None:
     base = tmp_path / "base-config.json"  # not opencode.json: opencode would load it as a project file
     base.write_text(team_provider(gateway, "claude-haiku-4-5"))
-    sidecar = make_sidecar(gateway.url, base_config=str(base), reload="restart")
+    sidecar = make_sidecar(gateway.url, base_config=str(base), reload="restart", extra_env={"TEAM_KEY": gateway.master_key})
     directory = str(sidecar.directory)
     first_pid = sidecar.opencode_pid()
     starts = len(sidecar.events("child.healthy"))

@@ -61,11 +61,12 @@ def test_slow_prompt_is_not_aborted_by_a_list_change(
         "npm": "@ai-sdk/openai-compatible",
         # A reference, as an operator should write it: a literal key would land in the file
         # opencode reads (tests/integration/test_zz_secrets.py looks for it there).
-        "options": {"baseURL": gateway.base_url, "apiKey": "{env:SIDECAR_GATEWAY_API_KEY}"},
+        "options": {"baseURL": gateway.base_url, "apiKey": "{env:TEAM_KEY}"},
         "models": {"slow": {"name": "Slow", "limit": {"context": 8000, "output": 1000}}},
     }}}))
     followed = make_gateway([lp.mock_model("claude-sonnet-4-5")])
-    sidecar = make_sidecar(followed.url, base_config=str(base))
+    # The operator's own provider, not a gateway the sidecar follows: its key is theirs to hand opencode.
+    sidecar = make_sidecar(followed.url, base_config=str(base), extra_env={"TEAM_KEY": gateway.master_key})
     busy_dir = str(sidecar.directory)
     other_dir = str(sidecar.workdir / "other")
     os.makedirs(other_dir)

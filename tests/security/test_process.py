@@ -209,7 +209,7 @@ def test_attach_mode_keeps_the_shared_config_readable_and_its_state_private(
     shared = tmp_path / "shared" / "opencode.json"
     sidecar = make_sidecar(
         gateway.url, wait=False, opencode_url=f"http://127.0.0.1:{free_port()}", opencode_config=str(shared),
-        opencode_directory=None,
+        opencode_directory=None, gateway_token="gateway-token-" + "t" * 32,
     )
 
     sidecar.wait_started()

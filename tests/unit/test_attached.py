@@ -31,6 +31,8 @@ def attached(tmp_path: Path, **overrides: object) -> Settings:
         "opencode_config": tmp_path / "shared" / "opencode.json",
         "health_interval": 0.01,
         "health_failures": 2,
+        # Key custody: the token both containers get from one Secret.
+        "gateway_token": "t" * 32,
     }
     values.update(overrides)
     return load_settings(**values)

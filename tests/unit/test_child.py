@@ -68,7 +68,7 @@ class Harness:
             gateway_url="http://gw", opencode_password="pw", opencode_bin="sh", state_dir=tmp_path,
             restart_backoff_initial=10, restart_backoff_max=300, restart_backoff_reset=600,
             health_interval=HEALTH_INTERVAL, health_failures=3, **settings,
-        )  # type: ignore[arg-type]
+        ).with_gateway_token()  # type: ignore[arg-type]
         self.child = OpencodeChild(
             config, tmp_path / "opencode.json", self, spawn=self.spawn,  # type: ignore[arg-type]
             clock=lambda: self.now, sleep=self.sleep, wall=lambda: self.wall, signal_group=self.signal_group,
@@ -78,6 +78,8 @@ class Harness:
     async def spawn(self, command, *, env, cwd, output) -> FakeProcess:
         assert env["OPENCODE_SERVER_PASSWORD"] == "pw"
         assert "pw" not in " ".join(command)
+        token = env["OPENCODE_SIDECAR_TOKEN"]
+        assert len(token) >= 32 and token not in " ".join(command)
         process = FakeProcess(1000 + len(self.processes), exits_at_start=1 if self.fail_next_start else None)
         self.processes.append(process)
         return process

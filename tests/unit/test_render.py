@@ -19,7 +19,8 @@ from sidecar.settings import Settings
 
 
 def settings(**overrides: object) -> Settings:
-    values: dict[str, object] = {"gateway_url": "http://gw:4000", "gateway_api_key": "sk-secret-1"}
+    # Direct mode, the providers' own addresses; tests/unit/test_custody.py renders key custody's.
+    values: dict[str, object] = {"gateway_url": "http://gw:4000", "gateway_api_key": "sk-secret-1", "key_custody": False}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -133,7 +134,7 @@ def test_each_gateway_is_its_own_provider_with_keys_only_as_references(
         monkeypatch.setenv(name, value)
     path = tmp_path / "sidecar.toml"
     path.write_text(TWO_GATEWAYS)
-    config_settings = Settings(config=path, default_model="gpt-5.5")  # type: ignore[call-arg]
+    config_settings = Settings(config=path, default_model="gpt-5.5", key_custody=False)  # type: ignore[call-arg]
     rich = ModelInfo(
         id="anthropic/claude-sonnet-4.5",
         display_name="Anthropic: Claude Sonnet 4.5",

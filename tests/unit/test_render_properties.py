@@ -30,8 +30,9 @@ BOUNDED = settings(
     max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
-KEY_ENV = "SIDECAR_GATEWAY_API_KEY"
-KEY = "sk-property-key"
+# Key custody (the default): the one variable the config names is the gateway token's.
+KEY_ENV = "OPENCODE_SIDECAR_TOKEN"
+KEY = "property-token-" + "t" * 32
 SETTINGS = Settings(gateway_url="http://gw:4000", gateway_api_key="sk-secret-1")  # type: ignore[arg-type]
 PROVIDER = "litellm"
 
@@ -114,7 +115,9 @@ gateway_strings = st.one_of(
     st.text(PRINTABLE),
     st.lists(st.one_of(st.sampled_from(HOSTILE), st.text(PRINTABLE, max_size=4)), max_size=12).map("".join),
     st.text(PRINTABLE, min_size=240, max_size=300),  # about the longest an id or name may be
-    st.sampled_from(["__proto__", "constructor", "toString", f"{{env:{KEY_ENV}}}", "{file:/etc/passwd}"]),
+    st.sampled_from([
+        "__proto__", "constructor", "toString", f"{{env:{KEY_ENV}}}", "{env:SIDECAR_GATEWAY_API_KEY}", "{file:/etc/passwd}"
+    ]),
 )
 
 
