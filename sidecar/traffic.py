@@ -21,6 +21,7 @@ from sidecar.catalog import MAX_MODEL_ID_LENGTH
 UNKNOWN = "unknown"
 OTHER = "other"
 NO_ANSWER = "none"  # the status label of a request that got no answer
+CANCELLED = "cancelled"  # ... and of one whose client left before the answer began
 
 # Time to first byte of a model's answer, in seconds: a cached or tiny model answers in tens of
 # milliseconds, a large one thinking first in tens of seconds.
@@ -114,15 +115,18 @@ class ModelTraffic:
         first_byte: float | None,
         streamed_bytes: int,
         error: str | None,
+        cancelled: bool = False,
     ) -> None:
         series = self._series_for(gateway, model)
-        label = status_label(status)
+        # A user who stops a prompt closes the connection: counted, never held against the model.
+        label = CANCELLED if cancelled and status is None else status_label(status)
         series.requests[label] = series.requests.get(label, 0) + 1
         if first_byte is not None and first_byte >= 0:
             series.observe_first_byte(first_byte)
         series.streamed_bytes += max(0, streamed_bytes)
         # A 200 whose stream then broke is a failure too: the route says so with `error`.
-        if status is None or status >= 400 or error is not None:
+        answered_badly = status is not None and status >= 400
+        if error is not None or answered_badly or (status is None and not cancelled):
             series.errors += 1
             reason = error or ("no answer" if status is None else f"HTTP {status}")
             series.last_error = LastError(status, escaped(self._redact(reason), MAX_MESSAGE), self._clock())

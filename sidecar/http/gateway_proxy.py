@@ -80,6 +80,7 @@ class NoTraffic:
         first_byte: float | None,
         streamed_bytes: int,
         error: str | None,
+        cancelled: bool = False,
     ) -> None:
         pass
 
@@ -213,7 +214,7 @@ class GatewayProxy:
             await error_response(error.status, error.message)(scope, receive, send)
             return
         except _ClientGone:
-            outcome.error = "the client closed its connection before its request body was whole"
+            outcome.client_gone = True
             return
         except httpx.HTTPError as exc:
             error = failure(exc, gateway, self.idle_timeout)
@@ -289,20 +290,14 @@ class GatewayProxy:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _record(self, gateway: str, outcome: _Outcome) -> None:
-        error = outcome.error
-        if outcome.client_gone:
-            error = error or (
-                "the client closed its connection before the answer"
-                if outcome.status is None
-                else "the client closed its connection during the answer"
-            )
         self._traffic.request_done(
             gateway,
             outcome.model.model,
             status=outcome.status,
             first_byte=outcome.first_byte,
             streamed_bytes=outcome.streamed_bytes,
-            error=error,
+            error=outcome.error,
+            cancelled=outcome.client_gone,
         )
 
 

@@ -84,6 +84,7 @@ class TrafficRecorder(Protocol):
         first_byte: float | None,
         streamed_bytes: int,
         error: str | None,
+        cancelled: bool = False,
     ) -> None: ...
 
 

@@ -189,3 +189,20 @@ def test_the_report_is_what_the_status_schema_says() -> None:
     ok(traffic, "gpt-4o")
     ok(traffic, "tiny", status=None, first_byte=None, error="connect failed")
     jsonschema.validate(traffic.report(), STATUS_SCHEMA["properties"]["traffic"])
+
+
+def test_a_client_that_leaves_is_counted_but_not_held_against_the_model() -> None:
+    # A user stopping a prompt closes the connection; the model did nothing wrong.
+    traffic, _ = make_traffic()
+    ok(traffic, "gpt-4o", status=None, first_byte=None, streamed_bytes=0, cancelled=True)
+    ok(traffic, "gpt-4o", status=200, streamed_bytes=40, cancelled=True)
+    ok(traffic, "gpt-4o", status=500, streamed_bytes=10, error="upstream broke", cancelled=True)
+
+    samples, _ = scrape(traffic)
+    gw = (("gateway", "gw"), ("model", "gpt-4o"))
+    requests = "opencode_sidecar_model_requests_total"
+    assert samples[requests, (*gw, ("status", "cancelled"))] == 1
+    assert samples[requests, (*gw, ("status", "200"))] == 1
+    report = traffic.report()["gw"]["gpt-4o"]
+    assert report["requests"] == 3 and report["errors"] == 1
+    assert report["last_error"]["message"] == "upstream broke"
