@@ -35,6 +35,10 @@ MAX_ACCEPT_BATCH = 128
 # for ordinary requests, the gateways', opencode's pipes, the event loop's own (about 30 in an idle
 # sidecar), with room to spare.
 OTHER_OPEN_FILES = 256
+# The gateway route's connections to the gateways at once (key custody): each is a prompt being
+# answered; past it a request waits for one, then is refused with 503. Counted apart like the
+# event streams.
+GATEWAY_CONNECTIONS = 256
 
 HEADER_TIMEOUT = "header_timeout"
 BODY_TIMEOUT = "body_timeout"
@@ -142,7 +146,7 @@ def accept_batch(max_connections: int) -> int:
 
 
 def open_files_needed(max_connections: int, max_streams: int = 0) -> int:
-    return max_connections + accept_batch(max_connections) + OTHER_OPEN_FILES + max_streams
+    return max_connections + accept_batch(max_connections) + OTHER_OPEN_FILES + GATEWAY_CONNECTIONS + max_streams
 
 
 def connections_that_fit(open_files: int, max_streams: int = 0) -> int:
@@ -150,7 +154,7 @@ def connections_that_fit(open_files: int, max_streams: int = 0) -> int:
     forwarded event streams (0 when none fit)."""
     if open_files == resource.RLIM_INFINITY:
         return DEFAULT_MAX_CONNECTIONS
-    fit = max(open_files - OTHER_OPEN_FILES - max_streams, 0)
+    fit = max(open_files - OTHER_OPEN_FILES - GATEWAY_CONNECTIONS - max_streams, 0)
     while fit and open_files_needed(fit, max_streams) > open_files:
         fit -= 1
     return fit

@@ -20,6 +20,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 
 from sidecar.errors import HttpError
+from sidecar.http.connections import GATEWAY_CONNECTIONS
 from sidecar.http.view import GatewayUpstream
 
 GATEWAY_PREFIX = "/gateway/"
@@ -53,9 +54,6 @@ HOP_BY_HOP = frozenset(
 DEFAULT_IDLE_TIMEOUT = 300.0
 
 CONNECT_TIMEOUT = 10.0
-# Connections to the gateways at once: each is a prompt being answered (64 concurrent streams are
-# benchmarked); past it a request waits for one (POOL_WAIT), then is refused with 503.
-GATEWAY_CONNECTIONS = 256
 
 # How much of a request body is kept aside to find its model: AI SDKs and the Anthropic SDK write
 # `model` first, so it is in the first bytes; a model named after 64 KiB of messages is "unknown".
