@@ -1,5 +1,6 @@
 """Key custody end to end (issue 15): the real sidecar in front of the real opencode and the real
 LiteLLM. opencode's prompts answer through the sidecar's gateway route, in both wire formats, and
+are counted in the sidecar's model traffic; a prompt the user stops cancels the model's request; and
 the gateway key is nowhere opencode can reach: its environment, its files, its own config answers,
 and what its shell prints."""
 
@@ -11,14 +12,17 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import fake_upstream
 from tests.support import litellm_proxy as lp
+from tests.support.fake_upstream import Exchange, FakeUpstream
 from tests.support.opencode_api import answer_text, create_session, prompt
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
 
@@ -27,6 +31,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 KEY = lp.MASTER_KEY
 # A key that shows up encoded or turned around is still a key.
 NEEDLES = [KEY.encode(), base64.b64encode(KEY.encode()), KEY[::-1].encode()]
+# The `direct` gateway's answer: a minute long, far longer than the test waits for its cancel.
+DIRECT_CHUNKS = 60
+DIRECT_DELAY = 1.0
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +51,17 @@ def litellm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lp.LiteLLMProx
     relay.server_close()
 
 
-def gateways_file(directory: Path, gateway: lp.LiteLLMProxy) -> Path:
+@pytest.fixture(scope="module")
+def direct() -> Iterator[FakeUpstream]:
+    """A gateway of ours with no LiteLLM between, whose model `slow` streams an event a second:
+    what it sees of a connection is what the sidecar did with it."""
+    server = fake_upstream.start_in_thread(delay=DIRECT_DELAY, chunks=DIRECT_CHUNKS)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def gateways_file(directory: Path, gateway: lp.LiteLLMProxy, direct: FakeUpstream) -> Path:
     path = directory / "sidecar.toml"
     path.write_text(f"""
 [[gateways]]
@@ -58,16 +77,23 @@ format = "anthropic"
 npm = "@ai-sdk/anthropic"
 api_key_env = "GW_KEY"
 include = ["relay"]
+
+[[gateways]]
+id = "direct"
+url = "{direct.base_url}"
 """)
     return path
 
 
 @pytest.fixture(scope="module")
-def custody(tmp_path_factory: pytest.TempPathFactory, litellm: lp.LiteLLMProxy) -> Iterator[SidecarProcess]:
+def custody(
+    tmp_path_factory: pytest.TempPathFactory, litellm: lp.LiteLLMProxy, direct: FakeUpstream
+) -> Iterator[SidecarProcess]:
     """A sidecar following two gateways with one key, under a name of the operator's (GW_KEY),
-    which the sidecar itself was started with: the name opencode would have inherited."""
+    which the sidecar itself was started with: the name opencode would have inherited; and a
+    third gateway of ours."""
     workdir = tmp_path_factory.mktemp("custody")
-    config = gateways_file(workdir, litellm)
+    config = gateways_file(workdir, litellm, direct)
     sidecar = start_sidecar(workdir, None, None, config=str(config), extra_env={"GW_KEY": KEY})
     yield sidecar
     sidecar.stop()
@@ -98,6 +124,43 @@ def holds_key(data: bytes) -> bool:
     return any(needle in data for needle in NEEDLES)
 
 
+def traffic(sidecar: SidecarProcess) -> dict:
+    response = httpx.get(f"{sidecar.api_url}/v1/status", timeout=10)
+    assert response.status_code == 200
+    return response.json()["traffic"]
+
+
+def recorded(sidecar: SidecarProcess, gateway: str, model: str) -> dict:
+    """The model's `/v1/status` traffic once it counts a request: the route records a request once
+    it is over, a moment after its client has had the last byte."""
+
+    def counted() -> dict | None:
+        numbers = traffic(sidecar).get(gateway, {}).get(model)
+        return numbers if numbers and numbers["requests"] >= 1 else None
+
+    return sidecar.wait_for(counted, 30, f"a request of {gateway}/{model} in /v1/status")
+
+
+def scrape(sidecar: SidecarProcess) -> Samples:
+    response = httpx.get(f"{sidecar.api_url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def model_requests(samples: Samples, gateway: str, model: str) -> dict[str, float]:
+    """`opencode_sidecar_model_requests_total` of one model, by status."""
+    return {
+        dict(labels)["status"]: value
+        for (name, labels), value in samples.items()
+        if name == "opencode_sidecar_model_requests_total" and dict(labels).get("gateway") == gateway
+        and dict(labels).get("model") == model
+    }
+
+
 def test_prompts_answer_through_the_sidecars_route_in_both_formats(
     custody: SidecarProcess, litellm: lp.LiteLLMProxy
 ) -> None:
@@ -114,6 +177,13 @@ def test_prompts_answer_through_the_sidecars_route_in_both_formats(
         # (below), so an answer came through the sidecar, which added it.
         assert answer_text(prompt(opencode, session, directory, "litellm/claude-sonnet-4-5")) == "mock answer"
         assert answer_text(prompt(opencode, session, directory, "claude/relay")) == fake_upstream.answer_text(2)
+    # Both models' requests are counted, under the gateway and the model opencode asked for.
+    used = [("litellm", "claude-sonnet-4-5"), ("claude", "relay")]
+    for gateway, model in used:
+        assert recorded(custody, gateway, model)["errors"] == 0
+    samples = scrape(custody)
+    for gateway, model in used:
+        assert model_requests(samples, gateway, model).get("200", 0) >= 1, (gateway, model)
     # The token opencode sent is no key of the gateway's: the sidecar put the key in.
     token = environ(custody.opencode_pid())["OPENCODE_SIDECAR_TOKEN"]
     refused = httpx.post(
@@ -121,6 +191,51 @@ def test_prompts_answer_through_the_sidecars_route_in_both_formats(
         json={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}, timeout=30,
     )
     assert refused.status_code in (400, 401)
+
+
+def prompt_request(upstream: FakeUpstream, text: str, timeout: float = 60) -> Exchange:
+    """The agent's request for the prompt saying `text` (it offers tools; a title request, which
+    quotes the prompt too, offers none), once the upstream has sent its first two events."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in upstream.exchanges if text in json.dumps(e.body) and e.body.get("tools")]
+        if found and len(found[0].sent_at) >= 2:
+            return found[0]
+        assert time.monotonic() < deadline, f"the upstream never streamed the prompt's answer: {upstream.requests!r}"[:2000]
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+def test_a_stopped_prompt_cancels_the_model_request_and_is_no_error(
+    custody: SidecarProcess, direct: FakeUpstream
+) -> None:
+    directory = str(custody.directory)
+    text = "count slowly, stopped-prompt-" + os.urandom(4).hex()
+    with httpx.Client(base_url=custody.api_url, timeout=60) as client:
+        # A session with a title of its own: opencode asks no model for one.
+        created = client.post("/session", params={"directory": directory}, json={"title": "stopped prompt"})
+        assert created.status_code == 200, created.text[:500]
+        session = created.json()["id"]
+        started = client.post(
+            f"/session/{session}/prompt_async", params={"directory": directory},
+            json={"parts": [{"type": "text", "text": text}], "model": {"providerID": "direct", "modelID": "slow"}},
+        )
+        assert started.status_code == 204, started.text[:500]
+        exchange = prompt_request(direct, text)
+        assert exchange.path == "/v1/chat/completions"
+        # The user stops the prompt, as opencode's clients do.
+        stopped = client.post(f"/session/{session}/abort", params={"directory": directory})
+        assert stopped.status_code == 200, stopped.text[:500]
+    # opencode closed its connection to the sidecar, and the sidecar its own to the gateway, long
+    # before the minute-long answer was over.
+    assert exchange.closed_early.wait(20), "the upstream request was not cancelled"
+    assert len(exchange.sent_at) < DIRECT_CHUNKS
+
+    numbers = recorded(custody, "direct", "slow")
+    assert numbers["errors"] == 0 and numbers["last_error"] is None
+    # The answer had begun: counted under its status, 200; a client leaving is not the model's failure.
+    statuses = model_requests(scrape(custody), "direct", "slow")
+    assert statuses.get("200", 0) >= 1 and "none" not in statuses, statuses
 
 
 def test_opencodes_environment_holds_the_token_and_its_password_only(custody: SidecarProcess) -> None:
