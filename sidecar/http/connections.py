@@ -35,6 +35,24 @@ MAX_ACCEPT_BATCH = 128
 # for ordinary requests, the gateways', opencode's pipes, the event loop's own (about 30 in an idle
 # sidecar), with room to spare.
 OTHER_OPEN_FILES = 256
+# Headers about one connection (RFC 9110 section 7.6.1), never forwarded by a proxy either way; the
+# pass-through and the gateway route each add the sidecar's own business to these.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "accept-encoding",
+    }
+)
 # The gateway route's connections to the gateways at once (key custody): each is a prompt being
 # answered; past it a request waits for one, then is refused with 503. Counted apart like the
 # event streams.

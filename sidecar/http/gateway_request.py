@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 
 from sidecar.errors import HttpError
-from sidecar.http.connections import GATEWAY_CONNECTIONS
+from sidecar.http.connections import GATEWAY_CONNECTIONS, HOP_BY_HOP as CONNECTION_HEADERS
 from sidecar.http.view import GatewayUpstream
 
 GATEWAY_PREFIX = "/gateway/"
@@ -29,25 +29,7 @@ API_SEGMENT = "v1"
 # Per connection (RFC 9110 section 7.6.1), or the sidecar's own business (the client's credentials,
 # which are the internal token): never forwarded either way. Content-Length is set again when the
 # request declared one; Accept-Encoding is replaced by identity (see `request_headers`).
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "expect",
-        "host",
-        "content-length",
-        "accept-encoding",
-        "authorization",
-        "x-api-key",
-    }
-)
+HOP_BY_HOP = CONNECTION_HEADERS | {"expect", "authorization", "x-api-key"}
 
 # The longest silence of a gateway inside one answer (SIDECAR_GATEWAY_IDLE_TIMEOUT): a model may
 # think for minutes before the first token of an answer that is not streamed.

@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from sidecar.errors import HttpError
+from sidecar.http.connections import HOP_BY_HOP as CONNECTION_HEADERS
 from sidecar.http.opencode_routes import model_form, request_directory, requested_model, wants_stream, with_model
 from sidecar.http.passthrough_limits import POOL_WAIT, ByteBudget, PassthroughLimits, StreamSlots
 from sidecar.http.view import ModelResolver
@@ -33,25 +34,7 @@ log = structlog.get_logger("sidecar.passthrough")
 
 
 # Per connection, or the sidecar's own business: never forwarded either way.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "content-encoding",
-        "accept-encoding",
-        "authorization",
-        "x-api-key",
-    }
-)
+HOP_BY_HOP = CONNECTION_HEADERS | {"content-encoding", "authorization", "x-api-key"}
 
 
 def failure(exc: httpx.HTTPError, connections: int) -> HttpError:
