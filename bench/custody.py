@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -31,11 +29,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from bench.common import Context, Row, benchmark
-from bench.servers import cpu_seconds
+from bench.servers import cpu_seconds, serving
 from tests.support.litellm_proxy import free_port
 from tests.support.sidecar_process import start_sidecar
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-custody-internal-token-00000000000000000"
 GATEWAY_KEY = "sk-bench-custody-gateway-key"
 # Events of each streamed answer (each about 200 bytes, as a model's token deltas are).
@@ -86,31 +83,9 @@ def running_gateway(workdir: Path) -> Iterator[str]:
     """The bench gateway under uvicorn in a subprocess; yields its URL."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    with open(workdir / "gateway.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.custody", "--port", str(port)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the bench gateway did not start: {(workdir / 'gateway.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    with serving(["bench.custody", "--port", str(port)], workdir / "gateway.log", f"{url}/v1/models", stdout_to_log=True):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def percentile(values: list[float], share: float) -> float:

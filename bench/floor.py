@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench.servers import serving
 from tests.support.litellm_proxy import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def create_floor_app(body: bytes) -> Starlette:
@@ -63,35 +58,9 @@ def running_floor(workdir: Path, body: bytes) -> Iterator[str]:
     body_path = workdir / "floor-body.json"
     body_path.write_bytes(body)
     port = free_port()
-    with open(workdir / "floor.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench.floor", "--port", str(port), "--body", str(body_path)],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{port}/v1/models"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the floor server did not start: {(workdir / 'floor.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+    with serving(["bench.floor", "--port", str(port), "--body", str(body_path)], workdir / "floor.log", url):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from bench.common import Context
 from tests.support import litellm_proxy as lp
@@ -13,6 +19,43 @@ from tests.support import litellm_proxy as lp
 TWO_MODELS = [lp.mock_model("claude-sonnet-4-5"), lp.mock_model("gpt-4o-mini")]
 # A LiteLLM wildcard route: its /v1/models lists every OpenAI model LiteLLM knows (about 200).
 WILDCARD = [lp.model_entry("openai/*", {"model": "openai/*", "api_key": "x", "mock_response": "hi"})]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def serving(module_args: Sequence[str], log_path: Path, ready_url: str, *, stdout_to_log: bool = False) -> Iterator[None]:
+    """`python -m <module_args>` from the checkout, its stderr in `log_path`, until `ready_url`
+    answers 200 (30 s at most); stopped, and killed if it lingers, when the block ends."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", *module_args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log if stdout_to_log else subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{module_args[0]} did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def on_exit(ctx: Context, stop: Callable[[], object]) -> None:
