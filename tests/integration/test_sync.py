@@ -179,7 +179,11 @@ def test_no_secret_in_logs_or_process_listing(shared_sidecar: SidecarProcess) ->
 
 
 class FaultyFront:
-    """Serves the real gateway's `/v1/models`, or a chosen fault: 500, garbage, or nothing at all."""
+    """Serves the real gateway's `/v1/models`, or a chosen fault: 500, garbage, or nothing at all.
+
+    Only the list itself fails: a poll also asks LiteLLM's `/model/info`, and a fault switched on
+    between a poll's two requests would otherwise hand the sidecar a good list without its
+    metadata, which is a different config (a race of the test, seen once in a whole run)."""
 
     def __init__(self, gateway: lp.LiteLLMProxy) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -192,11 +196,12 @@ class FaultyFront:
                 pass
 
             def do_GET(self) -> None:
-                if front.mode == "500":
+                mode = front.mode if self.path.startswith("/v1/models") else "pass"
+                if mode == "500":
                     self._send(500, b'{"error": "boom"}')
-                elif front.mode == "garbage":
+                elif mode == "garbage":
                     self._send(200, b"<html>not a model list</html>")
-                elif front.mode == "slow":
+                elif mode == "slow":
                     time.sleep(5)
                     self._send(200, b"{}")
                 else:
