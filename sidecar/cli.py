@@ -25,6 +25,16 @@ EXIT_SETTINGS = 2
 EXIT_START = 1
 
 
+def _loop_options() -> dict[str, Any]:
+    """uvloop where it is installed (a dependency off Windows): its loop and transports are C, and
+    every request to the API and through the gateway hop passes through them."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
 def _fail(message: str, code: int) -> int:
     print(f"opencode-sidecar: {message}", file=sys.stderr)
     return code
@@ -48,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     # The generated password is a secret too.
     configure_logging(settings.log_level, sidecar.settings.secrets())
     try:
-        anyio.run(sidecar.run)
+        anyio.run(sidecar.run, backend_options=_loop_options())
     except (StartError, OpencodeStartError) as exc:
         return _fail(str(exc), EXIT_START)
     except BaseExceptionGroup as group:

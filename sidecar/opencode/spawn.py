@@ -32,10 +32,9 @@ class SpawnProcess(Protocol):
 
 
 def launcher_command(command: Sequence[str], parent_pid: int) -> list[str]:
-    """On Linux, `command` run so that it dies with `parent_pid` (see launch.py); as is elsewhere."""
-    if sys.platform != "linux":
-        return list(command)
-    return [sys.executable, "-I", "-S", str(LAUNCHER), str(parent_pid), *command]
+    """`command` run with an owner-only umask, and on Linux so that it dies with `parent_pid`
+    (see launch.py)."""
+    return [sys.executable, "-I", "-S", str(LAUNCHER), str(parent_pid), f"{CHILD_UMASK:o}", *command]
 
 
 async def spawn_process(
@@ -53,7 +52,6 @@ async def spawn_process(
         stderr=output,
         # A process group of its own, so that stopping it reaches everything it started.
         start_new_session=True,
-        umask=CHILD_UMASK,
     )
 
 

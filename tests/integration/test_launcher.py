@@ -45,6 +45,8 @@ def test_the_launcher_runs_nothing_when_its_parent_died_before_it_asked(tmp_path
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+# The sidecar runs on uvloop (cli.py), whose subprocess_exec takes no umask: the launcher sets it.
+@pytest.mark.parametrize("anyio_backend", [("asyncio", {"use_uvloop": True}), "asyncio"], ids=["uvloop", "asyncio"])
 async def test_spawn_gives_the_child_its_own_group_an_owner_only_umask_and_death_with_us(tmp_path: Path) -> None:
     output_path = tmp_path / "out"
     with output_path.open("wb") as output:
