@@ -1,6 +1,6 @@
 """How many connections the API holds, and how long a client may keep one waiting.
 
-The policy alone, without sockets or an HTTP parser: the server (h11_guard.py) tells the
+The policy alone, without sockets or an HTTP parser: the server (protocol_guard.py) tells the
 table what each connection is doing, and closes the connections the table names. A connection is
 *waiting* while it holds no request the application is answering (fresh, between two requests, or
 still sending headers), *body* while the application waits for the rest of its request body or for

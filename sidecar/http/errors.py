@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,19 +19,25 @@ ERROR_TYPES = {
     405: "invalid_request_error",
     409: "invalid_request_error",
     413: "request_too_large",
+    431: "request_too_large",
     429: "rate_limit_error",
     503: "overloaded_error",
 }
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    request_id = f"req_{secrets.token_hex(12)}"
-    body = {
+def error_document(status: int, message: str) -> dict[str, Any]:
+    """The body of an error answer; also written by the server itself (protocol_guard.py) for a
+    request refused before any application runs."""
+    return {
         "type": "error",
         "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
-        "request_id": request_id,
+        "request_id": f"req_{secrets.token_hex(12)}",
     }
-    return JSONResponse(body, status_code=status, headers={**(headers or {}), "request-id": request_id})
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = error_document(status, message)
+    return JSONResponse(body, status_code=status, headers={**(headers or {}), "request-id": body["request_id"]})
 
 
 async def http_error(_request: Request, exc: Exception) -> Response:

@@ -128,8 +128,10 @@ class RefuseForeignBrowsers:
 
 class RefuseAmbiguousLength:
     """Content-Length beside Transfer-Encoding is refused (RFC 9112 section 6.3): two framings of one
-    body are how requests are smuggled past a proxy, and h11 accepts them (it follows the chunks).
-    The connection closes after the answer, since where this body ends is exactly what is in doubt."""
+    body are how requests are smuggled past a proxy. llhttp (the server's parser) refuses them
+    before any application runs; this stays for a server whose parser accepts them, as h11 did (it
+    follows the chunks). The connection closes after the answer, since where this body ends is
+    exactly what is in doubt."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

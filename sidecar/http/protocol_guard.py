@@ -1,25 +1,32 @@
-"""The connection policy of connections.py, applied to uvicorn's h11 server.
+"""The connection policy of connections.py, applied to uvicorn's httptools server.
 
 uvicorn has no deadline for a request's headers (a connection that sends half a request line is
-kept forever) and no bound on connections: 1,100 such connections took the sidecar to its
-1,024-file limit, where /livez stopped answering. This is the one module that knows uvicorn's and
-h11's insides; serving with another server replaces it and keeps the policy.
+kept forever), no bound on connections (1,100 such connections took the sidecar to its 1,024-file
+limit, where /livez stopped answering), and with httptools no bound on a request's head either
+(llhttp takes headers without end; h11 stopped at 16 KiB). This is the one module that knows
+uvicorn's and httptools' insides; serving with another server replaces it and keeps the policy.
+
+httptools rather than h11: its C parser (llhttp) and uvloop's transports cost a fraction of h11's
+pure-Python parse, which was the largest part of what the gateway hop added (bench/custody.py).
+llhttp refuses a request with both Content-Length and Transfer-Encoding by itself (strict mode).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from http import HTTPStatus
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import h11
+import httptools
 import structlog
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from sidecar.http.connections import (
@@ -29,11 +36,15 @@ from sidecar.http.connections import (
     open_files_needed,
     raise_open_file_limit,
 )
+from sidecar.http.errors import error_document
 
 log = structlog.get_logger("sidecar.api")
 
 # How often deadlines are checked: a connection is closed at most this late.
 SWEEP_INTERVAL = 0.25
+# The most a request line and headers may take together. h11's bound was 16 KiB; browsers send up
+# to ~8 KiB of cookies, and opencode's clients far less.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def ignore_client_disconnect(app: ASGIApp) -> ASGIApp:
@@ -54,7 +65,7 @@ class ConnectionGuard:
 
     def __init__(self, limits: ConnectionLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
-        self.table: ConnectionTable[GuardedH11Protocol] = ConnectionTable(limits)
+        self.table: ConnectionTable[GuardedProtocol] = ConnectionTable(limits)
         self.clock = clock
 
     def protocol(
@@ -63,9 +74,9 @@ class ConnectionGuard:
         server_state: ServerState,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> GuardedH11Protocol:
+    ) -> GuardedProtocol:
         """uvicorn's protocol factory (`uvicorn.Config(http=...)`)."""
-        return GuardedH11Protocol(config, server_state, app_state, _loop, guard=self)
+        return GuardedProtocol(config, server_state, app_state, _loop, guard=self)
 
     async def run(
         self, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep, interval: float = SWEEP_INTERVAL
@@ -97,8 +108,9 @@ class ConnectionGuard:
             conn.close_now()
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, reporting each connection's phase to the guard's table."""
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, reporting each connection's phase to the guard's table, and
+    refusing a request head longer than MAX_HEAD_BYTES."""
 
     def __init__(
         self,
@@ -111,6 +123,14 @@ class GuardedH11Protocol(H11Protocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._guard = guard
+        # The bytes of a request's line and headers so far, from reads that were head alone. A read
+        # in which a head ends or begins is not counted (where in it is the parser's to know), so a
+        # head can pass the bound by at most one read (256 KiB), never grow without end.
+        self._head_bytes = 0
+        self._in_head = True
+        self._heads = 0
+        # Between a request's headers and the end of its body: the client owes us bytes.
+        self._in_body = False
 
     @property
     def peer(self) -> str | None:
@@ -130,8 +150,55 @@ class GuardedH11Protocol(H11Protocol):
             victim.close_now()
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        # uvicorn's own, but for what a refusal answers and logs: a head too long is a 431, and
+        # every refusal a line of ours (rate-limited) rather than uvicorn's.
+        self._unset_keepalive_if_required()
+        heads, in_head = self._heads, self._in_head
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            log.warning("api.malformed_request", client=self.peer, reason=str(exc))
+            self._refuse(400, f"malformed HTTP request: {exc}")
+            return
+        if self._heads != heads:  # a head ended in this read
+            self._head_bytes = 0
+        elif in_head:  # the whole read was head (a read from a body into a next head is not counted)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                log.warning("api.head_too_large", client=self.peer, limit=MAX_HEAD_BYTES)
+                self._refuse(431, f"the request line and headers are longer than {MAX_HEAD_BYTES} bytes")
+                return
         self._note_phase(progress=True)
+
+    # The parser's callbacks, for the phase of the request.
+    def on_headers_complete(self) -> None:
+        self._heads += 1
+        self._in_head = False
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._in_head = True
+        super().on_message_complete()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """An error answer like the API's own, then the connection closed: where the refused
+        request ends, and so where a next one would begin, is unknown."""
+        document = error_document(status, message)
+        body = json.dumps(document).encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nrequest-id: %s\r\n"
+            b"connection: close\r\n\r\n%s"
+            % (status, HTTPStatus(status).phrase.encode(), len(body), document["request_id"].encode(), body)
+        )
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # may start a pipelined request
@@ -149,10 +216,10 @@ class GuardedH11Protocol(H11Protocol):
         self._guard.table.forget(self)
         super().connection_lost(exc)
 
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+    def handle_websocket_upgrade(self) -> None:
         # Another protocol takes the transport over, and uvicorn stops counting it too.
         self._guard.table.forget(self)
-        super().handle_websocket_upgrade(event)
+        super().handle_websocket_upgrade()
 
     def _note_phase(self, *, progress: bool) -> None:
         if self.transport.is_closing():
@@ -163,7 +230,7 @@ class GuardedH11Protocol(H11Protocol):
             table.waiting(self, now)
         elif self.flow.write_paused:
             table.body(self, now, progress=False)  # the client stopped reading its answer
-        elif self.conn.their_state is h11.SEND_BODY:
+        elif self._in_body:
             table.body(self, now, progress=progress)
         else:
             table.busy(self)
@@ -178,7 +245,7 @@ class GuardedH11Protocol(H11Protocol):
         return (
             cycle is not None
             and not cycle.response_complete
-            and self.conn.their_state is h11.SEND_BODY
+            and self._in_body
             and not self.flow.read_paused
             and not cycle.body
             and not cycle.waiting_for_100_continue

@@ -10,7 +10,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from sidecar.http.connections import LISTEN_BACKLOG, ConnectionLimits, accept_batch
-from sidecar.http.h11_guard import ConnectionGuard, ignore_client_disconnect
+from sidecar.http.protocol_guard import ConnectionGuard, ignore_client_disconnect
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -30,7 +30,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 class ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: the supervisor owns signals and stops it. Its
-    connections are bounded and their requests timed by a ConnectionGuard (h11_guard.py)."""
+    connections are bounded and their requests timed by a ConnectionGuard (protocol_guard.py)."""
 
     def __init__(self, app: Starlette, sock: socket.socket, limits: ConnectionLimits = ConnectionLimits()) -> None:
         self.guard = ConnectionGuard(limits)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -244,6 +246,35 @@ def test_content_length_beside_transfer_encoding_is_a_400(open_sidecar: SidecarP
     assert session_ids(open_sidecar) == before
     assert "Traceback" not in open_sidecar.log_text()
     assert not [e for e in open_sidecar.events() if e.get("level") in ("error", "critical")]
+
+
+@pytest.mark.parametrize("shape", ["one-endless-header", "endless-headers"])
+def test_a_request_head_without_end_is_a_431_and_never_forwarded(open_sidecar: SidecarProcess, shape: str) -> None:
+    """llhttp, the server's parser, takes headers without a bound of its own: the sidecar stops at
+    64 KiB, answers 431 and closes, whatever the head is made of."""
+    before = session_ids(open_sidecar)
+    url = urlsplit(open_sidecar.api_url)
+    head = f"POST /session HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n".encode()
+    filler = b"a" * 4096 if shape == "one-endless-header" else b"x-filler: " + b"a" * 4000 + b"\r\n"
+    received = b""
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(head + (b"x-endless: " if shape == "one-endless-header" else b""))
+        try:
+            for _ in range(1024):  # 4 MiB at most, 64 times the bound
+                sock.sendall(filler)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed on us, as it should be: read what it said first
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    assert received.startswith(b"HTTP/1.1 431 "), received[:200]
+    assert b"connection: close" in received.lower()
+    assert json.loads(received.partition(b"\r\n\r\n")[2])["error"]["type"] == "request_too_large"
+    assert session_ids(open_sidecar) == before
+    assert "Traceback" not in open_sidecar.log_text()
+    assert any(event.get("event") == "api.head_too_large" for event in open_sidecar.events())
 
 
 def test_a_chunked_body_alone_is_forwarded_whole(open_sidecar: SidecarProcess) -> None:

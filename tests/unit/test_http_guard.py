@@ -1,4 +1,4 @@
-"""The guard on uvicorn's real h11 protocol, fed bytes by hand, with a fake transport and an
+"""The guard on uvicorn's real httptools protocol, fed bytes by hand, with a fake transport and an
 injected clock: which connection is closed, and when."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from sidecar.http.connections import ConnectionLimits
-from sidecar.http.h11_guard import ConnectionGuard, GuardedH11Protocol, ignore_client_disconnect
+from sidecar.http.protocol_guard import MAX_HEAD_BYTES, ConnectionGuard, GuardedProtocol, ignore_client_disconnect
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +79,7 @@ def make_guard(max_connections: int = 3) -> tuple[ConnectionGuard, FakeClock, uv
     return guard, clock, config
 
 
-def connect(guard: ConnectionGuard, config: uvicorn.Config, port: int) -> tuple[GuardedH11Protocol, FakeTransport]:
+def connect(guard: ConnectionGuard, config: uvicorn.Config, port: int) -> tuple[GuardedProtocol, FakeTransport]:
     protocol = guard.protocol(config, uvicorn.server.ServerState(), {})
     transport = FakeTransport(port)
     protocol.connection_made(transport)
@@ -91,7 +91,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def hang_up(*protocols: GuardedH11Protocol) -> None:
+async def hang_up(*protocols: GuardedProtocol) -> None:
     """What the event loop does once a transport is closed; lets the application's tasks end."""
     for protocol in protocols:
         protocol.connection_lost(None)
@@ -196,3 +196,67 @@ async def test_when_every_connection_is_at_work_a_new_one_is_refused() -> None:
     refused, transport = connect(guard, config, 3)
     assert transport.closed
     await hang_up(*working, refused)
+
+
+async def test_a_head_longer_than_the_bound_is_431_and_closed_before_the_application_runs() -> None:
+    guard, _clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    protocol.data_received(b"GET /livez HTTP/1.1\r\nhost: x\r\n")
+    filler = b"x-filler: " + b"a" * 1000 + b"\r\n"
+    for _ in range(MAX_HEAD_BYTES // len(filler) + 1):
+        if transport.closed:
+            break
+        protocol.data_received(filler)
+    assert transport.written.startswith(b"HTTP/1.1 431 ") and b"connection: close" in transport.written
+    assert transport.closed
+    await hang_up(protocol)
+    assert len(guard.table) == 0
+
+
+async def test_a_head_within_the_bound_is_served_and_the_count_starts_anew_per_request() -> None:
+    guard, _clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    headers = b"x-filler: " + b"a" * (MAX_HEAD_BYTES // 2) + b"\r\n"
+    for _ in range(3):  # together three times the bound, each request under it
+        transport.written = b""
+        protocol.data_received(b"GET /livez HTTP/1.1\r\nhost: x\r\n" + headers + b"\r\n")
+        await settle()
+        assert transport.written.startswith(b"HTTP/1.1 200"), transport.written[:60]
+    assert not transport.closed
+    await hang_up(protocol)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET /livez HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
+        b"GET /li vez HTTP/1.1\r\nhost: x\r\n\r\n",
+    ],
+    ids=["content-length-and-chunked", "header-without-colon", "space-in-target"],
+)
+async def test_a_malformed_request_is_400_and_closed_before_the_application_runs(request_bytes: bytes) -> None:
+    guard, _clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    protocol.data_received(request_bytes)
+    await settle()
+    assert transport.written.startswith(b"HTTP/1.1 400 ") and b"connection: close" in transport.written
+    assert b"HTTP/1.1 200" not in transport.written  # /upload and /livez never ran
+    assert transport.closed
+    await hang_up(protocol)
+
+
+async def test_body_bytes_never_count_against_the_head_bound() -> None:
+    guard, _clock, config = make_guard()
+    protocol, transport = connect(guard, config, 1)
+    size = 4 * MAX_HEAD_BYTES
+    protocol.data_received(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % (2 * size))
+    protocol.data_received(b"a" * size)
+    await settle()
+    # The read that ends the body also begins the next request's head.
+    protocol.data_received(b"a" * size + b"GET /livez HTTP/1.1\r\n")
+    protocol.data_received(b"host: x\r\n\r\n")
+    await settle()
+    assert transport.written.startswith(b"HTTP/1.1 200") and b"%d" % (2 * size) in transport.written
+    assert transport.written.count(b"HTTP/1.1 200") == 2 and not transport.closed
+    await hang_up(protocol)
