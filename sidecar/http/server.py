@@ -39,6 +39,9 @@ class ApiServer(uvicorn.Server):
             log_config=None,
             access_log=False,
             lifespan="off",
+            # Nobody is in front of us to trust: X-Forwarded-For from a local client would rename
+            # the peer in our logs (uvicorn trusts it from 127.0.0.1 by default).
+            proxy_headers=False,
             http=self.guard.protocol,  # type: ignore[arg-type]
             # asyncio accepts up to `backlog` connections per turn of its loop, and listens with it.
             backlog=accept_batch(limits.max_connections),
