@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -129,6 +130,13 @@ def main() -> int:
             reply = answer_text(prompt(client, session, directory, "litellm/gpt-5.5"))
             say(f"After one poll, the same prompt on the same opencode answers: {reply!r}")
 
+        opencode_bin = ROOT / "tools" / "opencode" / "node_modules" / ".bin" / "opencode"
+        say()
+        say("Use it from opencode's own client, attached to the sidecar (no key: it listens on loopback only;")
+        say("with SIDECAR_API_KEY set, give the key as OPENCODE_SERVER_PASSWORD or --password):")
+        binary, project = shlex.quote(str(opencode_bin)), shlex.quote(directory)
+        say(f"  {binary} attach {api} --dir {project}")
+        say(f"  {binary} run --attach {api} --dir {project} --model gpt-5.5 'say hi'")
         say()
         say("Try it:")
         say(f"  curl {api}/v1/models                  # the catalog, Anthropic Models API shape")
