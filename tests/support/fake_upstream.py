@@ -67,6 +67,9 @@ class FakeUpstream(ThreadingHTTPServer):
         # Hostile answers to GET /v1/models: a body this many bytes long, or a redirect there.
         self.huge_list_bytes = 0
         self.redirect_to: str | None = None
+        # Seconds GET /v1/models takes, and how many such requests came.
+        self.list_delay = 0.0
+        self.list_requests = 0
 
     @property
     def port(self) -> int:
@@ -86,6 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
         if self.path.split("?")[0] in ("/v1/models", "/models", "/api/v1/models"):
+            self.server.list_requests += 1
+            time.sleep(self.server.list_delay)
             if self.server.redirect_to:
                 self.send_response(302)
                 self.send_header("Location", self.server.redirect_to)
