@@ -29,6 +29,7 @@ from sidecar.opencode.config import (
     rendered_model_ids,
     write_atomically,
 )
+from sidecar.polls import PollGate, PollResult
 from sidecar.public_view import PublicView, provider_catalog
 from sidecar.registry import Clock, NoSessions, Registry, SessionModels
 from sidecar.settings import Settings
@@ -86,6 +87,7 @@ class Reconciler:
         self.polls: Counter[tuple[str, str]] = Counter()
         self.writes = self._files.writes
         self._lock = anyio.Lock()
+        self._gate = PollGate(self._poll)
         self._wake = anyio.Event()
         self._base_dirty = False
         self._view = PublicView(self._provider_catalogs(), self.default_provider)
@@ -143,7 +145,13 @@ class Reconciler:
     async def poll_once(self, gateway_id: str | None = None) -> bool:
         """One poll of one gateway (the first by default); True when its list changed.
         Any failure keeps its last good list and touches no other gateway."""
-        gateway_id = gateway_id or self.default_provider
+        return (await self.refresh(gateway_id or self.default_provider)).changed
+
+    async def refresh(self, gateway_id: str) -> PollResult:
+        """A poll of `gateway_id` that starts after this call, shared with callers at the same time."""
+        return await self._gate.poll(gateway_id)
+
+    async def _poll(self, gateway_id: str) -> PollResult:
         state = self.gateways[gateway_id]
         try:
             catalog = await self._sources[gateway_id].fetch_catalog()
@@ -151,10 +159,11 @@ class Reconciler:
             self.polls[gateway_id, "failed"] += 1
             state.last_poll_ok, state.last_error = False, str(exc)
             log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
-            return False
+            return PollResult(gateway_id, ok=False, models=len(state.catalog), error=str(exc))
         catalog = within_cap(catalog, self._settings.max_models)
         now = time.time()
         state.last_poll_ok, state.last_error, state.last_success = True, None, now
+        unchanged = PollResult(gateway_id, ok=True, models=len(state.catalog))
         if not len(catalog):
             log.warning("gateway.list_empty", gateway=gateway_id, kept_models=len(state.catalog))
         settings = self._settings
@@ -162,28 +171,28 @@ class Reconciler:
             gateway_id, catalog, threshold=settings.shrink_threshold, confirmations=settings.shrink_confirmations
         ):
             self.polls[gateway_id, "held"] += 1
-            return False
+            return unchanged
         if not len(catalog) and not len(state.catalog):
             self.polls[gateway_id, "unchanged"] += 1
-            return False
+            return unchanged
         state.catalog_time, state.restored = now, False
         state.note_cap(gateway_id, catalog, settings.max_models)
         if catalog.same_models(state.catalog) and self.config_on_disk and not self._files.failed:
             state.catalog = catalog  # the same models; how many the gateway lists may have changed
             self.polls[gateway_id, "unchanged"] += 1
             log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
-            return False
+            return PollResult(gateway_id, ok=True, models=len(catalog))
         self.polls[gateway_id, "changed"] += 1
-        added = len(set(catalog.ids) - set(state.catalog.ids))
-        removed = len(set(state.catalog.ids) - set(catalog.ids))
-        log.info("catalog.changed", gateway=gateway_id, models=len(catalog), added=added, removed=removed)
+        added = tuple(sorted(set(catalog.ids) - set(state.catalog.ids)))
+        removed = tuple(sorted(set(state.catalog.ids) - set(catalog.ids)))
+        log.info("catalog.changed", gateway=gateway_id, models=len(catalog), added=len(added), removed=len(removed))
         async with self._lock:
             now_listed = self.registry.drop_listed(gateway_id, catalog)
             if now_listed:
                 log.info("registry.now_listed", gateway=gateway_id, models=now_listed)
             state.catalog = catalog
             await self._publish()
-        return True
+        return PollResult(gateway_id, ok=True, changed=True, models=len(catalog), added=added, removed=removed)
 
     # --- the registry -------------------------------------------------------------------------
 

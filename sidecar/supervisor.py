@@ -29,6 +29,7 @@ from sidecar.opencode.handle import OpencodeHandle
 from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
 from sidecar.metrics import Metrics
 from sidecar.reconcile import Reconciler
+from sidecar.refresh import Refresh
 from sidecar.redact import Redactor
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
@@ -237,6 +238,7 @@ class Sidecar:
             resolver=self.resolver,
             passthrough=self.passthrough,
             gateways=self.gateway_proxy,
+            refresher=Refresh(self.reconciler, self.applier, apply_timeout=self.settings.reload_timeout),
             readiness=self.readiness,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,

@@ -4,135 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
-
-from sidecar.catalog import ModelInfo, ModelList
-from sidecar.http.errors import ERROR_TYPES
 from sidecar.http.guards import OWN_BODY_LIMIT
+from sidecar.http.openapi_schemas import STARTUP_SCHEMA, STATUS_SCHEMA, component_schemas
 from sidecar.http.pages import DEFAULT_LIMIT, MAX_LIMIT
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT
 
-STARTUP_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["status"],
-    "properties": {"status": {"enum": ["started", "starting"]}},
-}
-
-MODEL_TRAFFIC_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["requests", "errors", "last_error"],
-    "properties": {
-        "requests": {"type": "integer", "minimum": 0},
-        "errors": {"type": "integer", "minimum": 0},  # no answer, a status of 400 or more, or a broken stream
-        "last_error": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "required": ["status", "message", "at"],
-                    "properties": {
-                        "status": {"type": ["integer", "null"]},  # null: no answer
-                        "message": {"type": "string"},
-                        "at": {"type": "number"},  # unix time
-                    },
-                },
-            ]
-        },
-    },
-}
-
-STATUS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["ready", "models", "gateways", "opencode", "reloads", "traffic", "state_dir"],
-    "properties": {
-        "ready": {"type": "boolean"},
-        "models": {"type": "integer", "minimum": 0},
-        "gateways": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": [
-                    "models", "catalog_age", "stale", "last_poll_ok", "last_error", "last_success", "shrink_guard", "capped",
-                ],
-            },
-        },
-        "opencode": {"type": "object", "required": ["state", "pid", "healthy", "uptime", "restarts", "backoff_until"]},
-        "reloads": {"type": "object", "required": ["config_version", "applied_version", "pending_reloads"]},
-        # Per gateway, per model (`unknown`: no model named; `other`: past the bound on series).
-        "traffic": {
-            "type": "object",
-            "additionalProperties": {"type": "object", "additionalProperties": MODEL_TRAFFIC_SCHEMA},
-        },
-        "state_dir": {"type": "object", "required": ["path", "write_error"]},
-    },
-}
-
 
 def openapi_document(*, protected: bool) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the sidecar's own routes. The model schemas are the pydantic
-    models' own, so the document cannot drift from what the API serves; `protected` says whether
+    """The OpenAPI 3.1 description of the sidecar's own routes; `protected` says whether
     SIDECAR_API_KEY is set, and with it whether 401 can happen."""
-    _, generated = models_json_schema(
-        [(ModelList, "serialization"), (ModelInfo, "serialization")], ref_template="#/components/schemas/{model}"
-    )
-    # Answers are whole model_dump()s: every field is there, defaults included.
-    schemas = {name: {**schema, "required": list(schema["properties"])} for name, schema in generated["$defs"].items()}
-    schemas["Error"] = {
-        "description": "An Anthropic API error.",
-        "type": "object",
-        "required": ["type", "error", "request_id"],
-        "properties": {
-            "type": {"const": "error"},
-            "error": {
-                "type": "object",
-                "required": ["type", "message"],
-                "properties": {
-                    "type": {"enum": sorted({*ERROR_TYPES.values(), "api_error"})},
-                    "message": {"type": "string"},
-                },
-            },
-            "request_id": {"type": "string"},
-        },
-    }
-    schemas["Resolution"] = {
-        "description": "The model's record, and how opencode names it.",
-        "allOf": [
-            {"$ref": "#/components/schemas/ModelInfo"},
-            {
-                "type": "object",
-                "required": ["opencode"],
-                "properties": {"opencode": {"$ref": "#/components/schemas/OpencodeModel"}},
-            },
-        ],
-    }
-    schemas["OpencodeModel"] = {
-        "type": "object",
-        "required": ["providerID", "modelID"],
-        "properties": {"providerID": {"type": "string"}, "modelID": {"type": "string"}},
-    }
-    schemas["ResolveRequest"] = {
-        "type": "object",
-        "required": ["model"],
-        "properties": {
-            "model": {
-                "description": "As the agent names it: `name`, `provider/name`, or opencode's pair.",
-                "oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/OpencodeModel"}],
-            },
-            "directory": {"type": "string", "description": "The absolute path the agent works in."},
-        },
-        "example": {"model": "anthropic/claude-sonnet-4-5", "directory": "/work/project"},
-    }
-    schemas["ModelDeleted"] = {
-        "type": "object",
-        "required": ["id", "type"],
-        "properties": {"id": {"type": "string"}, "type": {"const": "model_deleted"}},
-    }
-    schemas["Readiness"] = {
-        "description": "What readiness depends on; more fields than `ready` may come and go.",
-        "type": "object",
-        "required": ["ready"],
-        "properties": {"ready": {"type": "boolean"}},
-    }
+    schemas = component_schemas()
 
     def error(description: str) -> dict[str, Any]:
         return {
@@ -229,6 +110,20 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
                 requestBody={
                     "required": True,
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ResolveRequest"}}},
+                },
+            )
+        },
+        "/v1/models/refresh": {
+            "post": operation(
+                "Poll every gateway now (or one), and answer once opencode's idle directories have the result",
+                {"200": answer("What each poll found", "Refresh"), "400": ref["400"], "404": ref["404"], "413": ref["413"]},
+                operationId="refreshModels",
+                requestBody={
+                    "required": False,
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "additionalProperties": False,
+                        "properties": {"gateway": {"type": ["string", "null"], "description": "One gateway's id."}},
+                    }}},
                 },
             )
         },

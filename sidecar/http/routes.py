@@ -3,6 +3,7 @@ status, the gateway route (gateway_proxy.py); every other path goes to the pass-
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +77,21 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
         resolution = await view.resolver.resolve(body["model"], body.get("directory"))
         return JSONResponse(resolution.as_json())
 
+    async def refresh(request: Request) -> Response:
+        body = await request.body()
+        gateway_id = None
+        if body.strip():
+            try:
+                parsed = json.loads(body)
+            except (ValueError, RecursionError):
+                raise HttpError(400, "the body must be JSON") from None
+            if not isinstance(parsed, dict) or set(parsed) - {"gateway"}:
+                raise HttpError(400, 'the body must be an object with at most "gateway"')
+            gateway_id = parsed.get("gateway")
+            if gateway_id is not None and not isinstance(gateway_id, str):
+                raise HttpError(400, '"gateway" must be a gateway\'s id')
+        return JSONResponse(await view.refresher.refresh(gateway_id))
+
     async def forward(request: Request) -> Response:
         return await view.passthrough.forward(request)
 
@@ -130,6 +146,7 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             Route("/gateway/{rest:path}", view.gateways, methods=EVERY_METHOD),
             Route("/v1/models", limited(list_models, own), methods=["GET"]),
             Route("/v1/models/resolve", limited(resolve_model, own), methods=["POST"]),
+            Route("/v1/models/refresh", limited(refresh, own), methods=["POST"]),
             Route("/v1/models/{model_id:path}", limited(get_model, own), methods=["GET"]),
             Route("/v1/models/{model_id:path}", limited(delete_model, own), methods=["DELETE"]),
             probe("/livez", livez),

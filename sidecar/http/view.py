@@ -98,12 +98,19 @@ class GatewayRoute(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
+class Refresher(Protocol):
+    """POST /v1/models/refresh: poll now (every gateway, or one) and report once applied."""
+
+    async def refresh(self, gateway_id: str | None) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class SidecarView:
     models: CatalogOwner
     resolver: ModelResolver
     passthrough: Forwarder
     gateways: GatewayRoute
+    refresher: Refresher
     # The supervisor's reports: readiness for /readyz, the whole state for /v1/status, whether
     # opencode's config is written yet for /startupz, and the Prometheus text for /metrics.
     readiness: Callable[[], dict[str, Any]]

@@ -34,6 +34,8 @@ log = structlog.get_logger("sidecar.apply")
 ABORT_WINDOW = 10.0
 # How often the applier looks again when nothing woke it: busy directories, a restarted child.
 RECHECK_INTERVAL = 1.0
+# How often a refresh looks whether the directories are reloaded yet.
+SETTLED_CHECK = 0.05
 
 
 class DirectoryUnusable(Exception):
@@ -131,6 +133,15 @@ class Applier:
             "pending_reloads": sorted(self._dirs.pending),
             "waiting_for_idle": sorted(self._dirs.deferred & self._dirs.pending),
         }
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait until every directory to reload is reloaded or waits for its prompts to end (a
+        refresh's answer); False after `timeout`."""
+        with anyio.move_on_after(timeout):
+            while self._dirs.pending - self._dirs.deferred:
+                await self._sleep(SETTLED_CHECK)
+            return True
+        return False
 
     async def wait_usable(self, directory: str, ref: ModelRef, timeout: float) -> bool:
         """Wait until `directory` lists `ref`: at once when it is idle, after its prompts

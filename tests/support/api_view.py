@@ -13,7 +13,7 @@ from sidecar.errors import HttpError
 from starlette.types import Receive, Scope, Send
 
 from sidecar.http.errors import error_response
-from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, ModelResolver, SidecarView
+from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, ModelResolver, Refresher, SidecarView
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolution
 
@@ -68,6 +68,20 @@ class NoGateways:
         await error_response(404, "this test gave the API no gateway")(scope, receive, send)
 
 
+class Refreshes:
+    """Records each refresh asked for, and answers with `answer` (or raises it)."""
+
+    def __init__(self, answer: dict[str, Any] | Exception | None = None) -> None:
+        self.asked: list[str | None] = []
+        self.answer = answer if answer is not None else {"gateways": [], "applied": True, "waiting_for_idle": []}
+
+    async def refresh(self, gateway_id: str | None) -> dict[str, Any]:
+        self.asked.append(gateway_id)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
 def view_of(
     catalog: Callable[[], Catalog] = Catalog,
     readiness: Callable[[], dict[str, Any]] = lambda: {"ready": True},
@@ -76,6 +90,7 @@ def view_of(
     resolver: ModelResolver | None = None,
     passthrough: Forwarder | None = None,
     gateways: GatewayRoute | None = None,
+    refresher: Refresher | None = None,
     status: Callable[[], dict[str, Any]] = dict,
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
@@ -86,6 +101,7 @@ def view_of(
         resolver=resolver or NoResolver(),
         passthrough=passthrough or NoOpencode(),
         gateways=gateways or NoGateways(),
+        refresher=refresher or Refreshes(),
         readiness=readiness,
         status=status,
         started=started,

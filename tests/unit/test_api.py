@@ -244,7 +244,8 @@ async def test_openapi_document_describes_our_routes_not_the_pass_through(client
     document = (await client.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
-        "/v1/models", "/v1/models/{model_id}", "/v1/models/resolve", "/v1/status", "/openapi.json", "/livez", "/readyz",
+        "/v1/models", "/v1/models/{model_id}", "/v1/models/resolve", "/v1/models/refresh", "/v1/status", "/openapi.json",
+        "/livez", "/readyz",
         "/startupz", "/metrics",
     }
     schemas = document["components"]["schemas"]

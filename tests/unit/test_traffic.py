@@ -6,7 +6,7 @@ from __future__ import annotations
 import jsonschema
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.http.openapi import STATUS_SCHEMA
+from sidecar.http.openapi_schemas import STATUS_SCHEMA
 from sidecar.metrics import Metrics
 from sidecar.traffic import FIRST_BYTE_BUCKETS, MAX_ODD_NAME, ModelTraffic
 
