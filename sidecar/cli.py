@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 
 from sidecar.catalog import ModelList
 from sidecar.gateway.client import GatewayError
@@ -137,6 +139,53 @@ def list_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def refresh(args: argparse.Namespace) -> int:
+    """`opencode-sidecar refresh`: a running sidecar polls its gateways now; answers once applied."""
+    try:
+        options = models(**({"sidecar_url": args.url} if args.url is not None else {})).options
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_SETTINGS)
+    headers = {"x-api-key": options.sidecar_api_key} if options.sidecar_api_key else {}
+    try:
+        answer = httpx.post(
+            f"{options.sidecar_url.rstrip('/')}/v1/models/refresh",
+            json={"gateway": args.gateway} if args.gateway is not None else {},
+            headers=headers,
+            timeout=args.timeout,
+        )
+    except httpx.HTTPError as exc:
+        return _fail(f"cannot reach the sidecar at {options.sidecar_url}: {exc or type(exc).__name__}", EXIT_START)
+    try:
+        report = answer.json()
+    except ValueError:
+        report = None
+    if answer.status_code != 200 or not isinstance(report, dict):
+        reason = report.get("error", {}).get("message") if isinstance(report, dict) else None
+        return _fail(f"the sidecar answered HTTP {answer.status_code}: {reason or answer.text[:200]}", EXIT_START)
+    print(json.dumps(report, indent=2) if args.json else render_refresh(report))
+    return 0 if all(gateway["ok"] for gateway in report["gateways"]) else EXIT_START
+
+
+def render_refresh(report: dict[str, Any]) -> str:
+    lines = []
+    for gateway in report["gateways"]:
+        name, models_now = gateway["gateway"], gateway["models"]
+        if not gateway["ok"]:
+            lines.append(f"{name}: poll failed ({gateway['error']}); its last good list ({models_now} models) stays")
+        elif gateway["changed"]:
+            change = [f"added {', '.join(gateway['added'])}"] if gateway["added"] else []
+            change += [f"removed {', '.join(gateway['removed'])}"] if gateway["removed"] else []
+            lines.append(f"{name}: changed, {models_now} models" + (f": {'; '.join(change)}" if change else ""))
+        else:
+            lines.append(f"{name}: unchanged, {models_now} models")
+    if report["applied"]:
+        lines.append("applied: every idle directory of opencode lists it now")
+    else:
+        waiting = ", ".join(report["waiting_for_idle"]) or "none"
+        lines.append(f"not applied everywhere yet; waiting for prompts to end in: {waiting}")
+    return "\n".join(lines)
+
+
 # Which option --base-url sets, per runtime.
 _BASE_URL_OPTION = {
     "anthropic": "anthropic_base_url",
@@ -218,7 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--gateway-url", help="opencode only: read this OpenAI-compatible gateway, not the sidecar")
     listing.add_argument("--timeout", type=_seconds, help="seconds one request may take (default: 30)")
     listing.add_argument("--verbose", action="store_true", help="log retries and skipped entries on stderr")
+    refreshing = commands.add_parser(
+        "refresh",
+        help="make a running sidecar poll its gateways now, and wait until opencode has the result",
+        description="Ask a running sidecar (SIDECAR_URL, default http://127.0.0.1:4097; key: SIDECAR_API_KEY) to "
+        "poll every gateway now, or one, and print what changed once it is applied to opencode's idle directories. "
+        "Exit 1 when a gateway could not be read.",
+    )
+    refreshing.add_argument("--gateway", help="poll this gateway only (its id)")
+    refreshing.add_argument("--url", help="the sidecar's URL, over SIDECAR_URL")
+    refreshing.add_argument("--json", action="store_true", help="print the sidecar's JSON answer")
+    refreshing.add_argument("--timeout", type=_seconds, default=120.0, help="seconds to wait (default: 120)")
     args = parser.parse_args(argv)
+    if args.command == "refresh":
+        return refresh(args)
     if args.command == "run":
         return run(args)
     if args.command == "render":
