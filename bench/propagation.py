@@ -1,5 +1,6 @@
 """Propagation: how long from a gateway list change to the model answering a prompt in opencode,
-and how long a resolve of a model the gateway doesn't list takes for an idle directory.
+how long a resolve of a model the gateway doesn't list takes for an idle directory, and the same
+changes followed by a refresh (POST /v1/models/refresh) on a sidecar that polls once an hour.
 
 The real sidecar (poll every 1 s) follows a `Front` over a real LiteLLM proxy, with the real
 `opencode serve` under it. Each change adds `openai/bench-<i>` to the front's list at a random
@@ -60,6 +61,30 @@ def _propagate(ctx: Context, front: Front, sidecar: SidecarProcess, changes: int
     return listed_times, answered_times, lost
 
 
+def _refreshed(ctx: Context, front: Front, sidecar: SidecarProcess, changes: int, first: int) -> tuple[list[float], list[float], int]:
+    """As _propagate, but each change is followed at once by POST /v1/models/refresh (as a gateway's
+    deploy pipeline would), on a sidecar that polls once an hour: the refresh's time, and the
+    change's to a prompt answered."""
+    directory = str(sidecar.directory)
+    refresh_times: list[float] = []
+    answered_times: list[float] = []
+    lost = 0
+    with httpx.Client(base_url=sidecar.api_url, timeout=GIVE_UP_AFTER, trust_env=False) as api, sidecar.opencode(timeout=30) as opencode:
+        for i in range(first, first + changes):
+            model_id = f"openai/bench-{i}"
+            changed = front.set_models([*front.models, model_id])
+            refreshed = api.post("/v1/models/refresh")
+            done = time.monotonic()
+            answered = _until(lambda m=model_id: answers(opencode, directory, f"litellm/{m}"), GIVE_UP_AFTER, 0.05)
+            if refreshed.status_code != 200 or answered is None:
+                lost += 1
+                ctx.log(f"propagation: refreshed change {i} not answered (refresh: HTTP {refreshed.status_code})")
+                continue
+            refresh_times.append(done - changed)
+            answered_times.append(answered - changed)
+    return refresh_times, answered_times, lost
+
+
 def _prompt_alone(sidecar: SidecarProcess, model: str, prompts: int) -> list[float]:
     """The time a prompt takes with a model opencode already lists: the floor under every figure."""
     directory = str(sidecar.directory)
@@ -110,6 +135,16 @@ def run(ctx: Context) -> list[Row]:
             restarts = len(sidecar.events("child.started")) - 1
         finally:
             sidecar.stop()
+        ctx.log("propagation: a sidecar polling once an hour, each change followed by a refresh")
+        hourly = start_sidecar(
+            ctx.workdir / "propagation" / "refreshed", bench_lab.front.url, lp.MASTER_KEY, poll_interval="3600"
+        )
+        try:
+            with hourly.opencode() as opencode:
+                provider_models(opencode, str(hourly.directory))
+            refresh_took, refreshed, refresh_lost = _refreshed(ctx, bench_lab.front, hourly, changes, changes + 1)
+        finally:
+            hourly.stop()
     note = f"real LiteLLM behind a front whose list changes; SIDECAR_POLL_INTERVAL={POLL_INTERVAL:g}"
     if restarts:
         note += f"; opencode restarted {restarts} times"
@@ -119,6 +154,18 @@ def run(ctx: Context) -> list[Row]:
             f"gateway list change -> prompt answered in opencode, {changes} changes",
             {"changes": changes, "not_propagated": lost, **distribution(answered)},
             note=note,
+        ),
+        Row(
+            "propagation",
+            f"gateway list change -> refresh -> prompt answered in opencode, {changes} changes",
+            {"changes": changes, "not_propagated": refresh_lost, **distribution(refreshed)},
+            note="SIDECAR_POLL_INTERVAL=3600; POST /v1/models/refresh right after each change",
+        ),
+        Row(
+            "propagation",
+            f"gateway list change -> refresh answered (applied), {changes} changes",
+            {"changes": changes, "not_propagated": refresh_lost, **distribution(refresh_took)},
+            note="the refresh answers once opencode's idle directories have the new list",
         ),
         Row(
             "propagation",
@@ -147,8 +194,17 @@ def reading(rows: list[Row]) -> str:
     listed = by_case.get("gateway list change -> model listed by opencode")
     alone = by_case.get("prompt answered")
     resolve = by_case.get("POST /v1/models/resolve")
+    refreshed = by_case.get("gateway list change -> refresh -> prompt answered in opencode")
+    refresh = by_case.get("gateway list change -> refresh answered (applied)")
     if not (answered and listed and alone and resolve) or answered["mean_s"] is None:
         return ""
+    refresh_part = ""
+    if refreshed and refresh and refreshed["mean_s"] is not None and refresh["mean_s"] is not None:
+        refresh_part = (
+            f" With a refresh after each change (a sidecar polling once an hour), the refresh answered "
+            f"{refresh['mean_s']:.2f} s after the change on average, once opencode's idle directory had the list, "
+            f"and the prompt {refreshed['mean_s']:.2f} s after it (p90 {refreshed['p90_s']:.2f} s): no poll to wait for."
+        )
     return (
         f"A change waits for the next poll (uniform over the {POLL_INTERVAL:g} s interval here, "
         f"{POLL_INTERVAL / 2:g} s on average), then the sidecar fetches the list and `/model/info`, writes the "
@@ -160,4 +216,4 @@ def reading(rows: list[Row]) -> str:
         f"{answered['max_s']:.2f} s). Nothing waits for a poll with a resolve: the model is registered, written and "
         f"the idle directory reloaded at once, {resolve['p50_ms']:.0f} ms at the median, most of it the same "
         f"instance rebuild, confirmed through `/config/providers` before the answer."
-    )
+    ) + refresh_part
