@@ -66,6 +66,10 @@ KEEPALIVE = 5.0
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
+# Targets of recent paths, checked: opencode asks for the same few (`/chat/completions`), and
+# checking a path and making its URL cost more than finding them again.
+TARGETS_KEPT = 256
+
 # Headers aiohttp would add of its own: the client's pass as they are (request_headers), nothing
 # more. Content-Type too: aiohttp would say application/octet-stream for a body without one.
 NOT_OURS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -143,6 +147,7 @@ class GatewayProxy:
         # free connection is bounded only together with the connect (ClientTimeout.connect), and
         # ends in the same error, so the route counts its own to answer 503, not 504.
         self._slots = asyncio.Semaphore(connections)
+        self._targets: dict[tuple[bytes, bytes], tuple[Target, URL]] = {}
         # Made on the first request: aiohttp binds a session to the running loop.
         self._session: aiohttp.ClientSession | None = None
 
@@ -172,18 +177,29 @@ class GatewayProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
         try:
-            raw_path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]
-            target = target_of(raw_path, scope.get("query_string", b""), self.gateways)
+            target, url = self._target(scope)
             declared, chunked = self._framing(headers)
         except HttpError as exc:
             await error_response(exc.status, exc.message, exc.headers)(scope, receive, send)
             return
         outcome = _Outcome(ModelPeek())
         try:
-            await self._forward(scope, receive, send, target, headers, declared, chunked, outcome)
+            await self._forward(scope, receive, send, target, url, headers, declared, chunked, outcome)
         finally:
             if outcome.recorded:
                 self._record(target.gateway.id, outcome)
+
+    def _target(self, scope: Scope) -> tuple[Target, URL]:
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]
+        key = (raw_path, scope.get("query_string", b""))
+        known = self._targets.get(key)
+        if known is None:
+            target = target_of(*key, self.gateways)
+            known = target, upstream_url(target.url)
+            if len(self._targets) >= TARGETS_KEPT:
+                self._targets.clear()
+            self._targets[key] = known
+        return known
 
     def _framing(self, headers: list[tuple[str, str]]) -> tuple[str | None, bool]:
         """The request body's declared length, and whether it is chunked instead."""
@@ -212,6 +228,7 @@ class GatewayProxy:
         receive: Receive,
         send: Send,
         target: Target,
+        url: URL,
         headers: list[tuple[str, str]],
         declared: str | None,
         chunked: bool,
@@ -220,6 +237,7 @@ class GatewayProxy:
         task = asyncio.current_task()
         assert task is not None
         data: bytes | AsyncIterator[bytes] | None = None
+        streamed = False
         if declared not in (None, "0") or chunked:
             # The first part of the body before the request: most bodies come whole in it.
             message = await receive()
@@ -236,14 +254,15 @@ class GatewayProxy:
                 data = chunk
             else:
                 data = self._body(receive, chunk, more, outcome, task)
-        outcome.body_whole = not isinstance(data, AsyncIterator)
+                streamed = True
+        outcome.body_whole = not streamed
         outcome.live = True
         try:
             if outcome.body_whole:
                 self._watch(receive, outcome, task)
             await self._take_slot()
             try:
-                await self._exchange(scope, receive, send, target, headers, declared, chunked, data, outcome)
+                await self._exchange(scope, receive, send, target, url, headers, declared, chunked, data, outcome)
             finally:
                 self._slots.release()
         except PoolBusy as exc:
@@ -331,6 +350,7 @@ class GatewayProxy:
         receive: Receive,
         send: Send,
         target: Target,
+        url: URL,
         headers: list[tuple[str, str]],
         declared: str | None,
         chunked: bool,
@@ -344,7 +364,7 @@ class GatewayProxy:
         try:
             answer = await session.request(
                 scope["method"],
-                upstream_url(target.url),
+                url,
                 headers=request_headers(headers, target.gateway, declared_length=declared),
                 data=data,
                 chunked=chunked or None,

@@ -317,6 +317,25 @@ async def test_a_completion_goes_to_the_gateway_with_the_real_key_and_is_recorde
 
 
 @pytest.mark.anyio
+async def test_the_path_goes_as_it_was_sent() -> None:
+    paths: list[str] = []
+
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        paths.append(request.raw_path)
+        return answer_of(200, {})
+
+    async with proxy_of(gateway) as proxy:
+        for path in (b"/gateway/litellm/v1/models/a%41b%20c?x=%2F", b"/gateway/litellm/v1/models/caf\xc3\xa9"):
+            client = Client([])
+            scope = {**scope_of("", b"", []), "method": "GET", "path": path.decode("latin-1"), "raw_path": path}
+            scope["raw_path"], _, scope["query_string"] = path.partition(b"?")
+            await proxy(scope, client.receive, client.send)
+            assert client.sent[0]["status"] == 200
+    # Not re-quoted (%41 stays, not A); bytes beyond ASCII percent-encoded as the bytes they are.
+    assert paths == ["/v1/models/a%41b%20c?x=%2F", "/v1/models/caf%C3%A9"]
+
+
+@pytest.mark.anyio
 async def test_a_cookie_the_gateway_sets_is_not_kept_for_later_requests() -> None:
     seen: list[Seen] = []
 
