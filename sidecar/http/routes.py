@@ -123,6 +123,12 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
     ]
     return Starlette(
         routes=[
+            # opencode's model requests, to the real gateway with the real key; the app bounds and
+            # streams its body itself. First: they are the most asked for, and each route tried
+            # before costs a regex match (the hop's CPU, issue 15); before the fallback, so that
+            # none of it reaches opencode.
+            Route("/gateway", view.gateways, methods=EVERY_METHOD),
+            Route("/gateway/{rest:path}", view.gateways, methods=EVERY_METHOD),
             Route("/v1/models", limited(list_models, own), methods=["GET"]),
             Route("/v1/models/resolve", limited(resolve_model, own), methods=["POST"]),
             Route("/v1/models/{model_id:path}", limited(get_model, own), methods=["GET"]),
@@ -133,10 +139,6 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             probe("/metrics", metrics),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
-            # opencode's model requests, to the real gateway with the real key; the app bounds and
-            # streams its body itself. Before the fallback, so that none of it reaches opencode.
-            Route("/gateway", view.gateways, methods=EVERY_METHOD),
-            Route("/gateway/{rest:path}", view.gateways, methods=EVERY_METHOD),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=EVERY_METHOD),
         ],
         middleware=middleware,
