@@ -99,6 +99,7 @@ class _Outcome:
     live: bool = False  # the exchange may still be interrupted (cancelled) by the watcher or the stall timer
     interrupted: bool = False
     watcher: asyncio.Task[None] | None = None
+    stall: asyncio.TimerHandle | None = None
 
 
 class NoTraffic:
@@ -278,6 +279,8 @@ class GatewayProxy:
             outcome.live = False
             if outcome.watcher is not None:
                 outcome.watcher.cancel()
+            if outcome.stall is not None:
+                outcome.stall.cancel()
 
     async def _take_slot(self) -> None:
         if not self._slots.locked():
@@ -318,6 +321,9 @@ class GatewayProxy:
             more = message.get("more_body", False)
         outcome.body_whole = True
         if outcome.live:
+            # The last bytes and the body's end may still wait on the gateway, and aiohttp starts
+            # its read timeout only once they are written: bounded here until the answer comes.
+            outcome.stall = loop.call_later(self.idle_timeout, self._interrupt, outcome, task, "stalled")
             self._watch(receive, outcome, task)
 
     def _watch(self, receive: Receive, outcome: _Outcome, task: asyncio.Task[None]) -> None:
@@ -379,6 +385,8 @@ class GatewayProxy:
             elif not outcome.client_gone:
                 await self._fail(scope, receive, send, target, exc, outcome)
             return
+        if outcome.stall is not None:
+            outcome.stall.cancel()  # the answer came: aiohttp's read timeout has taken over
         try:
             outcome.status = answer.status
             if answer.status in REDIRECTS and "location" in answer.headers:
