@@ -19,8 +19,13 @@ def server_reason(response: httpx.Response, secrets: Iterable[str] = ()) -> str 
 
     A server may echo what it was sent, so every known secret is blanked out of it.
     """
+    return reason_in(response.content, secrets)
+
+
+def reason_in(content: bytes, secrets: Iterable[str] = ()) -> str | None:
+    """`server_reason` of an answer's body alone (the gateway route reads answers with aiohttp)."""
     try:
-        body: Any = json.loads(response.content)
+        body: Any = json.loads(content)
     except (ValueError, RecursionError):
         return None
     error = body.get("error") if isinstance(body, dict) else None

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-import httpx
+import aiohttp
 
 from sidecar.errors import HttpError
 from sidecar.http.connections import GATEWAY_CONNECTIONS, HOP_BY_HOP as CONNECTION_HEADERS
@@ -225,22 +225,40 @@ def _model_name(value: object) -> str:
     return value
 
 
-def failure(exc: httpx.HTTPError, gateway: str, idle_timeout: float) -> HttpError:
+class PoolBusy(Exception):
+    """No connection to the gateways came free within POOL_WAIT."""
+
+    def __init__(self, connections: int = GATEWAY_CONNECTIONS) -> None:
+        super().__init__(connections)
+        self.connections = connections
+
+
+class GatewaySilent(Exception):
+    """The gateway took no bytes of the request body for the idle timeout (aiohttp bounds reads only)."""
+
+
+def failure(
+    exc: BaseException, gateway: str, idle_timeout: float, connect_timeout: float = CONNECT_TIMEOUT
+) -> HttpError:
     """What went wrong between the sidecar and a gateway, naming the gateway, never its key."""
-    if isinstance(exc, httpx.PoolTimeout):
+    if isinstance(exc, PoolBusy):
         return HttpError(
             503,
-            f"all {GATEWAY_CONNECTIONS} connections from the sidecar to the gateways are busy; retry shortly",
+            f"all {exc.connections} connections from the sidecar to the gateways are busy; retry shortly",
             headers={"retry-after": "1"},
         )
-    if isinstance(exc, httpx.ConnectTimeout):
-        return HttpError(504, f"gateway {gateway!r} did not accept a connection within {CONNECT_TIMEOUT:g} s")
-    if isinstance(exc, httpx.ConnectError):
+    # aiohttp's two timeouts are both ServerTimeoutError: the connect's, and sock_read's (the idle one).
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return HttpError(504, f"gateway {gateway!r} did not accept a connection within {connect_timeout:g} s")
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return HttpError(502, f"gateway {gateway!r} is not reachable (the connection failed)")
-    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+    if isinstance(exc, (aiohttp.SocketTimeoutError, GatewaySilent)):
         return HttpError(
             504, f"gateway {gateway!r} was silent for {idle_timeout:g} s (SIDECAR_GATEWAY_IDLE_TIMEOUT)"
         )
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
         return HttpError(502, f"gateway {gateway!r} closed the connection before its answer was whole")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # aiohttp's parser refused the answer's status line or headers.
+        return HttpError(502, f"gateway {gateway!r} answered with something that is not HTTP/1.1")
     return HttpError(502, f"the connection to gateway {gateway!r} failed ({type(exc).__name__})")

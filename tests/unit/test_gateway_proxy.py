@@ -1,15 +1,22 @@
-"""The gateway route in process: its pure parts, and GatewayProxy in front of httpx.MockTransport."""
+"""The gateway route in process: its pure parts, and GatewayProxy in front of a real gateway (an
+aiohttp server on a free loopback port), its client side driven through the app or as uvicorn drives it."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from aiohttp import web
+from multidict import CIMultiDictProxy
 from pydantic import SecretStr
 from starlette.types import Message
 
@@ -44,6 +51,7 @@ ANTHROPIC = GatewayUpstream(
     secrets=("sk-ant-real",),
 )
 GATEWAYS = {g.id: g for g in (OPENAI, ANTHROPIC)}
+MIB = 1024 * 1024
 
 
 # --- where a request goes -------------------------------------------------------------------
@@ -191,7 +199,7 @@ def test_the_peek_finds_the_model_across_chunks_and_stops_at_its_bound() -> None
     assert late.model == "unknown"
 
 
-# --- the proxy, in front of a fake gateway --------------------------------------------------
+# --- the proxy, in front of a real gateway on loopback ---------------------------------------
 
 
 @dataclass
@@ -210,25 +218,59 @@ class Clock:
         return self.now
 
 
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+@dataclass
+class Seen:
+    """A request as the gateway received it."""
+
+    method: str
+    path: str
+    headers: CIMultiDictProxy[str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes = b""
 
 
-def answer_of(status: int, payload: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
-    """An answer as a real transport gives it: a stream still to read (`httpx.Response(json=...)`
-    would arrive read already)."""
+def seen_of(request: web.BaseRequest, body: bytes = b"") -> Seen:
+    return Seen(request.method, request.path_qs, request.headers, request.raw_headers, body)
+
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+def answer_of(status: int, payload: Any = None, headers: dict[str, str] | None = None) -> web.Response:
     data = json.dumps(payload).encode() if payload is not None else b""
-    head = {"content-type": "application/json", "content-length": str(len(data)), **(headers or {})}
-    return httpx.Response(status, headers=head, stream=httpx.ByteStream(data))
+    return web.Response(status=status, body=data, headers={"content-type": "application/json", **(headers or {})})
 
 
-def proxy_of(handler: Handler, recorder: Recorder | None = None, **kwargs: Any) -> GatewayProxy:
-    return GatewayProxy(
-        GATEWAYS.values(),
-        token=TOKEN,
-        traffic=recorder if recorder is not None else Recorder(),
-        transport=httpx.MockTransport(handler),
-        **kwargs,
-    )
+def free_socket(backlog: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    if backlog is not None:
+        sock.listen(backlog)
+    return sock
+
+
+def upstreams_at(base: str) -> list[GatewayUpstream]:
+    return [replace(OPENAI, api_base=base), replace(ANTHROPIC, api_base=base)]
+
+
+@asynccontextmanager
+async def proxy_of(
+    handler: Handler, recorder: Recorder | None = None, host: str = "127.0.0.1", **kwargs: Any
+) -> AsyncIterator[GatewayProxy]:
+    """A GatewayProxy whose gateways (litellm, claude) are an aiohttp server on a free loopback port,
+    answering with `handler`; the server cancels the handler when the proxy closes its connection."""
+    runner = web.ServerRunner(web.Server(handler, handler_cancellation=True), handle_signals=False)
+    await runner.setup()
+    sock = free_socket()
+    site = web.SockSite(runner, sock)
+    await site.start()
+    base = f"http://{host}:{sock.getsockname()[1]}/v1"
+    proxy = GatewayProxy(upstreams_at(base), token=TOKEN, traffic=recorder or Recorder(), **kwargs)
+    try:
+        yield proxy
+    finally:
+        await proxy.aclose()
+        await runner.cleanup()
 
 
 def client_of(proxy: GatewayProxy, api_key: str | None = None) -> httpx.AsyncClient:
@@ -242,75 +284,95 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
 
 @pytest.mark.anyio
 async def test_a_completion_goes_to_the_gateway_with_the_real_key_and_is_recorded() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Seen] = []
     clock = Clock()
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        seen.append(request)
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        seen.append(seen_of(request, body))
         clock.now += 0.25
-        return answer_of(200, {"id": "chatcmpl-1", "echo": json.loads(request.content)})
+        return answer_of(200, {"id": "chatcmpl-1", "echo": json.loads(body)})
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder, clock=clock)
-    async with client_of(proxy) as client:
+    async with proxy_of(gateway, recorder, clock=clock) as proxy, client_of(proxy) as client:
         answer = await client.post(
-            "/gateway/litellm/v1/chat/completions",
+            "/gateway/litellm/v1/chat/completions?beta=true",
             json={"model": "gpt-5", "messages": [{"role": "user", "content": "hi"}]},
             headers={**bearer(), "x-custom": "kept"},
         )
     assert answer.status_code == 200 and answer.json()["echo"]["model"] == "gpt-5"
     (request,) = seen
-    assert str(request.url) == "http://gw.test:4000/v1/chat/completions"
+    assert request.method == "POST" and request.path == "/v1/chat/completions?beta=true"
     assert request.headers["authorization"] == f"Bearer {REAL_KEY}" and request.headers["x-custom"] == "kept"
-    assert TOKEN.encode() not in b"".join(k + v for k, v in request.headers.raw)
+    assert TOKEN.encode() not in b"".join(k + v for k, v in request.raw_headers)
+    # The client's own headers and the sidecar's, none of aiohttp's (its User-Agent, Accept-Encoding).
+    assert request.headers["user-agent"].startswith("python-httpx/")
+    assert request.headers.getall("accept-encoding") == ["identity"]
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["content-length"] == str(len(request.body))
     assert recorder.done == [
         {"gateway": "litellm", "model": "gpt-5", "status": 200, "first_byte": 0.25,
          "streamed_bytes": len(answer.content), "error": None, "cancelled": False}
     ]
-    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_path_goes_as_it_was_sent() -> None:
+    paths: list[str] = []
+
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        paths.append(request.raw_path)
+        return answer_of(200, {})
+
+    async with proxy_of(gateway) as proxy:
+        for path in (b"/gateway/litellm/v1/models/a%41b%20c?x=%2F", b"/gateway/litellm/v1/models/caf\xc3\xa9"):
+            client = Client([])
+            scope = {**scope_of("", b"", []), "method": "GET", "path": path.decode("latin-1"), "raw_path": path}
+            scope["raw_path"], _, scope["query_string"] = path.partition(b"?")
+            await proxy(scope, client.receive, client.send)
+            assert client.sent[0]["status"] == 200
+    # Not re-quoted (%41 stays, not A); bytes beyond ASCII percent-encoded as the bytes they are.
+    assert paths == ["/v1/models/a%41b%20c?x=%2F", "/v1/models/caf%C3%A9"]
 
 
 @pytest.mark.anyio
 async def test_a_cookie_the_gateway_sets_is_not_kept_for_later_requests() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Seen] = []
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(seen_of(request))
         return answer_of(200, {}, headers={"set-cookie": "affinity=node-7; Path=/"})
 
-    proxy = proxy_of(gateway)
-    async with client_of(proxy) as client:
-        first = await client.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())
-    assert first.headers["set-cookie"].startswith("affinity=")  # the client's to keep, not ours
-    async with client_of(proxy) as another:
-        await another.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())
+    # A host name, not an address: a cookie jar keeps no cookie of an IP address anyway.
+    async with proxy_of(gateway, host="localhost") as proxy:
+        async with client_of(proxy) as client:
+            first = await client.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())
+        assert first.headers["set-cookie"].startswith("affinity=")  # the client's to keep, not ours
+        async with client_of(proxy) as another:
+            await another.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())
     assert "cookie" not in seen[1].headers
-    await proxy.aclose()
 
 
 @pytest.mark.anyio
 async def test_the_anthropic_format_gets_x_api_key_and_the_configured_headers() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Seen] = []
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(seen_of(request))
         return answer_of(200, {"type": "message"})
 
-    proxy = proxy_of(gateway)
-    async with client_of(proxy) as client:
+    async with proxy_of(gateway) as proxy, client_of(proxy) as client:
         answer = await client.post(
             "/gateway/claude/v1/messages", json={"model": "claude-x"}, headers={"x-api-key": TOKEN}
         )
     assert answer.status_code == 200
     assert seen[0].headers["x-api-key"] == "sk-ant-real" and seen[0].headers["x-team"] == "blue"
     assert "authorization" not in seen[0].headers
-    await proxy.aclose()
 
 
 @pytest.mark.anyio
 async def test_the_gateways_errors_pass_as_they_are_with_its_key_blanked() -> None:
-    async def gateway(request: httpx.Request) -> httpx.Response:
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
         return answer_of(
             429,
             {"error": {"message": f"rate limited for key {REAL_KEY}", "type": "rate_limit"}},
@@ -318,111 +380,186 @@ async def test_the_gateways_errors_pass_as_they_are_with_its_key_blanked() -> No
         )
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder)
-    async with client_of(proxy) as client:
+    async with proxy_of(gateway, recorder) as proxy, client_of(proxy) as client:
         answer = await client.post("/gateway/litellm/v1/chat/completions", json={"model": "m"}, headers=bearer())
     assert answer.status_code == 429 and answer.headers["retry-after"] == "7"
     assert answer.json() == {"error": {"message": "rate limited for key [redacted]", "type": "rate_limit"}}
     assert answer.headers["x-echo"] == "[redacted]"
     (done,) = recorder.done
     assert done["status"] == 429 and done["error"] == "rate limited for key [redacted]"
-    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_compressed_answer_passes_as_the_gateways_bytes() -> None:
+    packed = gzip.compress(b'{"id": "chatcmpl-1"}')
+
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(body=packed, headers={"content-type": "application/json", "content-encoding": "gzip"})
+
+    recorder = Recorder()
+    async with proxy_of(gateway, recorder) as proxy:
+        client = Client([b"{}"])
+        await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"{}"), client.receive, client.send)
+    assert client.body() == packed  # not inflated on the way
+    assert (b"content-encoding", b"gzip") in client.sent[0]["headers"]
+    assert recorder.done[0]["streamed_bytes"] == len(packed)
 
 
 @pytest.mark.anyio
 async def test_a_redirect_is_refused_never_followed() -> None:
     seen: list[str] = []
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(request.path)
         return answer_of(307, headers={"location": "http://elsewhere.test/steal"})
 
-    proxy = proxy_of(gateway)
-    async with client_of(proxy) as client:
+    async with proxy_of(gateway) as proxy, client_of(proxy) as client:
         answer = await client.post("/gateway/litellm/v1/chat/completions", json={"model": "m"}, headers=bearer())
     assert answer.status_code == 502 and "redirect" in answer.json()["error"]["message"]
     assert "elsewhere" not in answer.text
-    assert seen == ["http://gw.test:4000/v1/chat/completions"]
-    await proxy.aclose()
+    assert seen == ["/v1/chat/completions"]
+
+
+async def never_answers(request: web.BaseRequest) -> web.StreamResponse:
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def hangs_up(request: web.BaseRequest) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.close()
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def speaks_nonsense(request: web.BaseRequest) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.write(b"SMTP ready\r\n\r\n")
+    await anyio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+@asynccontextmanager
+async def dead_port() -> AsyncIterator[str]:
+    """An address where nothing listens: the connection is refused."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    yield f"http://127.0.0.1:{port}/v1"
+
+
+@asynccontextmanager
+async def full_backlog() -> AsyncIterator[str]:
+    """A socket that listens and never accepts, its backlog full: a connection is never made."""
+    with free_socket(backlog=0) as sock, socket.create_connection(sock.getsockname()):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    ("raised", "status", "words"),
+    ("gateway", "status", "words"),
     [
-        (httpx.ConnectError("refused"), 502, "not reachable"),
-        (httpx.ConnectTimeout("slow"), 504, "did not accept"),
-        (httpx.ReadTimeout("silent"), 504, "silent for 300 s"),
-        (httpx.RemoteProtocolError("closed"), 502, "closed the connection"),
+        (dead_port, 502, "not reachable"),
+        (full_backlog, 504, "did not accept a connection within 0.3 s"),
+        (never_answers, 504, "silent for 0.3 s"),
+        (hangs_up, 502, "closed the connection"),
+        (speaks_nonsense, 502, "not HTTP/1.1"),
     ],
 )
 async def test_a_failed_connection_is_an_anthropic_shaped_error_naming_the_gateway(
-    raised: Exception, status: int, words: str
+    gateway: Any, status: int, words: str
 ) -> None:
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        raise raised
-
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder)
-    async with client_of(proxy) as client:
-        answer = await client.post("/gateway/litellm/v1/chat/completions", json={"model": "m"}, headers=bearer())
+    timeouts = {"idle_timeout": 0.3, "connect_timeout": 0.3}
+    async with AsyncExitStack() as stack:
+        if gateway in (dead_port, full_backlog):
+            base = await stack.enter_async_context(gateway())
+            proxy = GatewayProxy(upstreams_at(base), token=TOKEN, traffic=recorder, **timeouts)
+            stack.push_async_callback(proxy.aclose)
+        else:
+            proxy = await stack.enter_async_context(proxy_of(gateway, recorder, **timeouts))
+        client = await stack.enter_async_context(client_of(proxy))
+        with anyio.fail_after(5):
+            answer = await client.post("/gateway/litellm/v1/chat/completions", json={"model": "m"}, headers=bearer())
     assert answer.status_code == status
     body = answer.json()
     assert body["type"] == "error" and words in body["error"]["message"] and "'litellm'" in body["error"]["message"]
     assert REAL_KEY not in answer.text
     assert recorder.done[0]["status"] is None and words in recorder.done[0]["error"]
-    await proxy.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_request_waits_for_a_free_connection_a_bounded_time() -> None:
+    asked = anyio.Event()
+    release = anyio.Event()
+
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        asked.set()
+        await release.wait()
+        return answer_of(200, {})
+
+    recorder = Recorder()
+    async with proxy_of(gateway, recorder, connections=1, pool_wait=0.2) as proxy, client_of(proxy) as client:
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(client.post, "/gateway/litellm/v1/chat/completions", json={}, headers=bearer()))
+            await asked.wait()
+            with anyio.fail_after(5):
+                busy = await client.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())
+            release.set()
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "all 1 connections" in busy.json()["error"]["message"]
+        # The slot is given back: the next request goes through.
+        assert (await client.post("/gateway/litellm/v1/chat/completions", json={}, headers=bearer())).status_code == 200
 
 
 @pytest.mark.anyio
 async def test_refusals_of_the_sidecar_never_reach_the_gateway() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Seen] = []
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200)
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(seen_of(request))
+        return web.Response()
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder, body_limit=1024)
-    async with client_of(proxy, api_key=API_KEY) as client:
-        assert (await client.get("/gateway/nope/v1/models", headers=bearer())).status_code == 404
-        assert (await client.get("/gateway/litellm/key/generate", headers=bearer())).status_code == 404
-        assert (await client.get("/gateway/litellm/v1/%2e%2e/key/generate", headers=bearer())).status_code == 400
-        assert (await client.get("/gateway", headers=bearer())).status_code == 404
-        too_big = await client.post("/gateway/litellm/v1/chat/completions", content=b"x" * 2048, headers=bearer())
-        assert too_big.status_code == 413
+    async with proxy_of(gateway, recorder, body_limit=1024) as proxy:
+        async with client_of(proxy, api_key=API_KEY) as client:
+            assert (await client.get("/gateway/nope/v1/models", headers=bearer())).status_code == 404
+            assert (await client.get("/gateway/litellm/key/generate", headers=bearer())).status_code == 404
+            assert (await client.get("/gateway/litellm/v1/%2e%2e/key/generate", headers=bearer())).status_code == 400
+            assert (await client.get("/gateway", headers=bearer())).status_code == 404
+            too_big = await client.post("/gateway/litellm/v1/chat/completions", content=b"x" * 2048, headers=bearer())
+            assert too_big.status_code == 413
 
-        async def chunked() -> AsyncIterator[bytes]:
-            for _ in range(4):
-                yield b"y" * 512
+            async def chunked() -> AsyncIterator[bytes]:
+                for _ in range(4):
+                    yield b"y" * 512
 
-        streamed = await client.post("/gateway/litellm/v1/chat/completions", content=chunked(), headers=bearer())
-        assert streamed.status_code == 413
-        # The credentials: the token alone opens the gateway routes, and opens nothing else.
-        assert (await client.get("/gateway/litellm/v1/models")).status_code == 401
-        assert (await client.get("/gateway/litellm/v1/models", headers=bearer("wrong"))).status_code == 401
-        assert (await client.get("/gateway/litellm/v1/models", headers=bearer(API_KEY))).status_code == 401
-        assert (await client.get("/gateway/litellm/v1/models", headers={"x-api-key": API_KEY})).status_code == 401
-        basic = httpx.BasicAuth("opencode", TOKEN)
-        assert (await client.get("/gateway/litellm/v1/models", auth=basic)).status_code == 401
-        assert (await client.get(f"/gateway/litellm/v1/models?auth_token={TOKEN}")).status_code == 401
-        elsewhere = await client.get("/v1/models", headers=bearer())
-        assert elsewhere.status_code == 401 and "gateway routes" in elsewhere.json()["error"]["message"]
-        assert (await client.get("/v1/models", headers={"x-api-key": API_KEY})).status_code == 200
-    assert seen == [] and recorder.done == []
-    async with client_of(proxy) as keyless:  # no API key set: the token still opens nothing else
-        assert (await keyless.get("/v1/models", headers={"x-api-key": TOKEN})).status_code == 401
-        assert (await keyless.get("/v1/models")).status_code == 200
-    await proxy.aclose()
+            streamed = await client.post("/gateway/litellm/v1/chat/completions", content=chunked(), headers=bearer())
+            assert streamed.status_code == 413
+            # The credentials: the token alone opens the gateway routes, and opens nothing else.
+            assert (await client.get("/gateway/litellm/v1/models")).status_code == 401
+            assert (await client.get("/gateway/litellm/v1/models", headers=bearer("wrong"))).status_code == 401
+            assert (await client.get("/gateway/litellm/v1/models", headers=bearer(API_KEY))).status_code == 401
+            assert (await client.get("/gateway/litellm/v1/models", headers={"x-api-key": API_KEY})).status_code == 401
+            basic = httpx.BasicAuth("opencode", TOKEN)
+            assert (await client.get("/gateway/litellm/v1/models", auth=basic)).status_code == 401
+            assert (await client.get(f"/gateway/litellm/v1/models?auth_token={TOKEN}")).status_code == 401
+            elsewhere = await client.get("/v1/models", headers=bearer())
+            assert elsewhere.status_code == 401 and "gateway routes" in elsewhere.json()["error"]["message"]
+            assert (await client.get("/v1/models", headers={"x-api-key": API_KEY})).status_code == 200
+        assert seen == [] and recorder.done == []
+        async with client_of(proxy) as keyless:  # no API key set: the token still opens nothing else
+            assert (await keyless.get("/v1/models", headers={"x-api-key": TOKEN})).status_code == 401
+            assert (await keyless.get("/v1/models")).status_code == 200
 
 
 @pytest.mark.anyio
 async def test_a_chunked_body_streams_up_and_its_model_is_peeked() -> None:
     received: list[bytes] = []
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
         assert "content-length" not in request.headers and request.headers["transfer-encoding"] == "chunked"
-        async for chunk in request.stream:  # type: ignore[union-attr]
+        async for chunk in request.content.iter_any():
             received.append(chunk)
         return answer_of(200, {})
 
@@ -432,35 +569,14 @@ async def test_a_chunked_body_streams_up_and_its_model_is_peeked() -> None:
         yield b"]}"
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder)
-    async with client_of(proxy) as client:
+    async with proxy_of(gateway, recorder) as proxy, client_of(proxy) as client:
         answer = await client.post("/gateway/litellm/v1/chat/completions", content=body(), headers=bearer())
     assert answer.status_code == 200
     assert b"".join(received) == b'{"model": "streamed", "messages": []}'
     assert recorder.done[0]["model"] == "streamed"
-    await proxy.aclose()
 
 
 # --- streaming and cancellation, driven as uvicorn drives the app ---------------------------
-
-
-class UpstreamStream(httpx.AsyncByteStream):
-    """An answer that sends each event when the test says, and tells whether it was closed early."""
-
-    def __init__(self) -> None:
-        self.send, self._receive = anyio.create_memory_object_stream[bytes | None](10)
-        self.closed = anyio.Event()
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._receive:
-            if chunk is None:
-                return
-            yield chunk
-
-    async def aclose(self) -> None:
-        self._receive.close()
-        self.send.close()
-        self.closed.set()
 
 
 class Client:
@@ -489,7 +605,9 @@ class Client:
         return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
 
 
-def scope_of(path: str, body: bytes) -> dict[str, Any]:
+def scope_of(path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
+    if headers is None:
+        headers = [(b"content-length", str(len(body)).encode())]
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -500,40 +618,71 @@ def scope_of(path: str, body: bytes) -> dict[str, Any]:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:4097"), (b"content-length", str(len(body)).encode())],
+        "headers": [(b"host", b"127.0.0.1:4097"), *headers],
         "client": ("127.0.0.1", 5000),
         "server": ("127.0.0.1", 4097),
     }
 
 
 @pytest.mark.anyio
-async def test_events_are_passed_as_they_come_and_the_clients_leaving_closes_the_upstream() -> None:
-    upstream = UpstreamStream()
+async def test_a_chunked_body_stays_chunked_and_no_header_is_added_but_the_sidecars() -> None:
+    seen: list[Seen] = []
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=upstream)
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(seen_of(request, await request.read()))
+        return answer_of(200, {})
+
+    client = Client([b'{"model": "whole"}'])  # all of it in one message, as a small body comes
+    scope = scope_of("/gateway/litellm/v1/chat/completions", b"", [(b"transfer-encoding", b"chunked")])
+    async with proxy_of(gateway) as proxy:
+        with anyio.fail_after(5):
+            await proxy(scope, client.receive, client.send)
+    assert client.sent[0]["status"] == 200
+    (request,) = seen
+    assert request.body == b'{"model": "whole"}'
+    assert request.headers["transfer-encoding"] == "chunked" and "content-length" not in request.headers
+    # What the gateway gets is the client's headers and the sidecar's, nothing of aiohttp's own.
+    names = [name.lower() for name, _ in request.headers.items()]
+    assert sorted(names) == ["accept-encoding", "authorization", "host", "transfer-encoding"]
+    assert request.headers["accept-encoding"] == "identity"
+
+
+@pytest.mark.anyio
+async def test_events_are_passed_as_they_come_and_the_clients_leaving_closes_the_upstream() -> None:
+    events, pending = anyio.create_memory_object_stream[bytes](10)
+    closed = anyio.Event()
+
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await answer.prepare(request)
+        try:
+            async for event in pending:
+                await answer.write(event)
+        finally:
+            closed.set()  # cancelled by the server when the proxy closed the connection
+        return answer
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder)
     body = b'{"model": "slow", "stream": true}'
     client = Client([body[:10], body[10:]])
-    async with anyio.create_task_group() as group:
+    async with proxy_of(gateway, recorder) as proxy, anyio.create_task_group() as group:
         group.start_soon(proxy, scope_of("/gateway/litellm/v1/chat/completions", body), client.receive, client.send)
         with anyio.fail_after(5):
-            await upstream.send.send(b"data: one\n\n")
+            await events.send(b"data: one\n\n")
             await client.got_body.wait()  # the first event is through while the gateway still streams
             assert client.body() == b"data: one\n\n"
             client.got_body = anyio.Event()
-            await upstream.send.send(b"data: two\n\n")
+            await events.send(b"data: two\n\n")
             await client.got_body.wait()
             client.gone.set()  # the client leaves mid-answer
-            await upstream.closed.wait()
+            await closed.wait()
+    events.close()
+    pending.close()
     assert client.sent[0]["status"] == 200
     assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in client.sent)
     (done,) = recorder.done
     assert done["status"] == 200 and done["model"] == "slow" and done["streamed_bytes"] == 22
     assert done["error"] is None and done["cancelled"] is True
-    await proxy.aclose()
 
 
 @pytest.mark.anyio
@@ -541,7 +690,7 @@ async def test_the_clients_leaving_while_the_answer_is_awaited_cancels_the_reque
     asked = anyio.Event()
     cancelled = anyio.Event()
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
         asked.set()
         try:
             await anyio.sleep_forever()
@@ -550,59 +699,79 @@ async def test_the_clients_leaving_while_the_answer_is_awaited_cancels_the_reque
         raise AssertionError("unreachable")
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder)
     body = b'{"model": "thinker"}'
     client = Client([body])
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(proxy, scope_of("/gateway/litellm/v1/chat/completions", body), client.receive, client.send)
-            await asked.wait()
-            client.gone.set()
-            await cancelled.wait()
+    async with proxy_of(gateway, recorder) as proxy:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as group:
+                group.start_soon(proxy, scope_of("/gateway/litellm/v1/chat/completions", body), client.receive, client.send)
+                await asked.wait()
+                client.gone.set()
+                await cancelled.wait()
     assert client.sent == []
     assert recorder.done == [
         {"gateway": "litellm", "model": "thinker", "status": None, "first_byte": None, "streamed_bytes": 0,
          "error": None, "cancelled": True}
     ]
-    await proxy.aclose()
 
 
 @pytest.mark.anyio
 async def test_a_body_cut_short_is_never_a_whole_request_upstream() -> None:
-    asked: list[httpx.Request] = []
+    whole: list[bytes] = []
+    ended = anyio.Event()
 
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        asked.append(request)  # MockTransport reads the whole body before it asks
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            whole.append(await request.read())
+        finally:
+            ended.set()
         return answer_of(200)
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder)
     client = Client([b'{"model": "half", ', b'"more'])
     client.messages[-1]["more_body"] = True  # and then the client goes
     client.gone.set()
-    with anyio.fail_after(5):
-        await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"x" * 100), client.receive, client.send)
-    assert asked == [] and client.sent == []
+    async with proxy_of(gateway, recorder) as proxy:
+        with anyio.fail_after(5):
+            await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"x" * 100), client.receive, client.send)
+            await ended.wait()  # the gateway had the request's start, then its connection ended
+    assert whole == [] and client.sent == []
     assert recorder.done[0]["status"] is None and recorder.done[0]["cancelled"] is True
-    await proxy.aclose()
 
 
 @pytest.mark.anyio
 async def test_silence_mid_answer_cuts_the_answer_without_its_end() -> None:
-    class Stalls(httpx.AsyncByteStream):
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            yield b"data: one\n\n"
-            raise httpx.ReadTimeout("idle")
-
-    async def gateway(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Stalls())
+    async def gateway(request: web.BaseRequest) -> web.StreamResponse:
+        answer = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await answer.prepare(request)
+        await answer.write(b"data: one\n\n")
+        await anyio.sleep_forever()
+        return answer
 
     recorder = Recorder()
-    proxy = proxy_of(gateway, recorder, idle_timeout=2.5)
     client = Client([b"{}"])
-    with anyio.fail_after(5):
-        await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"{}"), client.receive, client.send)
+    async with proxy_of(gateway, recorder, idle_timeout=0.5) as proxy:
+        with anyio.fail_after(5):
+            await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"{}"), client.receive, client.send)
     assert client.body() == b"data: one\n\n"
     assert not any(m["type"] == "http.response.body" and not m.get("more_body") for m in client.sent)
-    assert recorder.done[0]["status"] == 200 and "silent for 2.5 s" in recorder.done[0]["error"]
-    await proxy.aclose()
+    assert recorder.done[0]["status"] == 200 and "silent for 0.5 s" in recorder.done[0]["error"]
+
+
+@pytest.mark.anyio
+async def test_a_gateway_that_takes_no_more_of_the_body_is_silent_past_the_idle_timeout() -> None:
+    # aiohttp bounds reads only: while the body goes up, the route bounds each write itself.
+    with free_socket(backlog=8) as listening:
+        base = f"http://127.0.0.1:{listening.getsockname()[1]}/v1"
+        recorder = Recorder()
+        proxy = GatewayProxy(upstreams_at(base), token=TOKEN, traffic=recorder, idle_timeout=0.5, body_limit=256 * MIB)
+        # More than loopback's socket buffers hold, on a connection the gateway never reads.
+        client = Client([b"x" * MIB] * 128)
+        try:
+            with anyio.fail_after(10):
+                await proxy(scope_of("/gateway/litellm/v1/chat/completions", b"x" * 128 * MIB), client.receive, client.send)
+        finally:
+            await proxy.aclose()
+    assert client.sent[0]["status"] == 504
+    assert "silent for 0.5 s" in json.loads(client.body())["error"]["message"]
+    assert recorder.done[0]["status"] is None and "silent" in recorder.done[0]["error"]
