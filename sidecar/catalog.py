@@ -53,6 +53,9 @@ class ModelInfo(BaseModel):
     tool_call: bool | None = None
     reasoning: bool | None = None
     release_date: date | None = None
+    # OpenRouter's stable name for the model (`anthropic/claude-4.5-sonnet-20250929`): matched
+    # when a caller writes it (sidecar/matching.py).
+    canonical_slug: str | None = None
 
     def identity(self) -> str:
         """What makes two records the same model for opencode: everything but the volatile date."""
