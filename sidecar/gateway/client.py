@@ -17,7 +17,13 @@ from sidecar.lists.anthropic import ANTHROPIC_VERSION, MAX_PAGE, parse_anthropic
 from sidecar.lists.detect import detect_format
 from sidecar.lists.entries import MAX_LIST_BYTES, MalformedModelList, ParsedList
 from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_ollama_tags
-from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
+from sidecar.lists.litellm import (
+    WILDCARD_ROUTES_PARAM,
+    enrich_with_litellm_info,
+    parse_litellm_model_info,
+    wildcard_routes,
+    without_sentinels,
+)
 from sidecar.reasons import server_reason
 from sidecar.retry import RetryPolicy, Transient, retrying
 
@@ -97,6 +103,8 @@ class GatewayClient:
         self._format: str | None = None if gateway.format == "auto" else gateway.format
         # The reserved ids last reported as dropped: said again only when they change, not every poll.
         self._dropped_reserved: list[str] = []
+        # The wildcard routes (LiteLLM's `openai/*`) of the last list read: models served unlisted.
+        self.routes: tuple[str, ...] = ()
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
             timeout=httpx.Timeout(timeout),
@@ -170,7 +178,7 @@ class GatewayClient:
                 return parse_lmstudio_models(await self._get_json(f"{root}/api/v0/models"), self._keep())
             except _NotFound:
                 return parse_models("lmstudio", await self._get_json(f"{base}/models"), self._keep())
-        payload = await self._get_json(f"{base}/models")
+        payload = await self._get_json(f"{base}/models", WILDCARD_ROUTES_PARAM if fmt == "litellm" else None)
         detecting = fmt is None
         fmt = fmt or detect_format(payload)
         if fmt == "anthropic":
@@ -182,8 +190,14 @@ class GatewayClient:
             info = await self._litellm_info()
             if info is not None:
                 if fmt != "litellm":
+                    # Once, when `auto` finds LiteLLM: its wildcard routes come only when asked for.
+                    payload = await self._get_json(f"{base}/models", WILDCARD_ROUTES_PARAM)
                     fmt, parsed = "litellm", parse_models("litellm", payload, self._keep())
                 parsed = enrich_with_litellm_info(parsed, info)
+            elif fmt == "litellm":
+                parsed = without_sentinels(parsed)
+            if fmt == "litellm":
+                self.routes = wildcard_routes(payload)
         if detecting:
             self._format = fmt
             log.info("gateway.format_detected", gateway=self.gateway.id, format=fmt)
