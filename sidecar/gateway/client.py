@@ -189,7 +189,7 @@ class GatewayClient:
         if fmt == "litellm" or (detecting and fmt == "openai"):
             info = await self._litellm_info()
             if info is not None:
-                if fmt != "litellm":
+                if detecting:
                     # Once, when `auto` finds LiteLLM: its wildcard routes come only when asked for.
                     payload = await self._get_json(f"{base}/models", WILDCARD_ROUTES_PARAM)
                     fmt, parsed = "litellm", parse_models("litellm", payload, self._keep())

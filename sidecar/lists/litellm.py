@@ -149,7 +149,9 @@ def without_sentinels(parsed: ParsedList, access_groups: Collection[str] = ()) -
         return parsed
     dropped = len(parsed.models) - len(kept)
     rejected = [*parsed.rejected, *["id names an access group or sentinel, not a model"] * dropped]
-    return replace(parsed, models=kept, rejected=rejected)
+    # Not counted as listed either: it would read as models SIDECAR_MAX_MODELS left out.
+    listed = None if parsed.listed is None else parsed.listed - dropped
+    return replace(parsed, models=kept, rejected=rejected, listed=listed)
 
 
 def enrich_with_litellm_info(parsed: ParsedList, info: LiteLLMInfo) -> ParsedList:

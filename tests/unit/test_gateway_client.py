@@ -212,7 +212,9 @@ async def test_litellm_wildcard_routes_read_and_sentinels_dropped(tmp_path: Path
         return httpx.Response(404)
 
     gw = client(tmp_path, handler, "url = 'http://gw:4000'")
-    assert (await gw.fetch_catalog()).ids == ["gpt-5.5"]
+    catalog = await gw.fetch_catalog()
+    assert catalog.ids == ["gpt-5.5"]
+    assert not catalog.capped  # a dropped sentinel is no model SIDECAR_MAX_MODELS left out
     assert gw.routes == ("openai/*", "anthropic/claude-*")
     assert seen == ["/v1/models", "/model/info", "/v1/models?return_wildcard_routes=true"]
     seen.clear()
