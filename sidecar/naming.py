@@ -79,6 +79,14 @@ def bare_name_as_provider(requested: Any, managed_providers: Collection[str]) ->
     return requested
 
 
+def expanded_name(requested: Any, managed_providers: Collection[str], aliases: Mapping[str, str] | None = None) -> str:
+    """The requested model as one checked string, its alias expanded."""
+    name = requested_name(bare_name_as_provider(requested, managed_providers))
+    if aliases and name in aliases:
+        name = check_model_name(aliases[name], f"alias {name!r}")
+    return name
+
+
 def normalise_model(
     requested: Any,
     *,
@@ -94,14 +102,14 @@ def normalise_model(
     3. a whole string that a gateway lists (ids may contain `/`) joins that gateway, the first
        in `owners` (model id -> provider) when several list it;
     4. a prefix naming another provider is dropped when the rest is a listed id;
-    5. anything else goes through the default gateway as `<default provider>/<whole string>`.
+    5. anything else goes through the default gateway as `<default provider>/<whole string>`,
+       for the resolver to match the way people write names (sidecar/matching.py) or to treat
+       as unlisted.
 
     A reference with an empty model and a provider the sidecar does not know is read as the bare
     name it was (bare_name_as_provider) first.
     """
-    name = requested_name(bare_name_as_provider(requested, managed_providers))
-    if aliases and name in aliases:
-        name = check_model_name(aliases[name], f"alias {name!r}")
+    name = expanded_name(requested, managed_providers, aliases)
     provider, slash, rest = name.partition("/")
     if slash and rest and provider in managed_providers:
         return ModelRef(provider, rest)
