@@ -166,18 +166,33 @@ class MatchIndex:
     def closest(self, name: str, limit: int = 3, within: Callable[[Listed], bool] = lambda listed: True) -> list[str]:
         """Up to `limit` public ids whose folded ids look most like the folded name (difflib)."""
         by_key: dict[str, str] = {}
-        for listed in self.listed:
-            if within(listed):
-                by_key.setdefault(loosest(listed.model_id), listed.public_id)
+        for listed_key, found in self._keys(Step.LATEST).items():
+            public_ids = [listed.public_id for listed in found if within(listed)]
+            if public_ids:
+                by_key[listed_key] = public_ids[0]
         close = difflib.get_close_matches(loosest(name), list(by_key), n=limit, cutoff=0.6)
         return [by_key[found] for found in close]
 
 
 def covered_by_route(model_id: str, routes: Iterable[str]) -> str | None:
     """The first wildcard route (LiteLLM's `openai/*`, `anthropic/claude-*`) whose pattern covers
-    `model_id`, matched as the gateway matches it: `*` is any text, everything else literal."""
-    for route in routes:
-        pattern = ".*".join(re.escape(part) for part in route.split("*"))
-        if re.fullmatch(pattern, model_id, re.DOTALL):
-            return route
-    return None
+    `model_id`, matched as the gateway matches it: `*` is any text, everything else literal.
+    Without a regular expression: the routes are the gateway's word, and `a*a*a*...` as a regex
+    backtracks for as long as a caller's name is long."""
+    return next((route for route in routes if _glob(route, model_id)), None)
+
+
+def _glob(pattern: str, text: str) -> bool:
+    first, *middle_and_last = pattern.split("*")
+    if not middle_and_last:
+        return text == pattern
+    *middle, last = middle_and_last
+    if len(text) < len(first) + len(last) or not text.startswith(first) or not text.endswith(last):
+        return False
+    position, end = len(first), len(text) - len(last)
+    for part in middle:  # each part at its first place after the one before: enough for `*` alone
+        found = text.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True

@@ -37,6 +37,9 @@ def check_model_name(name: object, what: str = "model") -> str:
         raise InvalidModelName(f"{what} {reason}")
     if SUBSTITUTION.search(name):
         raise InvalidModelName(f"{what} contains an opencode substitution pattern ({{env:...}} or {{file:...}})")
+    if "*" in name:
+        # `openai/*` would pass as covered by the gateway's own wildcard route and be registered.
+        raise InvalidModelName(f"{what} contains '*': that names a gateway's wildcard route, not a model")
     return name
 
 

@@ -247,6 +247,12 @@ def test_keys_fold_step_by_step() -> None:
         ("anything/at.all", ["*"], "*"),
         ("openai.x", ["openai.*"], "openai.*"),  # `.` is literal
         ("openaiXx", ["openai.*"], None),
+        ("ab", ["a*b*"], "a*b*"),
+        ("aXbYc", ["a*b*c"], "a*b*c"),
+        ("acb", ["a*b*c"], None),
+        ("abc", ["abc"], "abc"),  # no `*`: the whole name
+        ("a", ["a*a"], None),  # the prefix and suffix may not overlap
+        ("a" * 256, ["*a" * 40 + "*b"], None),  # no backtracking, however many `*`
     ],
 )
 def test_wildcard_routes(model_id: str, routes: list[str], route: str | None) -> None:

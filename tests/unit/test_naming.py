@@ -54,6 +54,8 @@ def test_normalisation_table(requested: object, expected: str) -> None:
         ("line\nbreak", "control characters"),
         ("{env:SIDECAR_GATEWAY_API_KEY}", "substitution"),
         ("x{FILE:/etc/passwd}", "substitution"),
+        ("openai/*", "wildcard route"),
+        ({"providerID": "litellm", "modelID": "*"}, "wildcard route"),
         (42, "string or an object"),
         (None, "string or an object"),
         ({"providerID": "litellm"}, "modelID must be a string"),
