@@ -139,6 +139,8 @@ class NewestModels:
         self._wants = wants
         self._models: list[ModelInfo] = []
         self.listed = 0  # models added that the globs want, kept or not
+        # The ids of those trimmed away: still the gateway's, usable by name (not as records: ids only).
+        self.trimmed: set[str] = set()
 
     def add(self, model: ModelInfo) -> None:
         if not self._wants(model.id):
@@ -146,7 +148,9 @@ class NewestModels:
         self.listed += 1
         self._models.append(model)
         if len(self._models) >= 2 * self.limit:
-            self._models = newest_first(self._models)[: self.limit]
+            ordered = newest_first(self._models)
+            self.trimmed.update(model.id for model in ordered[self.limit :])
+            self._models = ordered[: self.limit]
 
     def extend(self, models: Iterable[ModelInfo]) -> None:
         for model in models:

@@ -151,6 +151,10 @@ class Resolver:
                     return found, await self._register(found)  # ours, leaving with the next write: kept
                 self._reconciler.note_used(found)
                 return found, model
+        if ref.model_id in gateway.unkept:
+            # Listed by the gateway; only SIDECAR_MAX_MODELS kept it from opencode's list.
+            log.info("resolve.unlisted_accepted", gateway=ref.provider_id, model=ref.model_id, route=None, policy="listed")
+            return ref, await self._register(ref)
         route = covered_by_route(ref.model_id, gateway.routes)
         policy = self._settings.unlisted_policy
         if route is None and policy == "refuse":

@@ -105,6 +105,8 @@ class GatewayClient:
         self._dropped_reserved: list[str] = []
         # The wildcard routes (LiteLLM's `openai/*`) of the last list read: models served unlisted.
         self.routes: tuple[str, ...] = ()
+        # The ids of the last list read that SIDECAR_MAX_MODELS left out of the catalog.
+        self.unkept: frozenset[str] = frozenset()
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
             timeout=httpx.Timeout(timeout),
@@ -164,7 +166,10 @@ class GatewayClient:
                 first=parsed.skipped_non_chat[:10],
             )
         models = self.gateway.select(parsed.models)
-        return cap(models, self._max_models, listed=parsed.listed)
+        catalog = cap(models, self._max_models, listed=parsed.listed)
+        # Listed by the gateway, left out by SIDECAR_MAX_MODELS: still accepted by name, as listed.
+        self.unkept = frozenset(parsed.trimmed | {model.id for model in models[len(catalog) :]})
+        return catalog
 
     async def _read_list(self) -> ParsedList:
         base, root = self.gateway.api_base, self.gateway.root
@@ -223,7 +228,7 @@ class GatewayClient:
             collected.rejected.extend(page.rejected)
             collected.reserved.extend(page.reserved)
             if not has_more or not last_id:
-                collected.models, collected.listed = keep.candidates(), keep.listed
+                collected.models, collected.listed, collected.trimmed = keep.candidates(), keep.listed, keep.trimmed
                 return collected
             payload = await self._get_json(url, {"limit": MAX_PAGE, "after_id": last_id})
         raise GatewayError(f"model list has more than {MAX_PAGES} pages")

@@ -164,6 +164,7 @@ def enrich_with_litellm_info(parsed: ParsedList, info: LiteLLMInfo) -> ParsedLis
         rejected=list(parsed.rejected),
         reserved=list(parsed.reserved),
         listed=parsed.listed,
+        trimmed=parsed.trimmed,
     )
     for model in parsed.models:
         details = info.models.get(model.id)

@@ -97,7 +97,7 @@ def build_app() -> Any:
                         unlisted_policy="refuse", resolve_timeout=1.0),  # type: ignore[arg-type]
         reconciler,  # type: ignore[arg-type]
         IdleApplier(),  # type: ignore[arg-type]
-        {"litellm": SimpleNamespace(routes=("wildcard/*",))},  # type: ignore[dict-item]
+        {"litellm": SimpleNamespace(routes=("wildcard/*",), unkept=frozenset())},  # type: ignore[dict-item]
     )
     view = view_of(
         readiness=lambda: {"ready": False, "opencode_healthy": False, "models": len(CATALOG)},

@@ -231,3 +231,16 @@ async def test_litellm_sentinels_dropped_without_model_info(tmp_path: Path) -> N
     gw = client(tmp_path, handler, "url = 'http://gw:4000'\nformat = 'litellm'")
     assert (await gw.fetch_catalog()).ids == ["m1"]
     assert gw.routes == ()
+
+
+async def test_the_models_max_models_leaves_out_are_remembered_by_id(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [{"id": f"m{n}"} for n in range(7)]})
+
+    path = tmp_path / "sidecar.toml"
+    path.write_text("[[gateways]]\nid = 'gw'\nurl = 'http://gw:8000/v1'\nformat = 'openai'\n")
+    (gateway,) = load_gateways_file(path, default_poll_interval=30, environ=ENVIRON)
+    gw = GatewayClient(gateway, timeout=10.0, retries=0, max_models=2, transport=httpx.MockTransport(handler))
+    catalog = await gw.fetch_catalog()
+    assert len(catalog) == 2 and catalog.capped
+    assert gw.unkept == {f"m{n}" for n in range(7)} - set(catalog.ids)

@@ -45,8 +45,8 @@ class Reconciler:
 
 
 class Gateway:
-    def __init__(self, routes: tuple[str, ...] = (), accepts: bool = True) -> None:
-        self.routes, self.accepts, self.probed = routes, accepts, []
+    def __init__(self, routes: tuple[str, ...] = (), accepts: bool = True, unkept: frozenset[str] = frozenset()) -> None:
+        self.routes, self.accepts, self.probed, self.unkept = routes, accepts, [], unkept
 
     async def probe(self, model_id: str) -> None:
         self.probed.append(model_id)
@@ -119,6 +119,13 @@ def test_a_wildcard_route_admits_an_unlisted_name_whatever_the_setting() -> None
     with pytest.raises(HttpError) as caught:
         resolve(resolving, "anthropic/claude-9")  # not under the route
     assert caught.value.status == 404
+
+
+def test_a_model_listed_beyond_max_models_is_accepted_by_name() -> None:
+    gateway = Gateway(unkept=frozenset({"old-model"}), accepts=False)
+    resolving, reconciler = resolver("refuse", gateway)
+    assert resolve(resolving, "old-model") == "litellm/old-model"
+    assert reconciler.registered == [ModelRef("litellm", "old-model")] and gateway.probed == []
 
 
 def test_probe_registers_only_what_the_gateway_accepts() -> None:
