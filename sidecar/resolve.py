@@ -145,7 +145,8 @@ class Resolver:
         if match.unique is not None:
             found = self._reconciler.ref_of(match.unique.public_id)
             if found is not None:
-                log.info("resolve.matched", requested=name, model=match.unique.public_id, step=match.step.name.lower())
+                step = match.step.name.lower() if match.step is not None else None
+                log.info("resolve.matched", requested=name, model=match.unique.public_id, step=step)
                 model = self._reconciler.known(found)
                 if model is None:
                     return found, await self._register(found)  # ours, leaving with the next write: kept
