@@ -124,7 +124,9 @@ def run(ctx: Context) -> list[Row]:
     listed_already = "openai/bench-0"
     with lab(ctx.workdir / "propagation", [SLOW, listed_already], ctx.log) as bench_lab:
         sidecar = start_sidecar(
-            ctx.workdir / "propagation" / "sidecar", bench_lab.front.url, lp.MASTER_KEY, poll_interval=f"{POLL_INTERVAL:g}"
+            ctx.workdir / "propagation" / "sidecar", bench_lab.front.url, lp.MASTER_KEY, poll_interval=f"{POLL_INTERVAL:g}",
+            # The front lists no wildcard route: the unlisted names timed are registered blind.
+            unlisted_models="register",
         )
         try:
             with sidecar.opencode() as opencode:  # the directory loaded, as an agent's would be

@@ -53,6 +53,9 @@ class ModelInfo(BaseModel):
     tool_call: bool | None = None
     reasoning: bool | None = None
     release_date: date | None = None
+    # OpenRouter's stable name for the model (`anthropic/claude-4.5-sonnet-20250929`): matched
+    # when a caller writes it (sidecar/matching.py).
+    canonical_slug: str | None = None
 
     def identity(self) -> str:
         """What makes two records the same model for opencode: everything but the volatile date."""
@@ -136,6 +139,8 @@ class NewestModels:
         self._wants = wants
         self._models: list[ModelInfo] = []
         self.listed = 0  # models added that the globs want, kept or not
+        # The ids of those trimmed away: still the gateway's, usable by name (not as records: ids only).
+        self.trimmed: set[str] = set()
 
     def add(self, model: ModelInfo) -> None:
         if not self._wants(model.id):
@@ -143,7 +148,9 @@ class NewestModels:
         self.listed += 1
         self._models.append(model)
         if len(self._models) >= 2 * self.limit:
-            self._models = newest_first(self._models)[: self.limit]
+            ordered = newest_first(self._models)
+            self.trimmed.update(model.id for model in ordered[self.limit :])
+            self._models = ordered[: self.limit]
 
     def extend(self, models: Iterable[ModelInfo]) -> None:
         for model in models:

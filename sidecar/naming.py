@@ -37,6 +37,9 @@ def check_model_name(name: object, what: str = "model") -> str:
         raise InvalidModelName(f"{what} {reason}")
     if SUBSTITUTION.search(name):
         raise InvalidModelName(f"{what} contains an opencode substitution pattern ({{env:...}} or {{file:...}})")
+    if "*" in name:
+        # `openai/*` would pass as covered by the gateway's own wildcard route and be registered.
+        raise InvalidModelName(f"{what} contains '*': that names a gateway's wildcard route, not a model")
     return name
 
 
@@ -66,6 +69,27 @@ def requested_name(requested: Any) -> str:
     raise InvalidModelName('model must be a string or an object with "providerID" and "modelID"')
 
 
+def bare_name_as_provider(requested: Any, managed_providers: Collection[str]) -> Any:
+    """opencode's CLI splits `--model gpt-5.5` at its first `/` and sends providerID `gpt-5.5` with
+    an empty modelID (`opencode run --attach`, measured with 1.18.33): a reference whose provider is
+    none the sidecar knows and whose model is empty is that bare name."""
+    if not isinstance(requested, Mapping):
+        return requested
+    model_id = requested.get("modelID", requested.get("id"))
+    provider_id = requested.get("providerID")
+    if model_id in (None, "") and isinstance(provider_id, str) and provider_id and provider_id not in managed_providers:
+        return provider_id
+    return requested
+
+
+def expanded_name(requested: Any, managed_providers: Collection[str], aliases: Mapping[str, str] | None = None) -> str:
+    """The requested model as one checked string, its alias expanded."""
+    name = requested_name(bare_name_as_provider(requested, managed_providers))
+    if aliases and name in aliases:
+        name = check_model_name(aliases[name], f"alias {name!r}")
+    return name
+
+
 def normalise_model(
     requested: Any,
     *,
@@ -81,11 +105,14 @@ def normalise_model(
     3. a whole string that a gateway lists (ids may contain `/`) joins that gateway, the first
        in `owners` (model id -> provider) when several list it;
     4. a prefix naming another provider is dropped when the rest is a listed id;
-    5. anything else goes through the default gateway as `<default provider>/<whole string>`.
+    5. anything else goes through the default gateway as `<default provider>/<whole string>`,
+       for the resolver to match the way people write names (sidecar/matching.py) or to treat
+       as unlisted.
+
+    A reference with an empty model and a provider the sidecar does not know is read as the bare
+    name it was (bare_name_as_provider) first.
     """
-    name = requested_name(requested)
-    if aliases and name in aliases:
-        name = check_model_name(aliases[name], f"alias {name!r}")
+    name = expanded_name(requested, managed_providers, aliases)
     provider, slash, rest = name.partition("/")
     if slash and rest and provider in managed_providers:
         return ModelRef(provider, rest)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sidecar.catalog import Catalog, ModelInfo
+from sidecar.matching import Listed, MatchIndex
 from sidecar.naming import ModelRef
 
 
@@ -30,6 +31,7 @@ class PublicView:
         records: dict[str, ModelInfo] = {}
         refs: dict[str, ModelRef] = {}
         owners: dict[str, str] = {}
+        matchable: list[Listed] = []
         # The first gateway first: a qualified id of another gateway wins a clash with it.
         for gateway_id, catalog in catalogs.items():
             for model in catalog:
@@ -38,10 +40,14 @@ class PublicView:
                 records[listed] = model.model_copy(update={"id": listed})
                 refs[listed] = ref
                 owners.setdefault(model.id, gateway_id)
+                display = model.display_name if model.display_name != model.id else None
+                matchable.append(Listed(listed, model.id, gateway_id, display, model.canonical_slug))
         self.catalog = Catalog(records.values())
         self._refs = refs
         # Bare model id -> the first gateway (in the operator's order) that has it.
         self.owners = owners
+        # Indexed per matching step on first use: most requests name a listed id exactly.
+        self.names = MatchIndex(tuple(matchable))
 
     def ref_of(self, listed_id: str) -> ModelRef | None:
         """The opencode model behind an id of `/v1/models`."""

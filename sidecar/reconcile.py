@@ -20,6 +20,7 @@ from sidecar.admission import Admission
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.gateway.client import GatewayError
 from sidecar.gateway_state import GatewayState, polls_ok, within_cap
+from sidecar.matching import MatchIndex
 from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
     BaseConfigError,
@@ -122,6 +123,11 @@ class Reconciler:
     def ref_of(self, listed_id: str) -> ModelRef | None:
         """The opencode model behind an id of `/v1/models`."""
         return self._view.ref_of(listed_id)
+
+    @property
+    def names(self) -> MatchIndex:
+        """What a requested name is matched against (sidecar/matching.py): every gateway's models."""
+        return self._view.names
 
     def model(self, ref: ModelRef) -> ModelInfo | None:
         """The listed record of a gateway's model, as `/v1/models` shows it."""
@@ -234,11 +240,22 @@ class Reconciler:
             await self._publish()
 
     async def unregister(self, listed_id: str) -> None:
+        ref = self.ref_of(listed_id)
+        if ref is not None:
+            await self.unregister_ref(ref)
+
+    def is_registered(self, ref: ModelRef) -> bool:
+        """Registered on request (not listed by its gateway), and written."""
+        return ref.model_id in self.registered.get(ref.provider_id, {})
+
+    async def unregister_ref(self, ref: ModelRef) -> bool:
+        """Drop a registered model; whether it was one."""
         async with self._lock:
-            ref = self.ref_of(listed_id)
-            if ref is not None and self.registered.get(ref.provider_id, {}).pop(ref.model_id, None) is not None:
-                log.info("registry.removed", gateway=ref.provider_id, model=ref.model_id)
-                await self._publish()
+            if self.registered.get(ref.provider_id, {}).pop(ref.model_id, None) is None:
+                return False
+            log.info("registry.removed", gateway=ref.provider_id, model=ref.model_id)
+            await self._publish()
+            return True
 
     # --- the operator's config ----------------------------------------------------------------
 

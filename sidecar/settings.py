@@ -104,7 +104,11 @@ class Settings(BaseSettings):
     # room for a slower machine, and its sidecar peaked at 160 MiB with a 100,001-model gateway.
     max_models: Annotated[int, Field(ge=1, le=1_000_000)] = 5_000
     model_aliases: ModelAliases = Field(default_factory=dict)
-    probe_models: bool = False
+    # A name that matches nothing listed and no wildcard route of its gateway: refused with the
+    # closest listed names, probed with a one-token request, or registered blind.
+    unlisted_models: Literal["refuse", "probe", "register"] = "refuse"
+    # Deprecated: `true` is SIDECAR_UNLISTED_MODELS=probe (the supervisor logs a warning).
+    probe_models: bool | None = None
     resolve_timeout: Annotated[float, Field(gt=0)] = 120.0
     # Models registered on request; past it the least recently used one no session uses makes room.
     max_registered: Annotated[int, Field(ge=1, le=100_000)] = 256
@@ -169,6 +173,21 @@ class Settings(BaseSettings):
             if self.api_key.get_secret_value() == self.gateway_token.get_secret_value():
                 raise ValueError(f"{ENV_PREFIX}GATEWAY_TOKEN: must not be the same as {ENV_PREFIX}API_KEY")
         return self
+
+    @model_validator(mode="after")
+    def _unlisted_or_probe(self) -> Settings:
+        if self.probe_models and "unlisted_models" in self.model_fields_set and self.unlisted_models != "probe":
+            raise ValueError(
+                f"{ENV_PREFIX}PROBE_MODELS: is deprecated and says probe, but {ENV_PREFIX}UNLISTED_MODELS says "
+                f"{self.unlisted_models}; unset {ENV_PREFIX}PROBE_MODELS"
+            )
+        return self
+
+    @property
+    def unlisted_policy(self) -> Literal["refuse", "probe", "register"]:
+        """What a name matching nothing listed gets: SIDECAR_UNLISTED_MODELS, or probe for the
+        deprecated SIDECAR_PROBE_MODELS=true."""
+        return "probe" if self.probe_models and "unlisted_models" not in self.model_fields_set else self.unlisted_models
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Settings:

@@ -28,6 +28,7 @@ from sidecar.opencode.config import BaseConfigError, load_base_config, write_ato
 from sidecar.opencode.handle import OpencodeHandle
 from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
 from sidecar.metrics import Metrics
+from sidecar.pruning import RegistryPruner
 from sidecar.reconcile import Reconciler
 from sidecar.refresh import Refresh
 from sidecar.redact import Redactor
@@ -101,6 +102,10 @@ class Sidecar:
             raise StartError(
                 f"{ENV_PREFIX}STATE_DIR: cannot write to {self.settings.state_dir}: {exc.strerror}"
             ) from None
+        if self.settings.probe_models is not None:
+            # Kept working, so that a deployment upgraded with it set behaves as before.
+            log.warning("settings.deprecated", setting=f"{ENV_PREFIX}PROBE_MODELS",
+                        instead=f"{ENV_PREFIX}UNLISTED_MODELS={self.settings.unlisted_policy}")
         self.gateways = gateway_clients(self.settings)
         secret = self.settings.opencode_password
         password = secret.get_secret_value() if secret is not None else None
@@ -144,9 +149,12 @@ class Sidecar:
             limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
         )
+        # Registered models the gateway says it doesn't have are dropped (told by the traffic record).
+        self.pruner = RegistryPruner(self.reconciler.is_registered, self.reconciler.unregister_ref)
         # What the gateway route forwards, per gateway and model: for /metrics and /v1/status.
         self.traffic = ModelTraffic(
-            self.reconciler.gateways, self._lists_model, redact=Redactor(self.settings.secrets()).text
+            self.reconciler.gateways, self._lists_model, redact=Redactor(self.settings.secrets()).text,
+            on_error=self.pruner.refused,
         )
         token = self.settings.gateway_token
         assert token is not None  # with_gateway_token
@@ -268,6 +276,7 @@ class Sidecar:
                 group.start_soon(self.applier.run)
                 group.start_soon(self.reconciler.run, saved)
                 group.start_soon(self._reread_on_sighup)
+                group.start_soon(self.pruner.run)
                 if self.settings.base_config is not None:
                     group.start_soon(self._watch_base_config, self.settings.base_config)
                 log.info("sidecar.started", opencode=self.settings.opencode_base, attached=self.settings.attached)

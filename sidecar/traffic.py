@@ -99,7 +99,10 @@ class ModelTraffic:
         redact: Callable[[str], str] = lambda text: text,
         max_series: int = MAX_SERIES,
         max_unlisted: int = MAX_UNLISTED,
+        on_error: Callable[[str, str, int | None, str], None] | None = None,
     ) -> None:
+        # Told (gateway, model as sent, status, reason) of each failed request: the registry's pruner.
+        self._on_error = on_error
         self._gateways = tuple(gateways)
         self._lists, self._clock, self._redact = lists, clock, redact
         self._max_series, self._max_unlisted = max_series, max_unlisted
@@ -130,6 +133,8 @@ class ModelTraffic:
             series.errors += 1
             reason = error or ("no answer" if status is None else f"HTTP {status}")
             series.last_error = LastError(status, escaped(self._redact(reason), MAX_MESSAGE), self._clock())
+            if self._on_error is not None and gateway in self._gateways:
+                self._on_error(gateway, model, status, series.last_error.message)
 
     def _series_for(self, gateway: str, model: str) -> ModelSeries:
         # The route only forwards to configured gateways; anything else is folded, not trusted.

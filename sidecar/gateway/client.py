@@ -17,7 +17,13 @@ from sidecar.lists.anthropic import ANTHROPIC_VERSION, MAX_PAGE, parse_anthropic
 from sidecar.lists.detect import detect_format
 from sidecar.lists.entries import MAX_LIST_BYTES, MalformedModelList, ParsedList
 from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_ollama_tags
-from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
+from sidecar.lists.litellm import (
+    WILDCARD_ROUTES_PARAM,
+    enrich_with_litellm_info,
+    parse_litellm_model_info,
+    wildcard_routes,
+    without_sentinels,
+)
 from sidecar.reasons import server_reason
 from sidecar.retry import RetryPolicy, Transient, retrying
 
@@ -97,6 +103,10 @@ class GatewayClient:
         self._format: str | None = None if gateway.format == "auto" else gateway.format
         # The reserved ids last reported as dropped: said again only when they change, not every poll.
         self._dropped_reserved: list[str] = []
+        # The wildcard routes (LiteLLM's `openai/*`) of the last list read: models served unlisted.
+        self.routes: tuple[str, ...] = ()
+        # The ids of the last list read that SIDECAR_MAX_MODELS left out of the catalog.
+        self.unkept: frozenset[str] = frozenset()
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
             timeout=httpx.Timeout(timeout),
@@ -156,7 +166,10 @@ class GatewayClient:
                 first=parsed.skipped_non_chat[:10],
             )
         models = self.gateway.select(parsed.models)
-        return cap(models, self._max_models, listed=parsed.listed)
+        catalog = cap(models, self._max_models, listed=parsed.listed)
+        # Listed by the gateway, left out by SIDECAR_MAX_MODELS: still accepted by name, as listed.
+        self.unkept = frozenset(parsed.trimmed | {model.id for model in models[len(catalog) :]})
+        return catalog
 
     async def _read_list(self) -> ParsedList:
         base, root = self.gateway.api_base, self.gateway.root
@@ -170,7 +183,7 @@ class GatewayClient:
                 return parse_lmstudio_models(await self._get_json(f"{root}/api/v0/models"), self._keep())
             except _NotFound:
                 return parse_models("lmstudio", await self._get_json(f"{base}/models"), self._keep())
-        payload = await self._get_json(f"{base}/models")
+        payload = await self._get_json(f"{base}/models", WILDCARD_ROUTES_PARAM if fmt == "litellm" else None)
         detecting = fmt is None
         fmt = fmt or detect_format(payload)
         if fmt == "anthropic":
@@ -181,9 +194,15 @@ class GatewayClient:
         if fmt == "litellm" or (detecting and fmt == "openai"):
             info = await self._litellm_info()
             if info is not None:
-                if fmt != "litellm":
+                if detecting:
+                    # Once, when `auto` finds LiteLLM: its wildcard routes come only when asked for.
+                    payload = await self._get_json(f"{base}/models", WILDCARD_ROUTES_PARAM)
                     fmt, parsed = "litellm", parse_models("litellm", payload, self._keep())
                 parsed = enrich_with_litellm_info(parsed, info)
+            elif fmt == "litellm":
+                parsed = without_sentinels(parsed)
+            if fmt == "litellm":
+                self.routes = wildcard_routes(payload)
         if detecting:
             self._format = fmt
             log.info("gateway.format_detected", gateway=self.gateway.id, format=fmt)
@@ -209,7 +228,7 @@ class GatewayClient:
             collected.rejected.extend(page.rejected)
             collected.reserved.extend(page.reserved)
             if not has_more or not last_id:
-                collected.models, collected.listed = keep.candidates(), keep.listed
+                collected.models, collected.listed, collected.trimmed = keep.candidates(), keep.listed, keep.trimmed
                 return collected
             payload = await self._get_json(url, {"limit": MAX_PAGE, "after_id": last_id})
         raise GatewayError(f"model list has more than {MAX_PAGES} pages")

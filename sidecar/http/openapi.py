@@ -98,10 +98,12 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
         },
         "/v1/models/resolve": {
             "post": operation(
-                "Normalise a model name, register it when the gateway doesn't list it, and wait until opencode can use it",
+                "Match a model name to a listed model (or accept an unlisted one as SIDECAR_UNLISTED_MODELS says) "
+                "and wait until opencode can use it",
                 {
                     "200": answer("Usable now", "Resolution"),
                     "400": ref["400"],
+                    "404": ref["404"],
                     "409": ref["409"],
                     "413": ref["413"],
                     "502": ref["502"],

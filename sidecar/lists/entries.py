@@ -33,6 +33,8 @@ class ParsedList:
     reserved: list[str] = field(default_factory=list)
     # Read through a NewestModels: how many models its globs wanted, of which `models` holds the newest.
     listed: int | None = None
+    # ... and the ids of the wanted ones it did not keep.
+    trimmed: set[str] = field(default_factory=set)
 
 
 def id_problem(model_id: Any) -> str | None:
@@ -75,7 +77,7 @@ def read_entries(
         else:
             add(model)
     if keep is not None:
-        parsed.models, parsed.listed = keep.candidates(), keep.listed
+        parsed.models, parsed.listed, parsed.trimmed = keep.candidates(), keep.listed, keep.trimmed
     return parsed
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from sidecar.catalog import ModelInfo, NewestModels
+from sidecar.catalog import ModelInfo, NewestModels, invalid_model_id_reason
 from sidecar.lists.entries import MalformedModelList, ParsedList, Reader, data_list, read_entries
 from sidecar.lists.values import (
     as_dict,
@@ -94,8 +94,14 @@ def _openrouter_model(entry: dict[str, Any], model_id: str) -> ModelInfo | None:
         output_modalities=output_modalities,
         tool_call=("tools" in named) if said else None,
         reasoning=bool(named & {"reasoning", "include_reasoning"}) if said else None,
+        canonical_slug=_slug(entry.get("canonical_slug"), model_id),
         **dated(unix_time(entry.get("created"))),
     )
+
+
+def _slug(value: Any, model_id: str) -> str | None:
+    slug = name(value, model_id)
+    return None if slug == model_id or invalid_model_id_reason(slug) is not None else slug
 
 
 def _together_model(entry: dict[str, Any], model_id: str) -> ModelInfo | None:

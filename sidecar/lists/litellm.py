@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -23,6 +24,14 @@ from sidecar.lists.values import (
 
 # LiteLLM answers this `created` for every model: it dates nothing.
 LITELLM_PLACEHOLDER_CREATED = 1677610602
+
+# LiteLLM's special names for "every model of the team / the proxy" (its SpecialModelNames): a
+# key's model list may hold one, and a list read with such a key may show it. Never a model.
+LITELLM_SENTINELS = frozenset({"all-team-models", "all-proxy-models", "no-default-models"})
+# `GET /v1/models?return_wildcard_routes=true` lists each wildcard route (`openai/*`) beside the
+# models it expands to; other gateways ignore the parameter.
+WILDCARD_ROUTES_PARAM = {"return_wildcard_routes": "true"}
+MAX_ROUTES = 100
 
 
 @dataclass(frozen=True)
@@ -113,23 +122,54 @@ def parse_litellm_model_info(payload: Any) -> LiteLLMInfo:
     return parsed
 
 
+def wildcard_routes(payload: Any) -> tuple[str, ...]:
+    """The wildcard routes a LiteLLM list names (`openai/*`, `anthropic/claude-*`): the models the
+    gateway serves without listing them. At most MAX_ROUTES, each a usable model id but for its `*`."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        return ()
+    routes: dict[str, None] = {}
+    for entry in payload["data"]:
+        route = entry.get("id") if isinstance(entry, dict) else None
+        if isinstance(route, str) and "*" in route and invalid_model_id_reason(route) is None:
+            routes[route] = None
+            if len(routes) >= MAX_ROUTES:
+                break
+    return tuple(routes)
+
+
+def not_a_model(model_id: str, access_groups: Collection[str]) -> bool:
+    """A name LiteLLM lists that no request can use: a sentinel, or an access group's name."""
+    return model_id in LITELLM_SENTINELS or model_id in access_groups
+
+
+def without_sentinels(parsed: ParsedList, access_groups: Collection[str] = ()) -> ParsedList:
+    """The list without LiteLLM's sentinels and access-group names, each counted in `rejected`."""
+    kept = [model for model in parsed.models if not not_a_model(model.id, access_groups)]
+    if len(kept) == len(parsed.models):
+        return parsed
+    dropped = len(parsed.models) - len(kept)
+    rejected = [*parsed.rejected, *["id names an access group or sentinel, not a model"] * dropped]
+    # Not counted as listed either: it would read as models SIDECAR_MAX_MODELS left out.
+    listed = None if parsed.listed is None else parsed.listed - dropped
+    return replace(parsed, models=kept, rejected=rejected, listed=listed)
+
+
 def enrich_with_litellm_info(parsed: ParsedList, info: LiteLLMInfo) -> ParsedList:
     """The list with what `/model/info` adds: metadata the list lacks (the list's own values win),
-    non-chat models and access-group names taken out."""
+    non-chat models, sentinels and access-group names taken out."""
+    parsed = without_sentinels(parsed, info.access_groups)
     enriched = ParsedList(
         models=[],
         skipped_non_chat=list(parsed.skipped_non_chat),
         rejected=list(parsed.rejected),
         reserved=list(parsed.reserved),
         listed=parsed.listed,
+        trimmed=parsed.trimmed,
     )
     for model in parsed.models:
         details = info.models.get(model.id)
         if details is None:
-            if model.id in info.access_groups:
-                enriched.rejected.append("id names an access group, not a model")
-            else:
-                enriched.models.append(model)
+            enriched.models.append(model)
             continue
         if not details.chats:
             enriched.skipped_non_chat.append(model.id)

@@ -173,3 +173,14 @@ def test_a_list_of_800000_tiny_entries_is_refused_before_it_is_decoded(
     after = json.loads((sidecar.state_dir / "opencode.json").read_text())["provider"]["litellm"]["models"]
     assert after == before
     assert httpx.get(f"{sidecar.api_url}/readyz", timeout=5).status_code == 200
+
+
+def test_a_model_left_out_is_still_accepted_by_name(sidecar: SidecarProcess) -> None:
+    # Listed by the gateway beyond SIDECAR_MAX_MODELS: accepted as listed under the default
+    # SIDECAR_UNLISTED_MODELS=refuse (issue 17), which a name listed nowhere is not.
+    left_out = IDS[-1]
+    with httpx.Client(base_url=sidecar.api_url, timeout=120) as client:
+        resolved = client.post("/v1/models/resolve", json={"model": left_out})
+        assert resolved.status_code == 200, resolved.text
+        assert resolved.json()["opencode"] == {"providerID": "litellm", "modelID": left_out}
+        assert client.post("/v1/models/resolve", json={"model": "listed-nowhere"}).status_code == 404

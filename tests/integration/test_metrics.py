@@ -39,7 +39,10 @@ def test_metrics_follow_polls_writes_reloads_and_resolves(
     fake_gateway: fake_upstream.FakeUpstream, make_sidecar: Callable[..., SidecarProcess]
 ) -> None:
     # With an API key: the probes and /metrics stay open to the kubelet and Prometheus.
-    sidecar = make_sidecar(f"http://127.0.0.1:{fake_gateway.port}", "sk-metrics-test-key", api_key=API_KEY)
+    # `brand-new` is listed nowhere: registered blind, as before SIDECAR_UNLISTED_MODELS (issue 17).
+    sidecar = make_sidecar(
+        f"http://127.0.0.1:{fake_gateway.port}", "sk-metrics-test-key", api_key=API_KEY, unlisted_models="register"
+    )
     fake_gateway.models = model_list(["m1", "m2", "m3"])
     sidecar.wait_for(lambda: scrape(sidecar).get(("opencode_sidecar_catalog_models", (("gateway", "litellm"),))) == 3,
                      30, "three models in the metrics")

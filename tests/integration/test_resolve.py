@@ -254,7 +254,10 @@ def test_api_key_and_opencode_run_attach(
 def test_probe_and_busy_bound(
     wildcard_gateway: lp.LiteLLMProxy, make_sidecar: Callable[..., SidecarProcess]
 ) -> None:
+    # SIDECAR_PROBE_MODELS, deprecated, still means SIDECAR_UNLISTED_MODELS=probe (issue 17).
     sidecar = make_sidecar(wildcard_gateway.url, probe_models="true", resolve_timeout="3")
+    (deprecated,) = sidecar.events("settings.deprecated")
+    assert deprecated["instead"] == "SIDECAR_UNLISTED_MODELS=probe"
     directory = str(sidecar.directory)
     with httpx.Client(base_url=sidecar.api_url, timeout=60) as client, sidecar.opencode(timeout=120) as opencode:
         rejected = client.post("/v1/models/resolve", json={"model": "no-such-model"})

@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sidecar.catalog import Catalog, ModelInfo
+from sidecar.matching import Listed, MatchIndex
 from sidecar.http.routes import create_app
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolver
@@ -44,6 +45,10 @@ class FakeReconciler:
     catalog = CATALOG
     base_config: dict[str, Any] = {}
     owners = {model.id: "litellm" for model in CATALOG}
+    names = MatchIndex(tuple(Listed(model.id, model.id, "litellm", model.display_name) for model in CATALOG))
+
+    def ref_of(self, listed_id: str) -> ModelRef | None:
+        return ModelRef("litellm", listed_id) if listed_id in CATALOG else None
 
     def model(self, ref: ModelRef) -> ModelInfo | None:
         return CATALOG.get(ref.model_id) if ref.provider_id == "litellm" else None
@@ -89,10 +94,10 @@ def build_app() -> Any:
     # The real Resolver, so that hostile names go through the real normalisation.
     resolver = Resolver(
         SimpleNamespace(gateways=[], model_aliases={"sonnet": "claude-sonnet-4-5"}, default_provider="litellm",
-                        probe_models=False, resolve_timeout=1.0),  # type: ignore[arg-type]
+                        unlisted_policy="refuse", resolve_timeout=1.0),  # type: ignore[arg-type]
         reconciler,  # type: ignore[arg-type]
         IdleApplier(),  # type: ignore[arg-type]
-        {"litellm": object()},  # type: ignore[dict-item]
+        {"litellm": SimpleNamespace(routes=("wildcard/*",), unkept=frozenset())},  # type: ignore[dict-item]
     )
     view = view_of(
         readiness=lambda: {"ready": False, "opencode_healthy": False, "models": len(CATALOG)},

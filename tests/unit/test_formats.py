@@ -441,3 +441,10 @@ def test_litellm_enrichment_keeps_the_reserved_ids_reported() -> None:
     assert "toLocaleString" not in info.models
     enriched = enrich_with_litellm_info(listed, info)
     assert ([m.id for m in enriched.models], enriched.reserved) == (["gpt-5.5"], ["toLocaleString"])
+
+
+def test_openrouter_canonical_slug_is_kept_when_it_differs_from_the_id() -> None:
+    parsed = parse_models("openrouter", fixture("openrouter-models.json"))
+    by_id = {model.id: model for model in parsed.models}
+    assert by_id["anthropic/claude-sonnet-4.5"].canonical_slug == "anthropic/claude-4.5-sonnet-20250929"
+    assert by_id["deepseek/deepseek-r1-0528"].canonical_slug is None  # the same as its id

@@ -188,3 +188,59 @@ async def test_reserved_ids_are_dropped_with_a_warning_naming_them_once_per_chan
         listed.pop(0)
     # The same ids on the next poll are not said again; a change is.
     assert dropped == [[("warning", ["hasOwnProperty", "toString"])], [], [("warning", ["valueOf"])]]
+
+
+async def test_litellm_wildcard_routes_read_and_sentinels_dropped(tmp_path: Path) -> None:
+    """Wildcard routes come only with `return_wildcard_routes=true` (LiteLLM 1.8x, measured): asked
+    for once `auto` finds LiteLLM, and on every poll after. Sentinels and access-group names go."""
+    seen: list[str] = []
+    listed = [{"id": name, "object": "model"} for name in ("gpt-5.5", "all-team-models", "all-proxy-models", "beta-models")]
+    routes = [{"id": "openai/*", "object": "model"}, {"id": "anthropic/claude-*", "object": "model"}]
+    info = {"data": [
+        {"model_name": "gpt-5.5", "model_info": {"mode": "chat"}},
+        {"model_name": "grouped", "model_info": {"access_groups": ["beta-models"]}},
+        {"model_name": "all-team-models", "model_info": {}},
+    ]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url.copy_with(scheme="http", host="gw", port=None)).removeprefix("http://gw"))
+        if request.url.path == "/v1/models":
+            wildcard = request.url.params.get("return_wildcard_routes") == "true"
+            return httpx.Response(200, json={"object": "list", "data": listed + (routes if wildcard else [])})
+        if request.url.path == "/model/info":
+            return httpx.Response(200, json=info)
+        return httpx.Response(404)
+
+    gw = client(tmp_path, handler, "url = 'http://gw:4000'")
+    catalog = await gw.fetch_catalog()
+    assert catalog.ids == ["gpt-5.5"]
+    assert not catalog.capped  # a dropped sentinel is no model SIDECAR_MAX_MODELS left out
+    assert gw.routes == ("openai/*", "anthropic/claude-*")
+    assert seen == ["/v1/models", "/model/info", "/v1/models?return_wildcard_routes=true"]
+    seen.clear()
+    assert (await gw.fetch_catalog()).ids == ["gpt-5.5"]
+    assert seen == ["/v1/models?return_wildcard_routes=true", "/model/info"]
+
+
+async def test_litellm_sentinels_dropped_without_model_info(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m1"}, {"id": "all-proxy-models"}]})
+        return httpx.Response(404)
+
+    gw = client(tmp_path, handler, "url = 'http://gw:4000'\nformat = 'litellm'")
+    assert (await gw.fetch_catalog()).ids == ["m1"]
+    assert gw.routes == ()
+
+
+async def test_the_models_max_models_leaves_out_are_remembered_by_id(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [{"id": f"m{n}"} for n in range(7)]})
+
+    path = tmp_path / "sidecar.toml"
+    path.write_text("[[gateways]]\nid = 'gw'\nurl = 'http://gw:8000/v1'\nformat = 'openai'\n")
+    (gateway,) = load_gateways_file(path, default_poll_interval=30, environ=ENVIRON)
+    gw = GatewayClient(gateway, timeout=10.0, retries=0, max_models=2, transport=httpx.MockTransport(handler))
+    catalog = await gw.fetch_catalog()
+    assert len(catalog) == 2 and catalog.capped
+    assert gw.unkept == {f"m{n}" for n in range(7)} - set(catalog.ids)
