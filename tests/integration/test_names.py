@@ -7,8 +7,11 @@ blind that the gateway refuses leaves the registry."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +19,7 @@ import pytest
 
 from tests.support import litellm_proxy as lp
 from tests.support.opencode_api import answer_text
-from tests.support.sidecar_process import SidecarProcess, start_sidecar
+from tests.support.sidecar_process import OPENCODE_BIN, SidecarProcess, start_sidecar
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -183,3 +186,21 @@ def test_a_registered_model_the_gateway_refuses_is_dropped(
     (dropped,) = sidecar.events("registry.dropped_refused")
     assert dropped["model"] == "no-such-model-anywhere" and "model" in dropped["reason"].lower()
     assert "no-such-model-anywhere" not in (sidecar.state_dir / "opencode.json").read_text()
+
+
+@pytest.mark.parametrize("model", ["claude-sonet-4-5", "litellm/claude-sonet-4-5"])
+def test_opencode_run_with_a_misspelt_model_prints_why_and_fails(
+    model: str, sidecar: SidecarProcess, tmp_path: Path
+) -> None:
+    """Issue 20: `opencode run --attach` with an unknown model printed nothing and exited 0, the
+    session holding the error. Refused by the sidecar before opencode sees the prompt, opencode's
+    CLI prints the reason, naming the model asked for and the one meant, and exits non-zero."""
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "OPENCODE_DISABLE_MODELS_FETCH": "1"}
+    run = subprocess.run(
+        [str(OPENCODE_BIN), "run", "--attach", sidecar.api_url, "--dir", str(sidecar.directory), "--model", model, "hi"],
+        env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    printed = run.stdout + run.stderr
+    assert run.returncode != 0, printed[-2000:]
+    assert "claude-sonet-4-5" in printed and "claude-sonnet-4-5" in printed, printed[-2000:]
+    assert "not_found_error" in printed or "did you mean" in printed.lower(), printed[-2000:]
