@@ -43,6 +43,9 @@ class CatalogOwner(Protocol):
     @property
     def catalog(self) -> Catalog: ...
 
+    def ref_of(self, listed_id: str) -> ModelRef | None:
+        """The opencode model (gateway and its model id) behind an id of the catalog."""
+
     async def unregister(self, listed_id: str) -> None: ...
 
 
@@ -98,12 +101,19 @@ class GatewayRoute(Protocol):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
 
 
+class McpRoute(Protocol):
+    """The MCP server's transport at `/mcp` (mcp.McpEndpoint), a plain ASGI app."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class SidecarView:
     models: CatalogOwner
     resolver: ModelResolver
     passthrough: Forwarder
     gateways: GatewayRoute
+    mcp: McpRoute
     # The supervisor's reports: readiness for /readyz, the whole state for /v1/status, whether
     # opencode's config is written yet for /startupz, and the Prometheus text for /metrics.
     readiness: Callable[[], dict[str, Any]]

@@ -13,7 +13,7 @@ from sidecar.errors import HttpError
 from starlette.types import Receive, Scope, Send
 
 from sidecar.http.errors import error_response
-from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, ModelResolver, SidecarView
+from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, McpRoute, ModelResolver, SidecarView
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolution
 
@@ -27,6 +27,9 @@ class CatalogOf:
     @property
     def catalog(self) -> Catalog:
         return self._current()
+
+    def ref_of(self, listed_id: str) -> ModelRef | None:
+        return ModelRef("litellm", listed_id) if listed_id in self._current() else None
 
     async def unregister(self, listed_id: str) -> None:
         pass
@@ -68,6 +71,13 @@ class NoGateways:
         await error_response(404, "this test gave the API no gateway")(scope, receive, send)
 
 
+class NoMcp:
+    """No MCP server behind /mcp: every MCP request that passes the guards is a 404."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(404, "this test gave the API no MCP server")(scope, receive, send)
+
+
 def view_of(
     catalog: Callable[[], Catalog] = Catalog,
     readiness: Callable[[], dict[str, Any]] = lambda: {"ready": True},
@@ -76,6 +86,7 @@ def view_of(
     resolver: ModelResolver | None = None,
     passthrough: Forwarder | None = None,
     gateways: GatewayRoute | None = None,
+    mcp: McpRoute | None = None,
     status: Callable[[], dict[str, Any]] = dict,
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
@@ -86,6 +97,7 @@ def view_of(
         resolver=resolver or NoResolver(),
         passthrough=passthrough or NoOpencode(),
         gateways=gateways or NoGateways(),
+        mcp=mcp or NoMcp(),
         readiness=readiness,
         status=status,
         started=started,
