@@ -20,6 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.errors import HttpError
+from sidecar.http.errors import error_response
 from sidecar.http.view import CatalogOwner, ModelResolver
 from sidecar.model_query import (
     MAX_PAGE_SIZE,
@@ -193,11 +194,22 @@ class McpEndpoint:
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
         self._manager = server.session_manager
+        self._running = False
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         async with self._manager.run():
-            yield
+            self._running = True
+            try:
+                yield
+            finally:
+                self._running = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._running:
+            # Stopping: uvicorn's connections outlive the task group, and opencode, stopped after
+            # the API, still calls /mcp meanwhile (seen: two requests after SIGTERM, each a 500
+            # and a traceback in the log before this answer).
+            await error_response(503, "the sidecar is stopping")(scope, receive, send)
+            return
         await self._manager.handle_request(scope, receive, send)
