@@ -19,7 +19,7 @@ from sidecar.errors import HttpError
 from sidecar.http.errors import error_response
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.gateway_request import in_gateway_zone
-from sidecar.http.mcp import is_mcp_request
+from sidecar.http.mcp_route import is_mcp_request
 
 # Request bodies, counted as they arrive, never read whole first. The sidecar's own routes take a
 # model name; what goes on to opencode may carry a prompt with files attached (FORWARDED_BODY_LIMIT,

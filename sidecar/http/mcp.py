@@ -2,7 +2,7 @@
 resolve_model), on the official `mcp` SDK's streamable HTTP transport, stateless.
 
 Which requests to `/mcp` are ours and which are opencode's own `GET /mcp` (its MCP status) and
-`POST /mcp` (add a server) is `is_mcp_request`'s to say; the routes and the key guard both ask it.
+`POST /mcp` (add a server) is mcp_route.is_mcp_request's to say; the route and the key guard both ask it.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ToolAnnotations
 from pydantic import Field
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.errors import HttpError
 from sidecar.http.errors import error_response
+from sidecar.http.mcp_route import MCP_PATH, is_mcp_request
 from sidecar.http.view import CatalogOwner, ModelResolver
 from sidecar.model_query import (
     MAX_PAGE_SIZE,
@@ -36,23 +36,10 @@ from sidecar.model_query import (
 )
 from sidecar.naming import ModelRef
 
-MCP_PATH = "/mcp"
 # A tool call is a few hundred bytes of JSON; the SDK's own bound is 4 MiB.
 MCP_BODY_LIMIT = 64 * 1024
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
-
-
-def is_mcp_request(scope: Scope) -> bool:
-    """A request of the MCP transport at `/mcp`: one that accepts an event stream (the transport's
-    POST and GET must) or names an MCP session or protocol version. opencode's own `/mcp` routes,
-    reached through the pass-through, are asked for JSON by its clients, and carry neither."""
-    if scope["type"] != "http" or scope["path"] != MCP_PATH:
-        return False
-    headers = Headers(scope=scope)
-    if "mcp-protocol-version" in headers or "mcp-session-id" in headers:
-        return True
-    return any("text/event-stream" in accept.lower() for accept in headers.getlist("accept"))
 
 
 class McpOrOpencode:
@@ -114,6 +101,8 @@ class ModelTools:
 
 
 def build_server(tools: ModelTools) -> MCPServer[Any]:
+    # MCPServer calls logging.basicConfig: a no-op once log.configure_logging has put its bridge on
+    # the root logger, which cli.py does before it builds the Sidecar.
     server: MCPServer[Any] = MCPServer(
         "opencode-sidecar",
         instructions=(

@@ -23,7 +23,8 @@ from sidecar.http.guards import (
     RequireKey,
     limited,
 )
-from sidecar.http.mcp import MCP_PATH, McpOrOpencode
+from sidecar.http.mcp import McpOrOpencode
+from sidecar.http.mcp_route import MCP_PATH
 from sidecar.http.openapi import openapi_document
 from sidecar.http.pages import AnswerCache, page_of, parse_limit
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT

@@ -13,7 +13,7 @@ import json5
 from sidecar.catalog import Catalog, ModelInfo, reserved_key_reason
 from sidecar.gateway.config import Gateway
 from sidecar.http.gateway_request import proxied_base_url
-from sidecar.http.mcp import MCP_PATH
+from sidecar.http.mcp_route import MCP_PATH
 from sidecar.settings import OPENCODE_TOKEN_ENV, Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"

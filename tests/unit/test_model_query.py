@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from sidecar.catalog import Catalog, ModelCost, ModelInfo
-from sidecar.http.mcp import is_mcp_request
+from sidecar.http.mcp_route import is_mcp_request
 from sidecar.model_query import (
     MAX_PAGE_SIZE,
     ModelQuery,
