@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import structlog
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -35,6 +36,8 @@ from sidecar.model_query import (
     summary,
 )
 from sidecar.naming import ModelRef
+
+log = structlog.get_logger("sidecar.mcp")
 
 # A tool call is a few hundred bytes of JSON; the SDK's own bound is 4 MiB.
 MCP_BODY_LIMIT = 64 * 1024
@@ -68,7 +71,9 @@ class ModelTools:
             chosen = select(self._models.catalog, self._models.ref_of, query)
             items, next_cursor = page(chosen, cursor=cursor, limit=size)
         except QueryError as exc:
+            log.info("mcp.tool_refused", tool="list_models", reason=str(exc))
             raise ToolError(str(exc)) from None
+        log.debug("mcp.tool_called", tool="list_models", matched=len(chosen), given=len(items))
         return {
             "models": [summary(model, ref) for model, ref in items],
             "matched": len(chosen),
@@ -88,14 +93,18 @@ class ModelTools:
                     record, ref = listed, candidate
                     break
         if record is None or ref is None:
+            log.info("mcp.tool_refused", tool="get_model", reason="not listed")
             raise ToolError(f"model {model!r} is not listed by this sidecar; list_models shows what is")
+        log.debug("mcp.tool_called", tool="get_model", model=str(ref))
         return details(record, ref)
 
     async def resolve_model(self, model: str, directory: str | None) -> dict[str, Any]:
         try:
             resolution = await self._resolver.resolve(model, directory)
         except HttpError as exc:
+            log.info("mcp.tool_refused", tool="resolve_model", status=exc.status, reason=exc.message)
             raise ToolError(exc.message) from None
+        log.info("mcp.tool_called", tool="resolve_model", model=str(resolution.ref))
         answer = resolution.as_json()
         return {"model": str(resolution.ref), "id": answer.get("id"), "opencode": answer.get("opencode")}
 
@@ -111,8 +120,9 @@ def build_server(tools: ModelTools) -> MCPServer[Any]:
         ),
     )
 
+    # Coroutines, though they never wait: the SDK runs a plain function on a worker thread.
     @server.tool(annotations=READ_ONLY)
-    def list_models(
+    async def list_models(
         gateway: Annotated[str | None, Field(description="only this gateway's models (its provider id)")] = None,
         capabilities: Annotated[
             list[Capability] | None, Field(description="only models the gateway says have all of these", max_length=6)
@@ -143,7 +153,7 @@ def build_server(tools: ModelTools) -> MCPServer[Any]:
         return tools.list_models(query, cursor=cursor, limit=limit)
 
     @server.tool(annotations=READ_ONLY)
-    def get_model(
+    async def get_model(
         model: Annotated[str, Field(description="an id list_models gave, or provider/model", max_length=1024)],
     ) -> dict[str, Any]:
         """Everything known of one model: limits, prices, modalities, release date, status."""

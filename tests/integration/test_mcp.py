@@ -127,7 +127,6 @@ def check_opencode_uses_the_tools(api: httpx.Client, upstream: FakeUpstream, dir
     assert status.status_code == 200, status.text
     assert status.json().get("sidecar") == {"status": "connected"}, status.json()
 
-    upstream.tool_arguments = {"capabilities": []}
     session = create_session(api, str(directory))
     answer = prompt(api, session, str(directory), f"litellm/{TOOL_CALLER}", "which models may I use?")
     text = answer_text(answer)

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.errors import HttpError
@@ -42,20 +43,26 @@ def client_of(endpoint: McpEndpoint) -> httpx.AsyncClient:
 
 
 async def test_the_tools_answer_with_structured_content(endpoint: McpEndpoint) -> None:
-    async with client_of(endpoint) as client, endpoint.running():
-        listed = (await client.post("/mcp", json=call("list_models", {}), headers=MCP_HEADERS)).json()["result"]
-        by_pair = (await client.post("/mcp", json=call("get_model", {"model": "litellm/claude-sonnet-4-5"}),
-                                     headers=MCP_HEADERS)).json()["result"]
-        resolved = (await client.post("/mcp", json=call("resolve_model", {"model": "sonnet"}),
-                                      headers=MCP_HEADERS)).json()["result"]
-        refused = (await client.post("/mcp", json=call("resolve_model", {"model": "nope"}),
-                                     headers=MCP_HEADERS)).json()["result"]
+    with capture_logs() as logs:
+        async with client_of(endpoint) as client, endpoint.running():
+            answers = await ask_each(client)
+    listed, by_pair, resolved, refused = answers
     assert listed["structuredContent"]["models"][0]["model"] == "litellm/claude-sonnet-4-5"
     assert listed["structuredContent"]["next_cursor"] is None
     assert by_pair["structuredContent"]["max_input_tokens"] == 200000
     assert resolved["structuredContent"]["model"] == "litellm/claude-sonnet-4-5"
     # The resolver's refusal, as the route gives it, is the tool's error for the agent to read.
     assert refused["isError"] is True and "is not a model" in refused["content"][0]["text"]
+    events = [(entry["event"], entry["tool"]) for entry in logs if entry["event"].startswith("mcp.")]
+    assert events == [("mcp.tool_called", "list_models"), ("mcp.tool_called", "get_model"),
+                      ("mcp.tool_called", "resolve_model"), ("mcp.tool_refused", "resolve_model")]
+
+
+async def ask_each(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    calls = [("list_models", {}), ("get_model", {"model": "litellm/claude-sonnet-4-5"}),
+             ("resolve_model", {"model": "sonnet"}), ("resolve_model", {"model": "nope"})]
+    return [(await client.post("/mcp", json=call(tool, arguments), headers=MCP_HEADERS)).json()["result"]
+            for tool, arguments in calls]
 
 
 async def test_opencode_keeps_its_own_mcp_routes(endpoint: McpEndpoint) -> None:
