@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     # The internal token opencode's providers present on /gateway/ routes (key custody): a fresh
     # random one per start unless given; attach mode gives both containers the same one.
     gateway_token: GatewayToken | None = None
+    # The sidecar's MCP server (/mcp) named in opencode's config, so that every agent has its tools;
+    # opencode authenticates with the internal token (see mcp_in_opencode).
+    mcp: bool = True
     # The longest silence of a gateway inside one answer forwarded on a /gateway/ route.
     gateway_idle_timeout: Annotated[float, Field(gt=0)] = DEFAULT_IDLE_TIMEOUT
     # Browsers: names besides loopback's that may be in `Host`, sites besides the request's own in `Origin`.
@@ -301,6 +304,14 @@ class Settings(BaseSettings):
         """Where opencode reaches this sidecar: its own machine's (or pod's) loopback unless the
         sidecar listens on one address only."""
         return reachable_origin(self.listen_host, self.listen_port)
+
+    @property
+    def mcp_in_opencode(self) -> bool:
+        """opencode's config names the MCP server, and opencode holds the token it presents there:
+        always with key custody; without it, only an opencode this sidecar starts gets the token (an
+        attached one could hold a random one only if the operator gave it, which custody's check
+        ensures and nothing does without it)."""
+        return self.mcp and (self.key_custody or not self.attached)
 
     def with_password(self) -> Settings:
         """These settings with an opencode password: the given one, or a fresh random one for the

@@ -14,6 +14,7 @@ from watchfiles import awatch
 
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.gateway_proxy import GatewayProxy
+from sidecar.http.mcp import McpEndpoint, ModelTools
 from sidecar.http.passthrough import Passthrough
 from sidecar.http.routes import create_app
 from sidecar.http.server import ApiServer, bind_socket
@@ -166,6 +167,8 @@ class Sidecar:
             traffic=self.traffic,
             idle_timeout=self.settings.gateway_idle_timeout,
         )
+        # The MCP server at /mcp: the catalog and the resolver as an agent's tools.
+        self.mcp = McpEndpoint(ModelTools(self.reconciler, self.resolver))
         self.api: ApiServer | None = None
         self.metrics.watch(self.reconciler, self.applier, self.child)
         self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
@@ -247,6 +250,7 @@ class Sidecar:
             passthrough=self.passthrough,
             gateways=self.gateway_proxy,
             refresher=Refresh(self.reconciler, self.applier, apply_timeout=self.settings.reload_timeout),
+            mcp=self.mcp,
             readiness=self.readiness,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,
@@ -264,7 +268,7 @@ class Sidecar:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._stop_on_signal, group.cancel_scope)
                 # The API first: /livez answers while a slow gateway holds up the first poll.
-                group.start_soon(self.api.run_until_stopped)
+                group.start_soon(self._serve_api, self.api)
                 if isinstance(self.child, OpencodeChild):
                     # An opencode left by a sidecar killed on this state directory holds our port.
                     await self.child.stop_stale()
@@ -290,6 +294,12 @@ class Sidecar:
                 await self.gateway_proxy.aclose()
                 sock.close()
                 log.info("sidecar.stopped")
+
+    async def _serve_api(self, api: ApiServer) -> None:
+        # The MCP transport's session manager runs a task group for the requests it serves; the
+        # app has no lifespan to start it (uvicorn runs it with lifespan="off"), so it spans the server.
+        async with self.mcp.running():
+            await api.run_until_stopped()
 
     async def _stop_on_signal(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

@@ -19,6 +19,7 @@ from sidecar.errors import HttpError
 from sidecar.http.errors import error_response
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.gateway_request import in_gateway_zone
+from sidecar.http.mcp_route import is_mcp_request
 
 # Request bodies, counted as they arrive, never read whole first. The sidecar's own routes take a
 # model name; what goes on to opencode may carry a prompt with files attached (FORWARDED_BODY_LIMIT,
@@ -78,7 +79,8 @@ def offers_token(request: HTTPConnection, token: str) -> bool:
 
 class RequireKey:
     """Who may use which route: `/gateway/` paths (gateway_request.in_gateway_zone) take the
-    internal token and nothing else, SIDECAR_API_KEY least of all; every other route takes the API
+    internal token and nothing else, SIDECAR_API_KEY least of all; the MCP server (mcp.is_mcp_request)
+    takes either, since opencode's agents reach it with the token; every other route takes the API
     key (when one is set) and never the token, which anyone with opencode's shell can read.
     Plain ASGI, so that streamed answers (server-sent events) pass untouched."""
 
@@ -102,7 +104,9 @@ class RequireKey:
                 return None
             return "gateway routes take the sidecar's internal token (x-api-key or Bearer), and nothing else"
         if offers_token(connection, self.gateway_token):
-            return "the internal token is for the gateway routes (/gateway/...) only"
+            if is_mcp_request(scope):
+                return None
+            return "the internal token is for the gateway routes (/gateway/...) and the MCP server (/mcp) only"
         if open_probe(scope) or self.api_key is None or authorised(connection, self.api_key):
             return None
         return "missing or wrong API key (x-api-key, Bearer or Basic)"

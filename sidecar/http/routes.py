@@ -1,5 +1,5 @@
 """The sidecar's local HTTP API: the catalog in the Anthropic Models API shape, resolve, health and
-status, the gateway route (gateway_proxy.py); every other path goes to the pass-through."""
+status, the gateway route (gateway_proxy.py), the MCP server (mcp.py); every other path goes to the pass-through."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from sidecar.http.guards import (
     RequireKey,
     limited,
 )
+from sidecar.http.mcp import McpOrOpencode
+from sidecar.http.mcp_route import MCP_PATH
 from sidecar.http.openapi import openapi_document
 from sidecar.http.pages import AnswerCache, page_of, parse_limit
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT
@@ -119,6 +121,7 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
         return JSONResponse(document)
 
     own = OWN_BODY_LIMIT
+    forwarded = limited(forward, FORWARDED_BODY_LIMIT)
 
     def probe(path: str, endpoint: Callable[[Request], Any]) -> Route:
         """A probe path takes every method, so that no method of it falls through to opencode."""
@@ -144,6 +147,8 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             # in order), and before the fallback, so that none of it reaches opencode.
             Route("/gateway", view.gateways, methods=EVERY_METHOD),
             Route("/gateway/{rest:path}", view.gateways, methods=EVERY_METHOD),
+            # Every method, so that nothing at /mcp falls through to the fallback below unasked.
+            Route(MCP_PATH, McpOrOpencode(view.mcp, forwarded), methods=EVERY_METHOD),
             Route("/v1/models", limited(list_models, own), methods=["GET"]),
             Route("/v1/models/resolve", limited(resolve_model, own), methods=["POST"]),
             Route("/v1/models/refresh", limited(refresh, own), methods=["POST"]),
@@ -155,7 +160,7 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             probe("/metrics", metrics),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
-            Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=EVERY_METHOD),
+            Route("/{path:path}", forwarded, methods=EVERY_METHOD),
         ],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,

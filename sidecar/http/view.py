@@ -43,6 +43,9 @@ class CatalogOwner(Protocol):
     @property
     def catalog(self) -> Catalog: ...
 
+    def ref_of(self, listed_id: str) -> ModelRef | None:
+        """The opencode model (gateway and its model id) behind an id of the catalog."""
+
     async def unregister(self, listed_id: str) -> None: ...
 
 
@@ -104,6 +107,12 @@ class Refresher(Protocol):
     async def refresh(self, gateway_id: str | None) -> dict[str, Any]: ...
 
 
+class McpRoute(Protocol):
+    """The MCP server's transport at `/mcp` (mcp.McpEndpoint), a plain ASGI app."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class SidecarView:
     models: CatalogOwner
@@ -111,6 +120,7 @@ class SidecarView:
     passthrough: Forwarder
     gateways: GatewayRoute
     refresher: Refresher
+    mcp: McpRoute
     # The supervisor's reports: readiness for /readyz, the whole state for /v1/status, whether
     # opencode's config is written yet for /startupz, and the Prometheus text for /metrics.
     readiness: Callable[[], dict[str, Any]]

@@ -13,9 +13,12 @@ import json5
 from sidecar.catalog import Catalog, ModelInfo, reserved_key_reason
 from sidecar.gateway.config import Gateway
 from sidecar.http.gateway_request import proxied_base_url
+from sidecar.http.mcp_route import MCP_PATH
 from sidecar.settings import OPENCODE_TOKEN_ENV, Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"
+# The sidecar's entry in opencode's `mcp` map: opencode names its tools `sidecar_list_models`, ...
+MCP_SERVER_NAME = "sidecar"
 
 
 class Untrusted(str):
@@ -112,6 +115,19 @@ def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> d
     }
 
 
+def render_mcp_server(settings: Settings) -> dict[str, Any]:
+    """The sidecar's MCP server as one of opencode's remote MCP servers, reached with the internal
+    token as the gateway providers are (a reference opencode expands from its environment)."""
+    return {
+        "type": "remote",
+        "url": f"{settings.sidecar_origin}{MCP_PATH}",
+        "headers": {"Authorization": f"Bearer {{env:{OPENCODE_TOKEN_ENV}}}"},
+        # Remote servers try OAuth by default; ours takes the token, and has no OAuth to discover.
+        "oauth": False,
+        "enabled": True,
+    }
+
+
 def render_config(catalogs: dict[str, Catalog], settings: Settings, base: dict[str, Any]) -> dict[str, Any]:
     """The whole file opencode reads: the operator's config with one provider per gateway over it."""
     enabled = [gateway.id for gateway in settings.gateways]
@@ -126,6 +142,9 @@ def render_config(catalogs: dict[str, Catalog], settings: Settings, base: dict[s
             for gateway in settings.gateways
         },
     }
+    if settings.mcp_in_opencode:
+        # Merged into the operator's `mcp` map: their servers stay beside ours.
+        generated["mcp"] = {MCP_SERVER_NAME: render_mcp_server(settings)}
     default_model = settings.default_model_ref()
     if default_model is not None:
         generated["model"] = Untrusted(default_model)

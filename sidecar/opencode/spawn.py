@@ -100,6 +100,11 @@ def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
         env[OPENCODE_TOKEN_ENV] = settings.gateway_token.get_secret_value()
         return env
     env.pop(OPENCODE_TOKEN_ENV, None)
+    if settings.mcp_in_opencode:
+        # Its MCP entry presents the token. Without custody opencode holds the gateways' keys
+        # already, so the token's other route (/gateway/) opens nothing it could not reach.
+        assert settings.gateway_token is not None
+        env[OPENCODE_TOKEN_ENV] = settings.gateway_token.get_secret_value()
     # The config names each gateway's key and header variables; opencode expands them itself.
     for gateway in settings.gateways:
         for name in gateway.env_names:

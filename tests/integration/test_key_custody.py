@@ -303,7 +303,8 @@ def test_opencodes_shell_prints_no_key_and_its_files_hold_none(custody: SidecarP
 def test_key_custody_off_is_the_direct_mode_of_before(
     litellm: lp.LiteLLMProxy, make_sidecar: Callable[..., SidecarProcess]
 ) -> None:
-    sidecar = make_sidecar(litellm.url, key_custody="false")
+    # Without the MCP server's entry too, the token's one use without custody (tests/unit/test_mcp_config.py).
+    sidecar = make_sidecar(litellm.url, key_custody="false", mcp="false")
     rendered = json.loads((sidecar.state_dir / "opencode.json").read_text())
     assert rendered["provider"]["litellm"]["options"] == {
         "baseURL": litellm.base_url, "apiKey": "{env:SIDECAR_GATEWAY_API_KEY}"

@@ -13,7 +13,7 @@ from sidecar.errors import HttpError
 from starlette.types import Receive, Scope, Send
 
 from sidecar.http.errors import error_response
-from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, ModelResolver, Refresher, SidecarView
+from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, McpRoute, ModelResolver, Refresher, SidecarView
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolution
 
@@ -27,6 +27,9 @@ class CatalogOf:
     @property
     def catalog(self) -> Catalog:
         return self._current()
+
+    def ref_of(self, listed_id: str) -> ModelRef | None:
+        return ModelRef("litellm", listed_id) if listed_id in self._current() else None
 
     async def unregister(self, listed_id: str) -> None:
         pass
@@ -80,6 +83,11 @@ class Refreshes:
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
+class NoMcp:
+    """No MCP server behind /mcp: every MCP request that passes the guards is a 404."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(404, "this test gave the API no MCP server")(scope, receive, send)
 
 
 def view_of(
@@ -91,6 +99,7 @@ def view_of(
     passthrough: Forwarder | None = None,
     gateways: GatewayRoute | None = None,
     refresher: Refresher | None = None,
+    mcp: McpRoute | None = None,
     status: Callable[[], dict[str, Any]] = dict,
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
@@ -102,6 +111,7 @@ def view_of(
         passthrough=passthrough or NoOpencode(),
         gateways=gateways or NoGateways(),
         refresher=refresher or Refreshes(),
+        mcp=mcp or NoMcp(),
         readiness=readiness,
         status=status,
         started=started,

@@ -8,6 +8,11 @@ tests can keep a prompt generating in opencode for as long as they need.
 Streaming answers send ``chunks`` content chunks ``delay`` seconds apart, then a chunk
 with ``finish_reason: "stop"`` and ``usage``, then ``data: [DONE]``. The full text is
 ``"chunk 0 chunk 1 ... chunk N-1 "``.
+
+The model ``tool-caller`` (TOOL_CALLER) is scripted instead: asked with a tool whose name ends in
+``tool_suffix`` (``_list_models`` by default) offered and no tool result yet, it streams a call of
+that tool (OpenAI ``tool_calls``, arguments ``tool_arguments``); asked again with the result, it
+streams ``TOOL_ANSWER_PREFIX`` and the result's text back as its answer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CREATED = 1700000000
+TOOL_CALLER = "tool-caller"
+TOOL_ANSWER_PREFIX = "the tool said: "
 
 
 def model_list(ids: list[str]) -> dict:
@@ -70,6 +77,9 @@ class FakeUpstream(ThreadingHTTPServer):
         # Seconds GET /v1/models takes, and how many such requests came.
         self.list_delay = 0.0
         self.list_requests = 0
+        # What the TOOL_CALLER model calls: the offered tool whose name ends so, with these arguments.
+        self.tool_suffix = "_list_models"
+        self.tool_arguments: dict = {}
 
     @property
     def port(self) -> int:
@@ -118,7 +128,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.exchanges.append(exchange)
         model = body.get("model", "slow")
         try:
-            if body.get("stream"):
+            if model == TOOL_CALLER and body.get("stream"):
+                self._stream_script(model, body)
+            elif body.get("stream"):
                 self._stream(model, exchange)
             else:
                 self._send_json(200, self._completion(model))
@@ -191,6 +203,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             exchange.closed_early.set()  # the client gave up (an aborted prompt)
+
+    def _stream_script(self, model: str, body: dict) -> None:
+        """TOOL_CALLER's turn: the tool call first, then the tool's result echoed as the answer."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+
+        def chunk(delta: dict, finish_reason: str | None = None) -> dict:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            return {"id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": CREATED, "model": model,
+                    "choices": [choice]}
+
+        results = [m for m in body.get("messages", []) if m.get("role") == "tool"]
+        offered = [t.get("function", {}).get("name", "") for t in body.get("tools", [])]
+        wanted = [name for name in offered if name.endswith(self.server.tool_suffix)]
+        if results or not wanted:
+            content = results[-1].get("content") if results else "no tool offered"
+            text = content if isinstance(content, str) else json.dumps(content)
+            self._event(chunk({"role": "assistant", "content": TOOL_ANSWER_PREFIX + text}))
+            self._event(chunk({}, "stop"))
+        else:
+            call = {"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": wanted[0], "arguments": json.dumps(self.server.tool_arguments)}}
+            self._event(chunk({"role": "assistant", "content": None, "tool_calls": [call]}))
+            self._event(chunk({}, "tool_calls"))
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
 
     def _send_huge(self, size: int) -> None:
         """A JSON-looking body of `size` bytes, streamed without a length, never held whole."""

@@ -160,8 +160,9 @@ def test_with_custody_every_provider_points_at_the_sidecar_with_the_token_alone(
             "apiKey": "{env:OPENCODE_SIDECAR_TOKEN}",
         }
     assert config["provider"]["claude"]["npm"] == "@ai-sdk/anthropic"
-    # The only variable opencode is asked to expand is the token's; no value of any secret is written.
-    assert text.count("{env:") == 3 and text.count("{env:OPENCODE_SIDECAR_TOKEN}") == 3
+    # The only variable opencode is asked to expand is the token's (three providers and the MCP
+    # server); no value of any secret is written.
+    assert text.count("{env:") == 4 and text.count("{env:OPENCODE_SIDECAR_TOKEN}") == 4
     for secret in [*SECRETS.values(), *settings.held_secrets()]:
         assert secret not in text
 
@@ -187,7 +188,8 @@ def test_attach_mode_names_the_sidecars_loopback_address(tmp_path: Path) -> None
 
 
 def test_without_custody_the_config_is_as_before(tmp_path: Path) -> None:
-    settings = three_gateways(tmp_path, key_custody=False)
+    # SIDECAR_MCP=false: the MCP server's entry is the token's one use without custody (test_mcp_config.py).
+    settings = three_gateways(tmp_path, key_custody=False, mcp=False)
     text, config = rendered(settings)
     assert config["provider"]["litellm"]["options"] == {"baseURL": "http://127.0.0.1:4000/v1", "apiKey": "{env:LITELLM_KEY}"}
     assert config["provider"]["claude"]["options"] == {"baseURL": "http://127.0.0.1:4000/v1", "apiKey": "{env:CLAUDE_KEY}"}
@@ -236,11 +238,11 @@ def test_with_custody_the_shorthand_key_stays_out_of_the_child(tmp_path: Path, m
 def test_without_custody_the_child_environment_is_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A token in the sidecar's own environment is not opencode's business in direct mode.
     monkeypatch.setenv("OPENCODE_SIDECAR_TOKEN", TOKEN)
-    settings = three_gateways(tmp_path, key_custody=False)
+    settings = three_gateways(tmp_path, key_custody=False, mcp=False)
     env = child_environment(settings, tmp_path / "opencode.json")
     assert {name: env[name] for name in SECRETS} == SECRETS
     assert "OPENCODE_SIDECAR_TOKEN" not in env
 
     monkeypatch.setenv("SIDECAR_GATEWAY_API_KEY", "sk-shorthand-1")
-    shorthand = Settings(gateway_url="http://gw:4000", state_dir=tmp_path, key_custody=False).with_password().with_gateway_token()  # type: ignore[call-arg]
+    shorthand = Settings(gateway_url="http://gw:4000", state_dir=tmp_path, key_custody=False, mcp=False).with_password().with_gateway_token()  # type: ignore[call-arg]
     assert child_environment(shorthand, tmp_path / "opencode.json")["SIDECAR_GATEWAY_API_KEY"] == "sk-shorthand-1"

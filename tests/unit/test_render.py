@@ -19,8 +19,11 @@ from sidecar.settings import Settings
 
 
 def settings(**overrides: object) -> Settings:
-    # Direct mode, the providers' own addresses; tests/unit/test_custody.py renders key custody's.
-    values: dict[str, object] = {"gateway_url": "http://gw:4000", "gateway_api_key": "sk-secret-1", "key_custody": False}
+    # Direct mode, the providers' own addresses; tests/unit/test_custody.py renders key custody's,
+    # tests/unit/test_mcp_config.py the MCP server's entry.
+    values: dict[str, object] = {
+        "gateway_url": "http://gw:4000", "gateway_api_key": "sk-secret-1", "key_custody": False, "mcp": False,
+    }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

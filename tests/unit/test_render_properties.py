@@ -33,7 +33,8 @@ BOUNDED = settings(
 # Key custody (the default): the one variable the config names is the gateway token's.
 KEY_ENV = "OPENCODE_SIDECAR_TOKEN"
 KEY = "property-token-" + "t" * 32
-SETTINGS = Settings(gateway_url="http://gw:4000", gateway_api_key="sk-secret-1")  # type: ignore[arg-type]
+# Without the MCP server's entry, whose token reference is ours (tests/unit/test_mcp_config.py).
+SETTINGS = Settings(gateway_url="http://gw:4000", gateway_api_key="sk-secret-1", mcp=False)  # type: ignore[arg-type]
 PROVIDER = "litellm"
 
 # --- opencode's reading of its config text --------------------------------------------------
