@@ -23,6 +23,15 @@ MODEL_ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/session/[^/]+/model$"), "id"),
 ]
 
+# The routes that start a prompt (the session goes busy): they wait while their directory is being
+# reloaded (sidecar/opencode/gate.py). Creating a session starts nothing, so it does not wait.
+PROMPT_ROUTES = re.compile(r"^/session/[^/]+/(message|prompt_async|command|shell|summarize|init)$")
+
+
+def starts_prompt(method: str, path: str) -> bool:
+    return method == "POST" and PROMPT_ROUTES.match(path) is not None
+
+
 # opencode 1.18.33's routes that answer `text/event-stream` (measured from its `GET /doc`).
 STREAM_ROUTES = re.compile(r"^/(event|global/event|api/event|api/session/[^/]+/event)$")
 

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.errors import HttpError
+from sidecar.http.announce import ANNOUNCE_PATH, announce_endpoint
 from sidecar.http.errors import EXCEPTION_HANDLERS
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.guards import (
@@ -133,6 +134,7 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             probe("/metrics", metrics),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
+            Route(ANNOUNCE_PATH, limited(announce_endpoint(view.instances), own), methods=["POST"]),
             # opencode's model requests, to the real gateway with the real key; the app bounds and
             # streams its body itself. Before the fallback, so that none of it reaches opencode.
             Route("/gateway", view.gateways, methods=EVERY_METHOD),
