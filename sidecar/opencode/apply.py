@@ -119,6 +119,7 @@ class Applier:
         forwarded there. opencode announces no instance loads, so one first seen now may have read
         an older file: it is checked, and reloaded when idle if it is stale."""
         if self._dirs.first_seen(directory):
+            log.info("opencode.directory_seen", directory=directory)
             self._wake.set()
 
     def adopt_default_directory(self, directory: str) -> None:
