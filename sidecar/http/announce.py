@@ -30,6 +30,8 @@ class InstanceDirectories(Protocol):
 
 def announce_endpoint(instances: InstanceDirectories) -> Callable[[Request], Awaitable[Response]]:
     async def announce(request: Request) -> Response:
+        if request.method != "POST":
+            raise HttpError(405, f"{ANNOUNCE_PATH} answers POST only", headers={"allow": "POST"})
         try:
             body = await request.json()
         except (ValueError, RecursionError):

@@ -134,7 +134,8 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             probe("/metrics", metrics),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
-            Route(ANNOUNCE_PATH, limited(announce_endpoint(view.instances), own), methods=["POST"]),
+            # Every method, so that none falls through to opencode with the token (guards.py lets it in).
+            Route(ANNOUNCE_PATH, limited(announce_endpoint(view.instances), own), methods=EVERY_METHOD),
             # opencode's model requests, to the real gateway with the real key; the app bounds and
             # streams its body itself. Before the fallback, so that none of it reaches opencode.
             Route("/gateway", view.gateways, methods=EVERY_METHOD),
