@@ -25,11 +25,13 @@ MODEL_ROUTES: list[tuple[re.Pattern[str], str]] = [
 
 # The routes that start a prompt (the session goes busy): they wait while their directory is being
 # reloaded (sidecar/opencode/gate.py). Creating a session starts nothing, so it does not wait.
-PROMPT_ROUTES = re.compile(r"^/session/[^/]+/(message|prompt_async|command|shell|summarize|init)$")
+PROMPT_ROUTES = re.compile(r"^/session/([^/]+)/(message|prompt_async|command|shell|summarize|init)$")
 
 
-def starts_prompt(method: str, path: str) -> bool:
-    return method == "POST" and PROMPT_ROUTES.match(path) is not None
+def prompt_session(method: str, path: str) -> str | None:
+    """The session a request starts a prompt in, or None when it starts none."""
+    match = PROMPT_ROUTES.match(path) if method == "POST" else None
+    return match.group(1) if match is not None else None
 
 
 # opencode 1.18.33's routes that answer `text/event-stream` (measured from its `GET /doc`).

@@ -29,7 +29,7 @@ from sidecar.http.opencode_routes import (
     model_form,
     request_directory,
     requested_model,
-    starts_prompt,
+    prompt_session,
     wants_stream,
     with_model,
 )
@@ -185,9 +185,10 @@ class Passthrough:
         return ForwardedResponse(body, status_code=answer.status_code, headers=response_headers, on_close=close)
 
     async def _enter_gate(self, method: str, path: str, directory: str | None) -> Callable[[], None]:
-        if self._prompt_gate is None or not starts_prompt(method, path):
+        session = prompt_session(method, path)
+        if self._prompt_gate is None or session is None:
             return _nothing
-        return await self._prompt_gate.enter_prompt(directory)
+        return await self._prompt_gate.enter_prompt(directory, session)
 
     async def _send(
         self, client: httpx.AsyncClient, upstream: httpx.Request, peer: str, stream: bool

@@ -40,9 +40,10 @@ class ModelResolver(Protocol):
 
 class PromptGate(Protocol):
     """Holds a prompt start while its directory is being reloaded (sidecar.opencode.gate.ReloadGate):
-    waits (bounded), then counts the start until the returned function is called."""
+    waits (bounded), then counts the start until the returned function is called and opencode has
+    reported the session."""
 
-    async def enter_prompt(self, directory: str | None) -> Callable[[], None]: ...
+    async def enter_prompt(self, directory: str | None, session: str = "") -> Callable[[], None]: ...
 
 
 class CatalogOwner(Protocol):

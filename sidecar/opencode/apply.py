@@ -24,7 +24,7 @@ from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.opencode.confirm import Confirmation
 from sidecar.opencode.gate import PROMPT_WAIT, ReloadGate
-from sidecar.opencode.events import event_directory_and_type, follow_events, is_abort
+from sidecar.opencode.events import event_directory_and_type, event_session, follow_events, is_abort
 from sidecar.opencode.handle import Clock, OpencodeHandle, Sleep
 from sidecar.opencode.idle import until_idle
 from sidecar.opencode.tracked import DIRECTORY_ERRORS, RELOAD_ATTEMPTS, TrackedDirectories, reload_retry_delay
@@ -103,6 +103,9 @@ class Applier:
 
     def note_event(self, event: dict[str, Any]) -> None:
         directory, kind = event_directory_and_type(event)
+        if kind == "session.status" and (session := event_session(event)) is not None:
+            # opencode's busy status now covers a prompt the pass-through started there.
+            self.gate.session_reported(session)
         if directory is None:
             return
         if kind == "session.error" and is_abort(event):

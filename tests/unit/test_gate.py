@@ -68,20 +68,50 @@ async def test_the_wait_is_bounded_and_a_prompt_past_it_goes_on_with_a_warning()
     ]
 
 
-async def test_a_prompt_being_started_keeps_the_applier_out_until_it_has_settled() -> None:
+async def test_a_prompt_being_started_keeps_the_applier_out_until_opencode_reports_its_session() -> None:
     clock = FakeClock(held=True)
-    reloads = gate(clock, settle=1.0)
-    leave = await reloads.enter_prompt(A)
+    reloads = gate(clock, settle=10.0)
+    leave = await reloads.enter_prompt(A, "ses_1")
     assert not reloads.try_hold(A), "a prompt is being forwarded"
     assert reloads.try_hold(B)
     leave()
     leave()  # once only
-    assert not reloads.try_hold(A), "answered, but opencode may not say busy yet"
-    clock.advance(0.9)
+    clock.advance(5.0)
+    assert not reloads.try_hold(A), "answered (prompt_async), but opencode has not said it started"
+    reloads.session_reported("ses_other")
+    assert not reloads.try_hold(A)
+    reloads.session_reported("ses_1")
+    assert reloads.try_hold(A), "opencode's own busy status covers it now"
+    assert not reloads.try_hold(A), "held already"
+
+
+async def test_a_report_before_the_answer_counts_and_an_unreported_start_expires() -> None:
+    clock = FakeClock(held=True)
+    reloads = gate(clock, settle=10.0)
+    leave = await reloads.enter_prompt(A, "ses_1")
+    reloads.session_reported("ses_1")  # a blocking /message: reported busy, then idle, then answered
+    assert not reloads.try_hold(A)
+    leave()
+    assert reloads.try_hold(A)
+    reloads.release(A)
+    leave = await reloads.enter_prompt(A, "ses_2")
+    leave()
+    clock.advance(9.9)
     assert not reloads.try_hold(A)
     clock.advance(0.2)
-    assert reloads.try_hold(A)
-    assert not reloads.try_hold(A), "held already"
+    assert reloads.try_hold(A), "no report within the bound: opencode never started it"
+
+
+async def test_the_applier_hands_session_reports_to_the_gate(tmp_path: Path) -> None:
+    applier, _, _ = make(tmp_path)
+    a = str(tmp_path / "a")
+    leave = await applier.gate.enter_prompt(a, "ses_1")
+    leave()
+    assert applier.gate.starting(a)
+    applier.note_event(
+        {"directory": a, "payload": {"type": "session.status", "properties": {"sessionID": "ses_1", "status": {"type": "busy"}}}}
+    )
+    assert not applier.gate.starting(a)
 
 
 class SlowDispose(FakeOpencode):
@@ -131,7 +161,7 @@ async def test_the_applier_does_not_reload_a_directory_while_a_prompt_is_being_s
     applier, opencode, _ = make(tmp_path, clock)
     a = str(tmp_path / "a")
     opencode.models = {"m1"}
-    leave = await applier.gate.enter_prompt(a)
+    leave = await applier.gate.enter_prompt(a, "ses_1")
     async with anyio.create_task_group() as group:
         await start(group, applier, clock)
         applier.config_written({"litellm": {"m1"}})
@@ -139,5 +169,6 @@ async def test_the_applier_does_not_reload_a_directory_while_a_prompt_is_being_s
         # opencode says idle (the prompt has not reached it yet): only the gate knows better.
         assert opencode.disposed == [] and applier.report()["waiting_for_idle"] == [a]
         leave()
+        applier.note_event({"directory": a, "payload": {"type": "session.status", "properties": {"sessionID": "ses_1"}}})
         await wait_until(lambda: a in opencode.disposed)
         group.cancel_scope.cancel()
