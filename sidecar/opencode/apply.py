@@ -138,6 +138,8 @@ class Applier:
             "directories": len(self._dirs),
             "pending_reloads": sorted(self._dirs.pending),
             "waiting_for_idle": sorted(self._dirs.deferred & self._dirs.pending),
+            # Prompts that waited SIDECAR_PROMPT_RELOAD_WAIT for a reload and went on (should stay 0).
+            "prompt_waits_timed_out": self.gate.waits_timed_out,
         }
 
     async def wait_usable(self, directory: str, ref: ModelRef, timeout: float) -> bool:
