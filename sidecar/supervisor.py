@@ -40,6 +40,10 @@ from sidecar.traffic import FIRST_BYTE_BUCKETS, ModelTraffic
 log = structlog.get_logger("sidecar")
 
 
+# Tries of attach mode's `GET /path` (5 s each) while opencode's first instance boots.
+DIRECTORY_ATTEMPTS = 6
+
+
 class StartError(Exception):
     """The sidecar cannot start; the message says why in one line."""
 
@@ -188,10 +192,18 @@ class Sidecar:
 
     async def _adopt_opencode_directory(self) -> None:
         """Attach mode: the default directory is wherever that opencode runs, on its filesystem."""
-        try:
-            directory = await self.opencode.directory()
-        except (OpencodeError, httpx.HTTPError) as exc:
-            log.warning("opencode.directory_unknown", error=str(exc) or type(exc).__name__)
+        for attempt in range(1, DIRECTORY_ATTEMPTS + 1):
+            try:
+                directory = await self.opencode.directory()
+                break
+            except httpx.TimeoutException as exc:
+                # `/path` boots opencode's default instance: its first boot with a plugin waits for
+                # opencode's npm install into its config directory (8 s with network, measured).
+                log.warning("opencode.directory_unknown", error=type(exc).__name__, attempt=attempt)
+            except (OpencodeError, httpx.HTTPError) as exc:
+                log.warning("opencode.directory_unknown", error=str(exc) or type(exc).__name__)
+                return
+        else:
             return
         if directory is not None:
             self.applier.adopt_default_directory(directory)
