@@ -9,6 +9,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+from sidecar.http.opencode_routes import prompt_session
 from sidecar.opencode.gate import ReloadGate
 from tests.unit.test_apply import FakeClock, FakeOpencode, make, passes, start, wait_until
 
@@ -172,3 +173,22 @@ async def test_the_applier_does_not_reload_a_directory_while_a_prompt_is_being_s
         applier.note_event({"directory": a, "payload": {"type": "session.status", "properties": {"sessionID": "ses_1"}}})
         await wait_until(lambda: a in opencode.disposed)
         group.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "session"),
+    [
+        ("POST", "/session/ses_1/message", "ses_1"),
+        ("POST", "/session/ses_1/prompt_async", "ses_1"),
+        ("POST", "/session/ses_1/command", "ses_1"),
+        ("POST", "/session/ses_1/shell", "ses_1"),
+        ("POST", "/session/ses_1/summarize", "ses_1"),
+        ("POST", "/session/ses_1/init", "ses_1"),
+        ("GET", "/session/ses_1/message", None),  # reads the messages
+        ("POST", "/session", None),  # creating a session starts nothing
+        ("POST", "/session/ses_1/abort", None),
+        ("POST", "/session/ses_1/message/x", None),
+    ],
+)
+def test_which_requests_start_a_prompt(method: str, path: str, session: str | None) -> None:
+    assert prompt_session(method, path) == session
