@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     allowed_hosts: HostList = ()
     allowed_origins: OriginList = ()
     reload: Literal["auto", "restart"] = "auto"
+    # The plugin that has each opencode instance announce its directory (opencode/plugin.py). Off:
+    # a directory loaded straight on opencode's port is reloaded only once it is seen otherwise.
+    instance_plugin: bool = True
+    # How long a prompt through the pass-through waits for its directory's reload (milliseconds
+    # as a rule) before it goes on anyway.
+    prompt_reload_wait: Annotated[float, Field(gt=0)] = 5.0
     reload_timeout: Annotated[float, Field(gt=0)] = 600.0
     restart_backoff_initial: Seconds = 10.0
     restart_backoff_max: Seconds = 300.0

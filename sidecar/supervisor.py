@@ -27,7 +27,8 @@ from sidecar.opencode.child import OpencodeChild
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.opencode.config import BaseConfigError, load_base_config, write_atomically
 from sidecar.opencode.handle import OpencodeHandle
-from sidecar.opencode.spawn import OpencodeStartError, resolve_binary
+from sidecar.opencode.plugin import mark_installed, plugin_path, plugin_source
+from sidecar.opencode.spawn import OpencodeStartError, opencode_config_dir, resolve_binary
 from sidecar.metrics import Metrics
 from sidecar.pruning import RegistryPruner
 from sidecar.reconcile import Reconciler
@@ -40,6 +41,10 @@ from sidecar.statefiles import StatePaths
 from sidecar.traffic import FIRST_BYTE_BUCKETS, ModelTraffic
 
 log = structlog.get_logger("sidecar")
+
+
+# Tries of attach mode's `GET /path` (5 s each) while opencode's first instance boots.
+DIRECTORY_ATTEMPTS = 6
 
 
 class StartError(Exception):
@@ -108,10 +113,12 @@ class Sidecar:
             log.warning("settings.deprecated", setting=f"{ENV_PREFIX}PROBE_MODELS",
                         instead=f"{ENV_PREFIX}UNLISTED_MODELS={self.settings.unlisted_policy}")
         self.gateways = gateway_clients(self.settings)
+        self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
+        if self.settings.instance_plugin:
+            self._install_plugin()
         secret = self.settings.opencode_password
         password = secret.get_secret_value() if secret is not None else None
         self.opencode = OpencodeClient(self.settings.opencode_base, password)
-        self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
         self.child: OpencodeHandle
         # The applier marks what makes opencode read its config; the child's health check asks.
         activity = ReloadActivity()
@@ -133,6 +140,7 @@ class Sidecar:
             reload=self.settings.reload,
             reload_timeout=self.settings.reload_timeout,
             activity=activity,
+            prompt_wait=self.settings.prompt_reload_wait,
         )
         self.reconciler = Reconciler(
             self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file,
@@ -149,6 +157,7 @@ class Sidecar:
             self.settings.held_secrets(),
             limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
+            prompt_gate=self.applier.gate,
         )
         # Registered models the gateway says it doesn't have are dropped (told by the traffic record).
         self.pruner = RegistryPruner(self.reconciler.is_registered, self.reconciler.unregister_ref)
@@ -174,20 +183,39 @@ class Sidecar:
         self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
 
     def _shared_files(self) -> set[Path]:
-        # Attach mode's config is read by opencode in another container, perhaps as another user;
-        # it holds references ({env:NAME}), never a key.
+        # Attach mode's config and the plugin beside it are read by opencode in another container,
+        # perhaps as another user; they hold references ({env:NAME}), never a key.
         config = self.settings.opencode_config
-        return {config} if self.settings.attached and config is not None else set()
+        return {config, plugin_path(config)} if self.settings.attached and config is not None else set()
+
+    def _install_plugin(self) -> None:
+        """The instance plugin beside opencode's config (opencode/plugin.py), and in spawn mode
+        opencode's own config directory marked as holding what opencode installs before plugins."""
+        path = plugin_path(self.paths.config)
+        try:
+            self._write_state_file(path, plugin_source(self.settings.sidecar_origin))
+            if not self.settings.attached:
+                mark_installed(opencode_config_dir(self.settings))
+        except OSError as exc:
+            raise StartError(f"{ENV_PREFIX}STATE_DIR: cannot write the instance plugin {path}: {exc.strerror}") from None
 
     def _write_state_file(self, path: Path, text: str) -> None:
         write_atomically(path, text, mode=0o644 if path in self._shared_files() else PRIVATE_FILE)
 
     async def _adopt_opencode_directory(self) -> None:
         """Attach mode: the default directory is wherever that opencode runs, on its filesystem."""
-        try:
-            directory = await self.opencode.directory()
-        except (OpencodeError, httpx.HTTPError) as exc:
-            log.warning("opencode.directory_unknown", error=str(exc) or type(exc).__name__)
+        for attempt in range(1, DIRECTORY_ATTEMPTS + 1):
+            try:
+                directory = await self.opencode.directory()
+                break
+            except httpx.TimeoutException as exc:
+                # `/path` boots opencode's default instance: its first boot with a plugin waits for
+                # opencode's npm install into its config directory (8 s with network, measured).
+                log.warning("opencode.directory_unknown", error=type(exc).__name__, attempt=attempt)
+            except (OpencodeError, httpx.HTTPError) as exc:
+                log.warning("opencode.directory_unknown", error=str(exc) or type(exc).__name__)
+                return
+        else:
             return
         if directory is not None:
             self.applier.adopt_default_directory(directory)
@@ -251,6 +279,7 @@ class Sidecar:
             gateways=self.gateway_proxy,
             refresher=Refresh(self.reconciler, self.applier, apply_timeout=self.settings.reload_timeout),
             mcp=self.mcp,
+            instances=self.applier,
             readiness=self.readiness,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,

@@ -16,6 +16,7 @@ from starlette.routing import request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sidecar.errors import HttpError
+from sidecar.http.announce import ANNOUNCE_PATH
 from sidecar.http.errors import error_response
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.gateway_request import in_gateway_zone
@@ -79,9 +80,10 @@ def offers_token(request: HTTPConnection, token: str) -> bool:
 
 class RequireKey:
     """Who may use which route: `/gateway/` paths (gateway_request.in_gateway_zone) take the
-    internal token and nothing else, SIDECAR_API_KEY least of all; the MCP server (mcp.is_mcp_request)
-    takes either, since opencode's agents reach it with the token; every other route takes the API
-    key (when one is set) and never the token, which anyone with opencode's shell can read.
+    internal token and nothing else, SIDECAR_API_KEY least of all, and so does the instance
+    announcement (announce.ANNOUNCE_PATH); the MCP server (mcp.is_mcp_request) takes either, since
+    opencode's agents reach it with the token; every other route takes the API key (when one is set)
+    and never the token, which anyone with opencode's shell can read.
     Plain ASGI, so that streamed answers (server-sent events) pass untouched."""
 
     def __init__(self, app: ASGIApp, api_key: str | None, gateway_token: str) -> None:
@@ -103,10 +105,18 @@ class RequireKey:
             if scope["type"] == "http" and offers_token(connection, self.gateway_token):
                 return None
             return "gateway routes take the sidecar's internal token (x-api-key or Bearer), and nothing else"
+        if scope["path"] == ANNOUNCE_PATH:
+            # opencode's instances name their directories here (announce.py): the token it holds.
+            if scope["type"] == "http" and offers_token(connection, self.gateway_token):
+                return None
+            return "instance announcements take the sidecar's internal token, and nothing else"
         if offers_token(connection, self.gateway_token):
             if is_mcp_request(scope):
                 return None
-            return "the internal token is for the gateway routes (/gateway/...) and the MCP server (/mcp) only"
+            return (
+                "the internal token is for the gateway routes (/gateway/...), the MCP server (/mcp) and "
+                "instance announcements only"
+            )
         if open_probe(scope) or self.api_key is None or authorised(connection, self.api_key):
             return None
         return "missing or wrong API key (x-api-key, Bearer or Basic)"

@@ -23,6 +23,17 @@ MODEL_ROUTES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^/api/session/[^/]+/model$"), "id"),
 ]
 
+# The routes that start a prompt (the session goes busy): they wait while their directory is being
+# reloaded (sidecar/opencode/gate.py). Creating a session starts nothing, so it does not wait.
+PROMPT_ROUTES = re.compile(r"^/session/([^/]+)/(message|prompt_async|command|shell|summarize|init)$")
+
+
+def prompt_session(method: str, path: str) -> str | None:
+    """The session a request starts a prompt in, or None when it starts none."""
+    match = PROMPT_ROUTES.match(path) if method == "POST" else None
+    return match.group(1) if match is not None else None
+
+
 # opencode 1.18.33's routes that answer `text/event-stream` (measured from its `GET /doc`).
 STREAM_ROUTES = re.compile(r"^/(event|global/event|api/event|api/session/[^/]+/event)$")
 

@@ -25,9 +25,16 @@ from starlette.types import Receive, Scope, Send
 
 from sidecar.errors import HttpError
 from sidecar.http.connections import HOP_BY_HOP as CONNECTION_HEADERS
-from sidecar.http.opencode_routes import model_form, request_directory, requested_model, wants_stream, with_model
+from sidecar.http.opencode_routes import (
+    model_form,
+    request_directory,
+    requested_model,
+    prompt_session,
+    wants_stream,
+    with_model,
+)
 from sidecar.http.passthrough_limits import POOL_WAIT, ByteBudget, PassthroughLimits, StreamSlots
-from sidecar.http.view import ModelResolver
+from sidecar.http.view import ModelResolver, PromptGate
 from sidecar.redact import Redactor
 
 log = structlog.get_logger("sidecar.passthrough")
@@ -86,8 +93,11 @@ class Passthrough:
         transport: httpx.AsyncBaseTransport | None = None,
         stream_transport: httpx.AsyncBaseTransport | None = None,
         seen_directory: Callable[[str], None] | None = None,
+        prompt_gate: PromptGate | None = None,
     ) -> None:
         self._resolver = resolver
+        # Prompt starts wait while their directory is reloaded, so that none is aborted by it.
+        self._prompt_gate = prompt_gate
         # Told of each directory a request goes to, so that one loaded without any event is kept current.
         self._seen_directory = seen_directory
         self._redact = Redactor(secrets)
@@ -152,11 +162,19 @@ class Passthrough:
             stream = wants_stream(request.method, path, request.headers.get("accept", ""))
             client = self._streams_http if stream else self._http
             upstream = client.build_request(request.method, target, headers=headers, content=content)
-            answer, stream = await self._send(client, upstream, peer, stream)
+            # After the model is resolved (which may wait for this directory's reload), right
+            # before it goes: the prompt counts as started until its answer is complete.
+            leave = await self._enter_gate(request.method, path, directory)
+            try:
+                answer, stream = await self._send(client, upstream, peer, stream)
+            except BaseException:
+                leave()
+                raise
         finally:
             self.bodies.give(held)  # sent (or failed): the bytes are opencode's now, or nobody's
 
         async def close() -> None:
+            leave()
             await answer.aclose()
             if stream:
                 self.streams.give(peer)
@@ -165,6 +183,12 @@ class Passthrough:
         response_headers = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
         body = self._events(answer) if _is_stream(answer) else self._body(answer)
         return ForwardedResponse(body, status_code=answer.status_code, headers=response_headers, on_close=close)
+
+    async def _enter_gate(self, method: str, path: str, directory: str | None) -> Callable[[], None]:
+        session = prompt_session(method, path)
+        if self._prompt_gate is None or session is None:
+            return _nothing
+        return await self._prompt_gate.enter_prompt(directory, session)
 
     async def _send(
         self, client: httpx.AsyncClient, upstream: httpx.Request, peer: str, stream: bool
@@ -265,6 +289,10 @@ async def _slices(data: bytes) -> AsyncIterator[bytes]:
     view = memoryview(data)
     for start in range(0, len(data), WRITE_SLICE):
         yield bytes(view[start : start + WRITE_SLICE])
+
+
+def _nothing() -> None:
+    pass
 
 
 def _is_stream(answer: httpx.Response) -> bool:

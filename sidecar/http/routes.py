@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sidecar.errors import HttpError
+from sidecar.http.announce import ANNOUNCE_PATH, announce_endpoint
 from sidecar.http.errors import EXCEPTION_HANDLERS
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.guards import (
@@ -160,6 +161,8 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             probe("/metrics", metrics),
             Route("/openapi.json", limited(openapi, own), methods=["GET"]),
             Route("/v1/status", limited(status, own), methods=["GET"]),
+            # Every method, so that none falls through to opencode with the token (guards.py lets it in).
+            Route(ANNOUNCE_PATH, limited(announce_endpoint(view.instances), own), methods=EVERY_METHOD),
             Route("/{path:path}", forwarded, methods=EVERY_METHOD),
         ],
         middleware=middleware,

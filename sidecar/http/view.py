@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sidecar.catalog import Catalog
+from sidecar.http.announce import InstanceDirectories
 from sidecar.naming import ModelRef
 
 
@@ -35,6 +36,14 @@ class ModelResolver(Protocol):
     directory (sidecar.resolve.Resolver): asked by `POST /v1/models/resolve` and the pass-through."""
 
     async def resolve(self, requested: Any, directory: str | None = None) -> Resolved: ...
+
+
+class PromptGate(Protocol):
+    """Holds a prompt start while its directory is being reloaded (sidecar.opencode.gate.ReloadGate):
+    waits (bounded), then counts the start until the returned function is called and opencode has
+    reported the session."""
+
+    async def enter_prompt(self, directory: str | None, session: str = "") -> Callable[[], None]: ...
 
 
 class CatalogOwner(Protocol):
@@ -121,6 +130,8 @@ class SidecarView:
     gateways: GatewayRoute
     refresher: Refresher
     mcp: McpRoute
+    # Where opencode's instances announce their directories (announce.py).
+    instances: InstanceDirectories
     # The supervisor's reports: readiness for /readyz, the whole state for /v1/status, whether
     # opencode's config is written yet for /startupz, and the Prometheus text for /metrics.
     readiness: Callable[[], dict[str, Any]]

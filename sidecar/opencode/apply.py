@@ -23,7 +23,8 @@ from sidecar.naming import ModelRef
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.client import OpencodeClient, OpencodeError
 from sidecar.opencode.confirm import Confirmation
-from sidecar.opencode.events import event_directory_and_type, follow_events, is_abort
+from sidecar.opencode.gate import PROMPT_WAIT, ReloadGate
+from sidecar.opencode.events import event_directory_and_type, event_session, follow_events, is_abort
 from sidecar.opencode.handle import Clock, OpencodeHandle, Sleep
 from sidecar.opencode.idle import until_idle
 from sidecar.opencode.tracked import DIRECTORY_ERRORS, RELOAD_ATTEMPTS, TrackedDirectories, reload_retry_delay
@@ -58,6 +59,7 @@ class Applier:
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
         activity: ReloadActivity | None = None,
+        prompt_wait: float = PROMPT_WAIT,
     ) -> None:
         # Shared with the child's health check: what makes opencode read its config is marked there.
         self.activity = activity or ReloadActivity(clock=clock)
@@ -68,6 +70,8 @@ class Applier:
         self._client = client
         self._child = child
         self._dirs = TrackedDirectories(check_directory(str(default_directory)), max_directories, clock)
+        # What the pass-through's prompt starts wait on while their directory is reloaded.
+        self.gate = ReloadGate(lambda: self._dirs.default, max_wait=prompt_wait, clock=clock, sleep=sleep)
         self._confirmation = Confirmation()
         self._wake = anyio.Event()
         # For /metrics: reloads by result, and prompts aborted right after a reload (should stay 0).
@@ -101,6 +105,9 @@ class Applier:
 
     def note_event(self, event: dict[str, Any]) -> None:
         directory, kind = event_directory_and_type(event)
+        if kind == "session.status" and (session := event_session(event)) is not None:
+            # opencode's busy status now covers a prompt the pass-through started there.
+            self.gate.session_reported(session)
         if directory is None:
             return
         if kind == "session.error" and is_abort(event):
@@ -117,6 +124,7 @@ class Applier:
         forwarded there. opencode announces no instance loads, so one first seen now may have read
         an older file: it is checked, and reloaded when idle if it is stale."""
         if self._dirs.first_seen(directory):
+            log.info("opencode.directory_seen", directory=directory)
             self._wake.set()
 
     def adopt_default_directory(self, directory: str) -> None:
@@ -132,6 +140,8 @@ class Applier:
             "directories": len(self._dirs),
             "pending_reloads": sorted(self._dirs.pending),
             "waiting_for_idle": sorted(self._dirs.deferred & self._dirs.pending),
+            # Prompts that waited SIDECAR_PROMPT_RELOAD_WAIT for a reload and went on (should stay 0).
+            "prompt_waits_timed_out": self.gate.waits_timed_out,
         }
 
     async def settled(self, timeout: float) -> bool:
@@ -243,14 +253,16 @@ class Applier:
         for directory in sorted(self._dirs.pending):
             if not self._dirs.due(directory):
                 continue
+            # Closed to prompts through the sidecar from the busy check until the dispose is done:
+            # one started in between would be aborted. One being started now counts as busy.
+            if not self.gate.try_hold(directory):
+                self._defer(directory, busy_sessions=0, prompts_starting=True)
+                continue
             try:
                 busy = await self._client.busy_sessions(directory)
                 if busy:
                     self._dirs.succeeded(directory)
-                    if directory not in self._dirs.deferred:
-                        self.reloads["deferred"] += 1
-                        self._dirs.deferred.add(directory)
-                        log.info("opencode.reload_deferred", directory=directory, busy_sessions=len(busy))
+                    self._defer(directory, busy_sessions=len(busy), prompts_starting=False)
                     continue
                 with self.activity.reloading():
                     await self._client.dispose(directory)
@@ -258,11 +270,21 @@ class Applier:
                 self.reloads["failed"] += 1
                 self._dirs.failed(directory, exc, "reload")
                 continue
+            finally:
+                # Once the dispose has returned, a prompt lands on an instance that reads the new file.
+                self.gate.release(directory)
             self.reloads["reloaded"] += 1
             self._dirs.succeeded(directory)
             self._dirs.disposed(directory)
             self._dirs.pending.discard(directory)
             log.info("opencode.reloaded", directory=directory, version=self.version)
+
+    def _defer(self, directory: str, *, busy_sessions: int, prompts_starting: bool) -> None:
+        if directory not in self._dirs.deferred:
+            self.reloads["deferred"] += 1
+            self._dirs.deferred.add(directory)
+            log.info("opencode.reload_deferred", directory=directory, busy_sessions=busy_sessions,
+                     prompts_starting=prompts_starting)
 
     async def _verify_new_directories(self) -> None:
         """A directory first seen now gets reloaded (when idle) if it lists other models."""

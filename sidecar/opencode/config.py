@@ -14,6 +14,7 @@ from sidecar.catalog import Catalog, ModelInfo, reserved_key_reason
 from sidecar.gateway.config import Gateway
 from sidecar.http.gateway_request import proxied_base_url
 from sidecar.http.mcp_route import MCP_PATH
+from sidecar.opencode.plugin import with_plugin
 from sidecar.settings import OPENCODE_TOKEN_ENV, Settings
 
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -149,6 +150,8 @@ def render_config(catalogs: dict[str, Catalog], settings: Settings, base: dict[s
     if default_model is not None:
         generated["model"] = Untrusted(default_model)
     merged = deep_merge(base, generated)
+    if settings.instance_plugin:
+        merged["plugin"] = with_plugin(base.get("plugin"))
     for gateway in settings.gateways:
         provider = merged["provider"][gateway.id]
         # opencode lays a configured provider over its built-in one of the same id (`openai`,

@@ -51,3 +51,11 @@ def is_abort(event: dict[str, Any]) -> bool:
     properties = payload.get("properties") if isinstance(payload, dict) else None
     error = properties.get("error") if isinstance(properties, dict) else None
     return isinstance(error, dict) and error.get("name") == "MessageAbortedError"
+
+
+def event_session(event: dict[str, Any]) -> str | None:
+    """The session an event is about (`properties.sessionID`), if any."""
+    payload = event.get("payload")
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    session = properties.get("sessionID") if isinstance(properties, dict) else None
+    return session if isinstance(session, str) else None

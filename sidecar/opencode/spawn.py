@@ -76,6 +76,11 @@ def serve_command(binary: str, port: int) -> list[str]:
     return [binary, "serve", "--hostname", "127.0.0.1", "--port", str(port)]
 
 
+def opencode_config_dir(settings: Settings) -> Path:
+    """opencode's own global config directory, under the state directory (XDG_CONFIG_HOME)."""
+    return settings.state_dir / "opencode" / "config" / "opencode"
+
+
 def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
     """The child's environment: ours without SIDECAR_* variables, plus what opencode needs.
 
@@ -91,20 +96,18 @@ def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
     assert settings.opencode_password is not None
     env["OPENCODE_SERVER_PASSWORD"] = settings.opencode_password.get_secret_value()
     env.pop("OPENCODE_SERVER_USERNAME", None)
+    # The instance plugin announces with the token (plugin.py) and the MCP entry presents it, with or
+    # without custody: without, opencode's environment holds the gateway keys themselves, so the
+    # token (which opens the gateway route, the MCP server and the announcement alone) gives its
+    # shell nothing it has not already.
+    assert settings.gateway_token is not None
+    env[OPENCODE_TOKEN_ENV] = settings.gateway_token.get_secret_value()
     if settings.key_custody:
         # The sidecar alone holds the gateways' keys: opencode's shell may read anything here.
         for gateway in settings.gateways:
             for name in gateway.env_names:
                 env.pop(name, None)
-        assert settings.gateway_token is not None
-        env[OPENCODE_TOKEN_ENV] = settings.gateway_token.get_secret_value()
         return env
-    env.pop(OPENCODE_TOKEN_ENV, None)
-    if settings.mcp_in_opencode:
-        # Its MCP entry presents the token. Without custody opencode holds the gateways' keys
-        # already, so the token's other route (/gateway/) opens nothing it could not reach.
-        assert settings.gateway_token is not None
-        env[OPENCODE_TOKEN_ENV] = settings.gateway_token.get_secret_value()
     # The config names each gateway's key and header variables; opencode expands them itself.
     for gateway in settings.gateways:
         for name in gateway.env_names:

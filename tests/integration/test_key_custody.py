@@ -310,7 +310,9 @@ def test_key_custody_off_is_the_direct_mode_of_before(
         "baseURL": litellm.base_url, "apiKey": "{env:SIDECAR_GATEWAY_API_KEY}"
     }
     variables = environ(sidecar.opencode_pid())
-    assert variables["SIDECAR_GATEWAY_API_KEY"] == KEY and "OPENCODE_SIDECAR_TOKEN" not in variables
+    assert variables["SIDECAR_GATEWAY_API_KEY"] == KEY
+    # The internal token, for the instance plugin (issue 16): never the key.
+    assert variables["OPENCODE_SIDECAR_TOKEN"] not in (KEY, "")
     directory = str(sidecar.directory)
     with sidecar.opencode() as opencode:
         session = create_session(opencode, directory)

@@ -12,6 +12,7 @@ from sidecar.catalog import Catalog, ModelInfo
 from sidecar.errors import HttpError
 from starlette.types import Receive, Scope, Send
 
+from sidecar.http.announce import InstanceDirectories
 from sidecar.http.errors import error_response
 from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, McpRoute, ModelResolver, Refresher, SidecarView
 from sidecar.naming import ModelRef
@@ -62,6 +63,16 @@ class NoOpencode:
 TEST_GATEWAY_TOKEN = "test-gateway-token-0123456789abcdef0123456789"
 
 
+class Announced:
+    """Keeps the directories announced, for a test to read."""
+
+    def __init__(self) -> None:
+        self.announced: list[str] = []
+
+    def note_directory(self, directory: str) -> None:
+        self.announced.append(directory)
+
+
 class NoGateways:
     """No gateway behind the gateway route: every request that passes the token guard is a 404."""
 
@@ -100,6 +111,7 @@ def view_of(
     gateways: GatewayRoute | None = None,
     refresher: Refresher | None = None,
     mcp: McpRoute | None = None,
+    instances: InstanceDirectories | None = None,
     status: Callable[[], dict[str, Any]] = dict,
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
@@ -112,6 +124,7 @@ def view_of(
         gateways=gateways or NoGateways(),
         refresher=refresher or Refreshes(),
         mcp=mcp or NoMcp(),
+        instances=instances or Announced(),
         readiness=readiness,
         status=status,
         started=started,

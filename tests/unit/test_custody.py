@@ -236,12 +236,15 @@ def test_with_custody_the_shorthand_key_stays_out_of_the_child(tmp_path: Path, m
 
 
 def test_without_custody_the_child_environment_is_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A token in the sidecar's own environment is not opencode's business in direct mode.
+    # A token in the sidecar's own environment is not opencode's business in direct mode: the one
+    # it gets is the sidecar's own, which the instance plugin announces with.
     monkeypatch.setenv("OPENCODE_SIDECAR_TOKEN", TOKEN)
     settings = three_gateways(tmp_path, key_custody=False, mcp=False)
     env = child_environment(settings, tmp_path / "opencode.json")
     assert {name: env[name] for name in SECRETS} == SECRETS
-    assert "OPENCODE_SIDECAR_TOKEN" not in env
+    # The sidecar's own token, for the instance plugin (issue 16), never one it inherited.
+    assert settings.gateway_token is not None
+    assert env["OPENCODE_SIDECAR_TOKEN"] == settings.gateway_token.get_secret_value() != TOKEN
 
     monkeypatch.setenv("SIDECAR_GATEWAY_API_KEY", "sk-shorthand-1")
     shorthand = Settings(gateway_url="http://gw:4000", state_dir=tmp_path, key_custody=False, mcp=False).with_password().with_gateway_token()  # type: ignore[call-arg]
