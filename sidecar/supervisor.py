@@ -15,6 +15,7 @@ from watchfiles import awatch
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.gateway_proxy import GatewayProxy
 from sidecar.http.passthrough import Passthrough
+from sidecar.http.websocket_passthrough import WebSocketPassthrough
 from sidecar.http.routes import create_app
 from sidecar.http.server import ApiServer, bind_socket
 from sidecar.http.view import GatewayUpstream, SidecarView
@@ -143,6 +144,13 @@ class Sidecar:
             limits=self.settings.passthrough_limits,
             seen_directory=self.applier.note_directory,
         )
+        self.websockets = WebSocketPassthrough(
+            self.opencode.base_url,
+            password,
+            self.settings.held_secrets(),
+            max_websockets=self.settings.max_websockets,
+            seen_directory=self.applier.note_directory,
+        )
         # What the gateway route forwards, per gateway and model: for /metrics and /v1/status.
         self.traffic = ModelTraffic(
             self.reconciler.gateways, self._lists_model, redact=Redactor(self.settings.secrets()).text
@@ -237,6 +245,7 @@ class Sidecar:
             resolver=self.resolver,
             passthrough=self.passthrough,
             gateways=self.gateway_proxy,
+            websockets=self.websockets,
             readiness=self.readiness,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,

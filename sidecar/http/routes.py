@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from sidecar.errors import HttpError
 from sidecar.http.errors import EXCEPTION_HANDLERS
@@ -138,6 +138,8 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             Route("/gateway", view.gateways, methods=EVERY_METHOD),
             Route("/gateway/{rest:path}", view.gateways, methods=EVERY_METHOD),
             Route("/{path:path}", limited(forward, FORWARDED_BODY_LIMIT), methods=EVERY_METHOD),
+            # Every upgrade, past the same guards; the pass-through forwards opencode's terminals alone.
+            WebSocketRoute("/{path:path}", view.websockets),
         ],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.errors import HttpError
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.http.errors import error_response
 from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, ModelResolver, SidecarView
@@ -59,6 +59,13 @@ class NoOpencode:
 TEST_GATEWAY_TOKEN = "test-gateway-token-0123456789abcdef0123456789"
 
 
+class NoWebSockets:
+    """No opencode behind the upgrades: each is refused as the sidecar refuses one (404)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(404, "this test gave the API no WebSocket pass-through")(scope, receive, send)
+
+
 class NoGateways:
     """No gateway behind the gateway route: every request that passes the token guard is a 404."""
 
@@ -76,6 +83,7 @@ def view_of(
     resolver: ModelResolver | None = None,
     passthrough: Forwarder | None = None,
     gateways: GatewayRoute | None = None,
+    websockets: ASGIApp | None = None,
     status: Callable[[], dict[str, Any]] = dict,
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
@@ -86,6 +94,7 @@ def view_of(
         resolver=resolver or NoResolver(),
         passthrough=passthrough or NoOpencode(),
         gateways=gateways or NoGateways(),
+        websockets=websockets or NoWebSockets(),
         readiness=readiness,
         status=status,
         started=started,
