@@ -66,6 +66,19 @@ def requested_name(requested: Any) -> str:
     raise InvalidModelName('model must be a string or an object with "providerID" and "modelID"')
 
 
+def bare_name_as_provider(requested: Any, managed_providers: Collection[str]) -> Any:
+    """opencode's CLI splits `--model gpt-5.5` at its first `/` and sends providerID `gpt-5.5` with
+    an empty modelID (`opencode run --attach`, measured with 1.18.33): a reference whose provider is
+    none the sidecar knows and whose model is empty is that bare name."""
+    if not isinstance(requested, Mapping):
+        return requested
+    model_id = requested.get("modelID", requested.get("id"))
+    provider_id = requested.get("providerID")
+    if model_id in (None, "") and isinstance(provider_id, str) and provider_id and provider_id not in managed_providers:
+        return provider_id
+    return requested
+
+
 def normalise_model(
     requested: Any,
     *,
@@ -82,8 +95,11 @@ def normalise_model(
        in `owners` (model id -> provider) when several list it;
     4. a prefix naming another provider is dropped when the rest is a listed id;
     5. anything else goes through the default gateway as `<default provider>/<whole string>`.
+
+    A reference with an empty model and a provider the sidecar does not know is read as the bare
+    name it was (bare_name_as_provider) first.
     """
-    name = requested_name(requested)
+    name = requested_name(bare_name_as_provider(requested, managed_providers))
     if aliases and name in aliases:
         name = check_model_name(aliases[name], f"alias {name!r}")
     provider, slash, rest = name.partition("/")

@@ -32,6 +32,12 @@ def normalise(requested: object) -> str:
         ({"providerID": "litellm", "id": "gpt-5.5"}, "litellm/gpt-5.5"),
         ({"providerID": "", "modelID": "gpt-5.5"}, "litellm/gpt-5.5"),
         ({"modelID": "sonnet"}, "litellm/claude-sonnet-4-5"),
+        # `opencode run --model gpt-5.5` sends the bare name as the provider, and no model (issue 16).
+        ({"providerID": "gpt-5.5", "modelID": ""}, "litellm/gpt-5.5"),
+        ({"providerID": "sonnet", "modelID": ""}, "litellm/claude-sonnet-4-5"),
+        ({"providerID": "brand-new", "modelID": ""}, "litellm/brand-new"),
+        ({"providerID": "gpt-5.5", "id": ""}, "litellm/gpt-5.5"),
+        ({"providerID": "gpt-5.5"}, "litellm/gpt-5.5"),
     ],
 )
 def test_normalisation_table(requested: object, expected: str) -> None:
@@ -51,6 +57,9 @@ def test_normalisation_table(requested: object, expected: str) -> None:
         (42, "string or an object"),
         (None, "string or an object"),
         ({"providerID": "litellm"}, "modelID must be a string"),
+        ({"providerID": "litellm", "modelID": ""}, "modelID is empty"),  # a known provider needs its model
+        ({"providerID": "{env:SIDECAR_GATEWAY_API_KEY}", "modelID": ""}, "substitution"),
+        ({"providerID": "bad\nname", "modelID": ""}, "control characters"),
         ({"providerID": 3, "modelID": "x"}, "providerID must be a string"),
         ("constructor", "model is 'constructor', a JavaScript Object.prototype name"),
         ({"providerID": "litellm", "modelID": "toString"}, "modelID is 'toString'"),
