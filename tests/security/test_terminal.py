@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 from tests.support import litellm_proxy as lp
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
-from tests.support.terminal import create_pty, open_terminal, pty_ids, read_until, ws_url
+from tests.support.terminal import create_pty, echoed, open_terminal, pty_ids, read_until, ws_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -159,8 +159,7 @@ def test_a_message_past_the_frame_bound_closes_the_terminal(sidecar: SidecarProc
     assert ws.close_code == 1009
     # The sidecar refused it, not opencode: its pty is still there, and takes ordinary input.
     with open_terminal(sidecar.api_url, pty, str(sidecar.directory), {"x-api-key": KEY}) as ws:
-        ws.send("echo still-here\n")
-        read_until(ws, "still-here\r\n")
+        echoed(ws, "still-here")
 
 
 def test_websockets_past_the_bound_are_refused(gateway: lp.LiteLLMProxy, tmp_path: Path) -> None:
@@ -178,8 +177,7 @@ def test_websockets_past_the_bound_are_refused(gateway: lp.LiteLLMProxy, tmp_pat
         def reopened() -> bool:
             try:
                 with open_terminal(bounded.api_url, pty, str(bounded.directory), headers) as ws:
-                    ws.send("echo freed\n")
-                    read_until(ws, "freed\r\n")
+                    echoed(ws, "freed")
                 return True
             except InvalidStatus:
                 return False

@@ -32,6 +32,13 @@ def open_terminal(base: str, pty_id: str, directory: str, headers: dict[str, str
     return connect(url, additional_headers=headers or {}, proxy=None, open_timeout=10, **kwargs)
 
 
+def echoed(ws: ClientConnection, word: str) -> str:
+    """Type `echo word` and read until the word shows twice: the line the shell echoes as typed,
+    and its output (which may follow the next prompt, as a shell prints them)."""
+    ws.send(f"echo {word}\n")
+    return read_until(ws, f"{word}\r\n", times=2)
+
+
 def screen_text(message: str | bytes) -> str:
     """What a message puts on screen: opencode's binary messages that start with 0 are its own
     metadata (the cursor), not output."""
@@ -40,11 +47,12 @@ def screen_text(message: str | bytes) -> str:
     return message
 
 
-def read_until(ws: ClientConnection, wanted: str, timeout: float = 15.0) -> str:
-    """The terminal's output until `wanted` shows (AssertionError with what came, otherwise)."""
+def read_until(ws: ClientConnection, wanted: str, timeout: float = 15.0, *, times: int = 1) -> str:
+    """The terminal's output until `wanted` shows `times` times (AssertionError with what came,
+    otherwise)."""
     seen = ""
     deadline = time.monotonic() + timeout
-    while wanted not in seen:
+    while seen.count(wanted) < times:
         left = deadline - time.monotonic()
         if left <= 0:
             raise AssertionError(f"{wanted!r} did not show in {timeout} s; the terminal showed {seen[-500:]!r}")
