@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from tests.support import litellm_proxy as lp
 from tests.support.sidecar_process import OPENCODE_BIN, SidecarProcess, start_sidecar
 from tests.support.terminal import create_pty, echoed, open_terminal, read_until
+from tests.support.tmux import Tmux
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -27,7 +30,7 @@ ANSWER = "answered through the sidecar"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[lp.LiteLLMProxy]:
-    proxy = lp.start_proxy(tmp_path_factory.mktemp("clients-gateway"), [lp.mock_model("gpt-5.5", ANSWER)])
+    proxy = lp.start_proxy(tmp_path_factory.mktemp("clients-gateway"), LISTED)
     yield proxy
     lp.stop_proxy(proxy)
 
@@ -119,3 +122,71 @@ def test_a_terminal_closed_by_opencode_closes_through_the_sidecar_with_its_code(
         codes[name] = (ws.close_code, ws.close_reason)
     assert codes["sidecar"] == codes["straight"]
     assert codes["sidecar"][0] == 1000
+
+
+# The gateway's list as it grows: each TUI test adds a model while its TUI runs.
+LISTED = [lp.mock_model("gpt-5.5", ANSWER)]
+
+
+def tui(url: str, password: str, directory: Path, home: Path) -> Tmux:
+    env = {
+        "HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "xterm-256color",
+        "OPENCODE_SERVER_PASSWORD": password, "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    }
+    return Tmux([str(OPENCODE_BIN), "attach", url, "--dir", str(directory)], env, directory)
+
+
+def pick_model(screen: Tmux, name: str, timeout: float = 40.0) -> None:
+    """Open the model picker and choose `name`, as a person would: reopened until it lists it
+    (opencode's list follows the gateway's within a poll and a reload)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        screen.type("/models")
+        screen.wait_for("Switch model")
+        screen.keys("Enter")
+        screen.wait_for("Select model")
+        screen.type(name)
+        try:
+            # Listed: the name beside its provider's (the search line above shows the name typed).
+            screen.wait_for(lambda s: re.search(rf"{re.escape(name)}\s+LiteLLM", s) is not None, 3)
+            break
+        except AssertionError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the model picker did not list {name} in {timeout} s; the screen:\n{screen.screen()}")
+        screen.keys("Escape")
+        screen.wait_for(lambda s: "Select model" not in s)
+    screen.keys("Enter")
+    chosen = screen.wait_for(lambda s: "Select variant" in s or f"Build · {name}" in s, what="the model chosen")
+    if "Select variant" in chosen:
+        screen.keys("Enter")  # Default
+    screen.wait_for(f"Build · {name}")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("through", ["sidecar", "opencode's own port"])
+def test_the_tui_lists_a_new_model_answers_with_it_and_runs_a_shell_command(
+    through: str, sidecar: SidecarProcess, gateway: lp.LiteLLMProxy, keyed: httpx.Client, tmp_path: Path
+) -> None:
+    url, password = (sidecar.api_url, KEY) if through == "sidecar" else (sidecar.opencode_url, sidecar.password)
+    word = uuid.uuid4().hex[:8]
+    name, answer = f"tui-model-{word}", f"the tui model {word} answers"
+    screen = tui(url, password, sidecar.directory, tmp_path / "home")
+    try:
+        screen.wait_for("Ask anything", what="the TUI's prompt")
+        # A model added to the gateway while the TUI runs.
+        LISTED.append(lp.mock_model(name, answer))
+        lp.restart_proxy(gateway, LISTED)
+        pick_model(screen, name)
+        screen.type(f"hello {word}")
+        screen.keys("Enter")
+        screen.wait_for(answer, 30, "the model's answer")
+        screen.wait_for(lambda s: "esc interrupt" not in s, 30, "the session idle")
+        # Shell mode (`!`): the command runs in opencode, its output shown in the session.
+        screen.type("!")
+        screen.wait_for("exit shell mode")
+        screen.type(f"echo hi-{word}-$((6*7))")
+        screen.keys("Enter")
+        screen.wait_for(f"hi-{word}-42", 30, "the command's output")
+    finally:
+        screen.kill()
