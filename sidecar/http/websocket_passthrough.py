@@ -49,6 +49,8 @@ MAX_MESSAGE = 1024 * 1024
 MAX_QUEUE = 16
 WRITE_LIMIT = 64 * 1024
 OPEN_TIMEOUT = 10.0
+# How long opencode's side may take to answer our close frame.
+CLOSE_WAIT = 5.0
 # The handshake's own headers and those about the caller's connection to the sidecar: the upstream
 # handshake has its own, and the Origin was the sidecar's to check.
 NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-api-key", "origin", "cookie", "x-opencode-directory"}
@@ -141,7 +143,10 @@ class WebSocketPassthrough:
             ended = await self._relay(upstream, receive, send)
             log.debug("websocket.closed", path=scope["path"], code=ended[0], by=ended[1])
         finally:
-            await upstream.close()
+            # Closed however the relay ended, a server shutting down included, but not waited on
+            # for long: the slot is given back either way.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_WAIT):
+                await upstream.close()
             self.slots.give()
 
     async def _open(self, scope: Scope) -> ClientConnection:

@@ -22,25 +22,31 @@ def require_tmux() -> str:
 
 
 class Tmux:
-    """One program in a 200x50 tmux session; `kill()` (always, in a finally) ends both."""
+    """One program in a 200x50 session of a tmux server of its own; `kill()` (always, in a
+    finally) ends both."""
 
     def __init__(self, command: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
         self.tmux = require_tmux()
         self.name = f"sidecar-test-{uuid.uuid4().hex[:10]}"
-        # The environment is the program's own (secrets go there, never on a command line).
-        line = "exec env -i " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + " " + shlex.join(command)
+        # A server of its own (-L) starts with the environment it is given, which the program
+        # inherits: a password passed so is on no command line.
         subprocess.run(
-            [self.tmux, "new-session", "-d", "-s", self.name, "-x", "200", "-y", "50", "-c", str(cwd), line],
-            check=True, timeout=10,
+            [*self.command, "new-session", "-d", "-s", self.name, "-x", "200", "-y", "50", "-c", str(cwd),
+             shlex.join(command)],
+            env=dict(env), check=True, timeout=10,
         )
+
+    @property
+    def command(self) -> list[str]:
+        return [self.tmux, "-L", self.name, "-f", "/dev/null"]
 
     def screen(self) -> str:
         return subprocess.run(
-            [self.tmux, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True, timeout=10
+            [*self.command, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True, timeout=10
         ).stdout
 
     def keys(self, *keys: str, literal: bool = False) -> None:
-        subprocess.run([self.tmux, "send-keys", "-t", self.name, *(["-l"] if literal else []), *keys], check=True, timeout=10)
+        subprocess.run([*self.command, "send-keys", "-t", self.name, *(["-l"] if literal else []), *keys], check=True, timeout=10)
 
     def type(self, text: str) -> None:
         self.keys(text, literal=True)
@@ -58,4 +64,4 @@ class Tmux:
             time.sleep(0.2)
 
     def kill(self) -> None:
-        subprocess.run([self.tmux, "kill-session", "-t", self.name], capture_output=True, timeout=10)
+        subprocess.run([*self.command, "kill-server"], capture_output=True, timeout=10)
