@@ -16,6 +16,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from sidecar.http.connections import (
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_WEBSOCKETS,
     ConnectionLimits,
     connections_that_fit,
     open_file_limits,
@@ -79,6 +80,9 @@ class Settings(BaseSettings):
     # Event streams forwarded at once (GET /event, /global/event): in total, and per client address.
     max_streams: Annotated[int, Field(ge=1, le=100_000)] = PassthroughLimits.max_streams
     max_streams_per_client: Annotated[int, Field(ge=1, le=100_000)] = PassthroughLimits.max_streams_per_client
+    # WebSockets forwarded at once (opencode's terminals): each holds its client's socket (which
+    # leaves the connection table once upgraded) and one to opencode.
+    max_websockets: Annotated[int, Field(ge=1, le=100_000)] = DEFAULT_MAX_WEBSOCKETS
     # Bytes of model-carrying bodies (prompts with their attachments) held whole at once; at least
     # one body of the largest size forwarded, or such a prompt could never pass.
     body_memory: Annotated[int, Field(ge=FORWARDED_BODY_LIMIT, le=2**40)] = PassthroughLimits.body_memory
@@ -144,13 +148,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _connections_fit(self) -> Settings:
-        # Each forwarded event stream holds a connection to opencode beside its client's.
-        value, streams = self.max_connections, self.max_streams
+        # Each forwarded event stream holds a connection to opencode beside its client's; each
+        # WebSocket its client's (outside the connection bound once upgraded) and opencode's.
+        value, streams, websockets = self.max_connections, self.max_streams, self.max_websockets
         _, hard = open_file_limits()
-        if value > connections_that_fit(hard, streams):
+        if value > connections_that_fit(hard, streams, websockets):
             raise ValueError(
-                f"{ENV_PREFIX}MAX_CONNECTIONS: {value} connections (with {ENV_PREFIX}MAX_STREAMS={streams}) need "
-                f"{open_files_needed(value, streams)} open files, more than this process may open ({hard}, its "
+                f"{ENV_PREFIX}MAX_CONNECTIONS: {value} connections (with {ENV_PREFIX}MAX_STREAMS={streams}, "
+                f"{ENV_PREFIX}MAX_WEBSOCKETS={websockets}) need "
+                f"{open_files_needed(value, streams, websockets)} open files, more than this process may open ({hard}, its "
                 "RLIMIT_NOFILE hard limit); set fewer, or raise that limit (ulimit -Hn, systemd LimitNOFILE=, "
                 "docker run --ulimit nofile=)"
             )
@@ -272,7 +278,9 @@ class Settings(BaseSettings):
 
     @property
     def connection_limits(self) -> ConnectionLimits:
-        return ConnectionLimits(self.max_connections, self.header_timeout, self.body_timeout, self.max_streams)
+        return ConnectionLimits(
+            self.max_connections, self.header_timeout, self.body_timeout, self.max_streams, self.max_websockets
+        )
 
     @property
     def passthrough_limits(self) -> PassthroughLimits:
@@ -353,7 +361,7 @@ class Settings(BaseSettings):
 def default_max_connections() -> int:
     """1,000, or as many as the open-file limit allows beside the default number of event streams,
     once the soft limit is raised to the hard one."""
-    fit = connections_that_fit(open_file_limits()[1], PassthroughLimits.max_streams)
+    fit = connections_that_fit(open_file_limits()[1], PassthroughLimits.max_streams, DEFAULT_MAX_WEBSOCKETS)
     return max(min(DEFAULT_MAX_CONNECTIONS, fit), 1)
 
 

@@ -16,6 +16,7 @@ from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.gateway_proxy import GatewayProxy
 from sidecar.http.mcp import McpEndpoint, ModelTools
 from sidecar.http.passthrough import Passthrough
+from sidecar.http.websocket_passthrough import WebSocketPassthrough
 from sidecar.http.routes import create_app
 from sidecar.http.server import ApiServer, bind_socket
 from sidecar.http.view import GatewayUpstream, SidecarView
@@ -161,6 +162,13 @@ class Sidecar:
         )
         # Registered models the gateway says it doesn't have are dropped (told by the traffic record).
         self.pruner = RegistryPruner(self.reconciler.is_registered, self.reconciler.unregister_ref)
+        self.websockets = WebSocketPassthrough(
+            self.opencode.base_url,
+            password,
+            self.settings.held_secrets(),
+            max_websockets=self.settings.max_websockets,
+            seen_directory=self.applier.note_directory,
+        )
         # What the gateway route forwards, per gateway and model: for /metrics and /v1/status.
         self.traffic = ModelTraffic(
             self.reconciler.gateways, self._lists_model, redact=Redactor(self.settings.secrets()).text,
@@ -280,6 +288,7 @@ class Sidecar:
             refresher=Refresh(self.reconciler, self.applier, apply_timeout=self.settings.reload_timeout),
             mcp=self.mcp,
             instances=self.applier,
+            websockets=self.websockets,
             readiness=self.readiness,
             status=self.status,
             started=lambda: self.reconciler.config_on_disk,

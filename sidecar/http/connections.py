@@ -53,6 +53,11 @@ HOP_BY_HOP = frozenset(
         "accept-encoding",
     }
 )
+# WebSockets forwarded at once (opencode's terminals, SIDECAR_MAX_WEBSOCKETS). Each holds two files:
+# its client's socket, which leaves the connection table once upgraded (another protocol owns it
+# then), and its connection to opencode. A person's browser opens one per terminal tab.
+DEFAULT_MAX_WEBSOCKETS = 64
+FILES_PER_WEBSOCKET = 2
 # The gateway route's connections to the gateways at once (key custody): each is a prompt being
 # answered; past it a request waits for one, then is refused with 503. Counted apart like the
 # event streams.
@@ -71,6 +76,8 @@ class ConnectionLimits:
     body_timeout: float = 60.0
     # Event streams forwarded at once: each also holds a connection to opencode.
     max_streams: int = 0
+    # WebSockets forwarded at once, outside the table once upgraded (FILES_PER_WEBSOCKET each).
+    max_websockets: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,17 +170,19 @@ def accept_batch(max_connections: int) -> int:
     return min(max(max_connections // 8, 1), MAX_ACCEPT_BATCH)
 
 
-def open_files_needed(max_connections: int, max_streams: int = 0) -> int:
-    return max_connections + accept_batch(max_connections) + OTHER_OPEN_FILES + GATEWAY_CONNECTIONS + max_streams
+def open_files_needed(max_connections: int, max_streams: int = 0, max_websockets: int = 0) -> int:
+    forwarded = max_streams + FILES_PER_WEBSOCKET * max_websockets
+    return max_connections + accept_batch(max_connections) + OTHER_OPEN_FILES + GATEWAY_CONNECTIONS + forwarded
 
 
-def connections_that_fit(open_files: int, max_streams: int = 0) -> int:
+def connections_that_fit(open_files: int, max_streams: int = 0, max_websockets: int = 0) -> int:
     """The most connections a process allowed `open_files` files can hold beside `max_streams`
-    forwarded event streams (0 when none fit)."""
+    forwarded event streams and `max_websockets` forwarded WebSockets (0 when none fit)."""
     if open_files == resource.RLIM_INFINITY:
         return DEFAULT_MAX_CONNECTIONS
-    fit = max(open_files - OTHER_OPEN_FILES - GATEWAY_CONNECTIONS - max_streams, 0)
-    while fit and open_files_needed(fit, max_streams) > open_files:
+    forwarded = max_streams + FILES_PER_WEBSOCKET * max_websockets
+    fit = max(open_files - OTHER_OPEN_FILES - GATEWAY_CONNECTIONS - forwarded, 0)
+    while fit and open_files_needed(fit, max_streams, max_websockets) > open_files:
         fit -= 1
     return fit
 

@@ -8,7 +8,7 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from sidecar.directories import InvalidDirectory, check_directory
 from sidecar.errors import HttpError
@@ -78,7 +78,7 @@ def with_model(body: dict[str, Any], form: str, ref: ModelRef) -> dict[str, Any]
     return body
 
 
-def request_directory(request: Request, query: list[tuple[str, str]]) -> str | None:
+def request_directory(request: HTTPConnection, query: list[tuple[str, str]]) -> str | None:
     """The directory a request works in, as opencode 1.18.33 picks it (the first non-empty of
     `?directory=` and the percent-encoded `x-opencode-directory` header), checked and normalised;
     a bad one is refused here and never reaches opencode."""

@@ -82,7 +82,7 @@ class ConnectionGuard:
         self, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep, interval: float = SWEEP_INTERVAL
     ) -> None:
         before, after = raise_open_file_limit()
-        needed = open_files_needed(self.limits.max_connections, self.limits.max_streams)
+        needed = open_files_needed(self.limits.max_connections, self.limits.max_streams, self.limits.max_websockets)
         log.info(
             "api.connection_limits",
             max_connections=self.limits.max_connections,

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from sidecar.errors import HttpError
 from sidecar.http.announce import ANNOUNCE_PATH, announce_endpoint
@@ -164,6 +164,8 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             # Every method, so that none falls through to opencode with the token (guards.py lets it in).
             Route(ANNOUNCE_PATH, limited(announce_endpoint(view.instances), own), methods=EVERY_METHOD),
             Route("/{path:path}", forwarded, methods=EVERY_METHOD),
+            # Every upgrade, past the same guards; the pass-through forwards opencode's terminals alone.
+            WebSocketRoute("/{path:path}", view.websockets),
         ],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from sidecar.http.connections import LISTEN_BACKLOG, ConnectionLimits, accept_batch
 from sidecar.http.protocol_guard import ConnectionGuard, ignore_client_disconnect
+from sidecar.http.websocket_passthrough import MAX_MESSAGE as WEBSOCKET_MAX_MESSAGE
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -42,6 +43,9 @@ class ApiServer(uvicorn.Server):
             # Nobody is in front of us to trust: X-Forwarded-For from a local client would rename
             # the peer in our logs (uvicorn trusts it from 127.0.0.1 by default).
             proxy_headers=False,
+            # A WebSocket message is refused past the relay's bound, before uvicorn buffers more
+            # (its default is 16 MiB per message).
+            ws_max_size=WEBSOCKET_MAX_MESSAGE,
             http=self.guard.protocol,  # type: ignore[arg-type]
             # asyncio accepts up to `backlog` connections per turn of its loop, and listens with it.
             backlog=accept_batch(limits.max_connections),

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.catalog import Catalog
 from sidecar.http.announce import InstanceDirectories
@@ -132,6 +132,8 @@ class SidecarView:
     mcp: McpRoute
     # Where opencode's instances announce their directories (announce.py).
     instances: InstanceDirectories
+    # Every WebSocket upgrade that passed the guards (websocket_passthrough.py: opencode's terminals).
+    websockets: ASGIApp
     # The supervisor's reports: readiness for /readyz, the whole state for /v1/status, whether
     # opencode's config is written yet for /startupz, and the Prometheus text for /metrics.
     readiness: Callable[[], dict[str, Any]]

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.errors import HttpError
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.http.announce import InstanceDirectories
 from sidecar.http.errors import error_response
@@ -73,6 +73,13 @@ class Announced:
         self.announced.append(directory)
 
 
+class NoWebSockets:
+    """No opencode behind the upgrades: each is refused as the sidecar refuses one (404)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response(404, "this test gave the API no WebSocket pass-through")(scope, receive, send)
+
+
 class NoGateways:
     """No gateway behind the gateway route: every request that passes the token guard is a 404."""
 
@@ -112,6 +119,7 @@ def view_of(
     refresher: Refresher | None = None,
     mcp: McpRoute | None = None,
     instances: InstanceDirectories | None = None,
+    websockets: ASGIApp | None = None,
     status: Callable[[], dict[str, Any]] = dict,
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
@@ -125,6 +133,7 @@ def view_of(
         refresher=refresher or Refreshes(),
         mcp=mcp or NoMcp(),
         instances=instances or Announced(),
+        websockets=websockets or NoWebSockets(),
         readiness=readiness,
         status=status,
         started=started,

@@ -229,14 +229,15 @@ def test_connection_bound_must_fit_the_open_file_limit(monkeypatch: pytest.Monke
 
     hard = open_file_limits()[1]
     streams = Settings.model_fields["max_streams"].default
+    websockets = Settings.model_fields["max_websockets"].default
     monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
-    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard, streams) + 1))
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard, streams, websockets) + 1))
     with pytest.raises(SettingsError) as caught:
         load_settings()
     message = str(caught.value)
     assert message.startswith("SIDECAR_MAX_CONNECTIONS: ") and f"({hard}, its RLIMIT_NOFILE hard limit)" in message
-    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard, streams)))
-    assert load_settings().max_connections == connections_that_fit(hard, streams)
+    monkeypatch.setenv("SIDECAR_MAX_CONNECTIONS", str(connections_that_fit(hard, streams, websockets)))
+    assert load_settings().max_connections == connections_that_fit(hard, streams, websockets)
 
 
 def test_event_streams_count_against_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,6 +248,20 @@ def test_event_streams_count_against_the_open_file_limit(monkeypatch: pytest.Mon
     assert connections_that_fit(2000, 300) == connections_that_fit(1700)
 
 
+def test_websockets_count_twice_against_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An upgraded socket leaves the connection table, and holds a connection to opencode besides.
+    from sidecar.http.connections import connections_that_fit, open_files_needed
+
+    assert open_files_needed(500, 300, 10) == open_files_needed(500, 300) + 20
+    assert connections_that_fit(2000, 300, 50) == connections_that_fit(1600)
+    monkeypatch.setenv("SIDECAR_GATEWAY_URL", "http://gw:4000")
+    monkeypatch.setenv("SIDECAR_MAX_WEBSOCKETS", "7")
+    assert load_settings().connection_limits.max_websockets == 7
+    monkeypatch.setenv("SIDECAR_MAX_WEBSOCKETS", "0")
+    with pytest.raises(SettingsError, match="^SIDECAR_MAX_WEBSOCKETS: "):
+        load_settings()
+
+
 def test_connection_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     from sidecar.http.connections import connections_that_fit, open_file_limits
 
@@ -254,5 +269,6 @@ def test_connection_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     limits = load_settings().connection_limits
     assert limits.header_timeout == 10 and limits.body_timeout == 60
     streams = Settings.model_fields["max_streams"].default
-    assert limits.max_connections == min(1000, connections_that_fit(open_file_limits()[1], streams))
-    assert limits.max_streams == streams
+    websockets = Settings.model_fields["max_websockets"].default
+    assert limits.max_connections == min(1000, connections_that_fit(open_file_limits()[1], streams, websockets))
+    assert limits.max_streams == streams and limits.max_websockets == websockets == 64
