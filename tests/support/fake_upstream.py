@@ -70,6 +70,9 @@ class FakeUpstream(ThreadingHTTPServer):
         # Seconds GET /v1/models takes, and how many such requests came.
         self.list_delay = 0.0
         self.list_requests = 0
+        # Models whose chat requests are refused as OpenAI refuses a model it has no such of: a 404
+        # "The model `x` does not exist" (a listed model broken upstream, issue 17).
+        self.refused_models: set[str] = set()
 
     @property
     def port(self) -> int:
@@ -117,6 +120,11 @@ class _Handler(BaseHTTPRequestHandler):
         exchange = Exchange(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         self.server.exchanges.append(exchange)
         model = body.get("model", "slow")
+        if model in self.server.refused_models:
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            self._send_json(404, {"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}})
+            exchange.finished.set()
+            return
         try:
             if body.get("stream"):
                 self._stream(model, exchange)
