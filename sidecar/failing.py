@@ -78,6 +78,27 @@ def classify(status: int | None, reason: str | None) -> Kind | None:
     return None
 
 
+def refusal_in_event(event: dict[str, Any]) -> tuple[str, str, int, str] | None:
+    """(gateway, model, status, reason) of a prompt the gateway refused, from an event of opencode's
+    `/global/event` stream, else None (pure). `session.error` names no model; the assistant
+    message it ends (`message.updated`) has the model and the same APIError with its status."""
+    payload = event.get("payload")
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    if not isinstance(properties, dict) or payload.get("type") != "message.updated":  # type: ignore[union-attr]
+        return None
+    info = properties.get("info")
+    error = info.get("error") if isinstance(info, dict) else None
+    data = error.get("data") if isinstance(error, dict) and error.get("name") == "APIError" else None
+    if not isinstance(data, dict) or not isinstance(info, dict):
+        return None
+    gateway, model, status, reason = info.get("providerID"), info.get("modelID"), data.get("statusCode"), data.get("message")
+    if not (isinstance(gateway, str) and isinstance(model, str) and isinstance(reason, str)):
+        return None
+    if not isinstance(status, int) or isinstance(status, bool):
+        return None
+    return gateway, model, status, reason
+
+
 @dataclass(frozen=True)
 class Failing:
     kind: Kind
@@ -142,6 +163,12 @@ class FailingModels:
         self._marks[ref] = mark
         self.version += 1
         log.warning("model.failing", gateway=gateway, model=model, kind=str(kind), status=status, reason=mark.reason)
+
+    def note_event(self, event: dict[str, Any]) -> None:
+        """An event of opencode's stream (the applier's `on_event`): a prompt's refusal marks too,
+        which is how a sidecar without key custody learns of one."""
+        if (refusal := refusal_in_event(event)) is not None:
+            self.refused(*refusal)
 
     def answered(self, gateway: str, model: str) -> None:
         """A request for the model through the gateway route succeeded (ModelTraffic's `on_answer`)."""

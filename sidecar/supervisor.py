@@ -126,6 +126,13 @@ class Sidecar:
             )
         else:
             self.child = OpencodeChild(self.settings, self.paths.config, self.opencode, activity=activity)
+        redact = Redactor(self.settings.secrets()).text
+        # Listed models the gateway refuses: marked from the gateway route's answers and opencode's
+        # events, refused by the resolver with the gateway's reason, retried in the background.
+        self.failing = FailingModels(
+            self._lists_ref, retry_initial=self.settings.failing_retry_initial,
+            retry_max=self.settings.failing_retry_max, redact=redact,
+        )
         self.applier = Applier(
             self.opencode,
             self.child,
@@ -134,19 +141,13 @@ class Sidecar:
             reload=self.settings.reload,
             reload_timeout=self.settings.reload_timeout,
             activity=activity,
+            on_event=self.failing.note_event,
         )
         self.reconciler = Reconciler(
             self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file,
             sessions=self.opencode,
         )
         self.metrics = Metrics()
-        redact = Redactor(self.settings.secrets()).text
-        # Listed models the gateway refuses: marked from the gateway route's answers, refused by the
-        # resolver with the gateway's reason, retried in the background (sidecar/failing.py).
-        self.failing = FailingModels(
-            self._lists_ref, retry_initial=self.settings.failing_retry_initial,
-            retry_max=self.settings.failing_retry_max, redact=redact,
-        )
         self.resolver = Resolver(
             self.settings, self.reconciler, self.applier, self.gateways, observe=self.metrics.observe_resolve,
             failing=self.failing,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +59,10 @@ class Applier:
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
         activity: ReloadActivity | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        # Told of every event of opencode's stream too (sidecar/failing.py reads models' refusals).
+        self._on_event = on_event
         # Shared with the child's health check: what makes opencode read its config is marked there.
         self.activity = activity or ReloadActivity(clock=clock)
         self._restart = reload == "restart"
@@ -100,6 +104,8 @@ class Applier:
         self._wake.set()
 
     def note_event(self, event: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
         directory, kind = event_directory_and_type(event)
         if directory is None:
             return

@@ -7,7 +7,7 @@ accepts the model the background retry clears the mark and prompts answer again.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
@@ -75,6 +75,7 @@ def test_a_listed_model_refused_upstream_is_marked_refused_at_once_and_cleared_o
     sidecar: SidecarProcess, refusing_upstream: fake_upstream.FakeUpstream
 ) -> None:
     directory = str(sidecar.directory)
+    refusing_upstream.refused_models.add(BROKEN)
     events = EventLog(sidecar.api_url)
     try:
         with httpx.Client(base_url=sidecar.api_url, timeout=120) as client:
@@ -119,3 +120,27 @@ def test_a_listed_model_refused_upstream_is_marked_refused_at_once_and_cleared_o
     (marked,) = sidecar.events("model.failing")
     assert marked["model"] == BROKEN and marked["kind"] == "not_found"
     assert [e["why"] for e in sidecar.events("model.failing_cleared")] == ["retried"]
+
+
+def test_without_key_custody_the_refusal_is_read_from_opencodes_events(
+    failing_gateway: lp.LiteLLMProxy, refusing_upstream: fake_upstream.FakeUpstream,
+    make_sidecar: Callable[..., SidecarProcess],
+) -> None:
+    """opencode reaches the gateway itself, so the sidecar sees no model request: the failed
+    prompt's assistant message (`message.updated`, which names the model) marks it instead."""
+    sidecar = make_sidecar(failing_gateway.url, key_custody="false", poll_interval="3600", failing_retry_initial="60")
+    directory = str(sidecar.directory)
+    refusing_upstream.refused_models.add(BROKEN)
+    try:
+        with httpx.Client(base_url=sidecar.api_url, timeout=120) as client:
+            answer = message(client, new_session(client, directory), directory, BROKEN)
+            assert answer.json()["info"].get("error") is not None, answer.text[:1000]
+            wait_until(lambda: listed(client)[BROKEN].get("failing"), 30, "the model marked failing")
+            second = new_session(client, directory)
+            refused = message(client, second, directory, BROKEN)
+            assert refused.status_code == 404 and "does not exist" in refused.json()["error"]["message"]
+            assert client.get(f"/session/{second}/message", params={"directory": directory}).json() == []
+            # Nothing went through the gateway route: the mark came from opencode's events.
+            assert client.get("/v1/status").json()["traffic"]["litellm"] == {}
+    finally:
+        refusing_upstream.refused_models.discard(BROKEN)

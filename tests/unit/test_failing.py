@@ -10,7 +10,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from sidecar.catalog import Catalog, ModelInfo
-from sidecar.failing import FailingModels, Kind, ListedStatuses, classify, retry_delay, retry_failing
+from sidecar.failing import (
+    FailingModels,
+    Kind,
+    ListedStatuses,
+    classify,
+    refusal_in_event,
+    retry_delay,
+    retry_failing,
+)
 from sidecar.naming import ModelRef
 from sidecar.http.routes import create_app
 from sidecar.traffic import ModelTraffic
@@ -195,3 +203,43 @@ def test_listed_statuses_look_nothing_up_while_nothing_fails() -> None:
     failing.refused("litellm", "gpt-5.5", 404, NOT_FOUND)
     assert statuses.of("gpt-5.5") == failing.get(GPT).report()  # type: ignore[union-attr]
     assert statuses.of("other") is None and statuses.version == failing.version
+
+
+def assistant_update(error: object, provider: object = "litellm", model: object = "gpt-5.5") -> dict[str, object]:
+    """A `/global/event` event as opencode 1.18 sends it when a prompt's model request failed."""
+    info = {"role": "assistant", "providerID": provider, "modelID": model, "sessionID": "ses_1", "error": error}
+    return {"directory": "/work", "payload": {"type": "message.updated", "properties": {"sessionID": "ses_1", "info": info}}}
+
+
+def api_error(status: object, message: object = NOT_FOUND) -> dict[str, object]:
+    return {"name": "APIError", "data": {"message": message, "statusCode": status, "isRetryable": False}}
+
+
+@pytest.mark.parametrize(
+    ("event", "refusal"),
+    [
+        (assistant_update(api_error(404)), ("litellm", "gpt-5.5", 404, NOT_FOUND)),
+        (assistant_update(api_error(429, "rate limited")), ("litellm", "gpt-5.5", 429, "rate limited")),
+        (assistant_update(None), None),  # answered
+        (assistant_update({"name": "MessageAbortedError", "data": {"message": "aborted"}}), None),
+        (assistant_update(api_error(None)), None),  # no status: nothing to tell it by
+        (assistant_update(api_error(True)), None),
+        (assistant_update(api_error(404, ["not", "text"])), None),
+        (assistant_update(api_error(404), provider=None), None),
+        # session.error carries the same error but no model.
+        ({"payload": {"type": "session.error", "properties": {"sessionID": "ses_1", "error": api_error(404)}}}, None),
+        ({"payload": "not an object"}, None),
+        ({}, None),
+    ],
+)
+def test_a_refusal_read_from_opencodes_events(event: dict[str, object], refusal: object) -> None:
+    assert refusal_in_event(event) == refusal
+
+
+def test_an_event_marks_like_the_gateway_route() -> None:
+    failing, _ = marks()
+    failing.note_event(assistant_update(api_error(429, "rate limited")))
+    assert failing.get(GPT) is None
+    failing.note_event(assistant_update(api_error(404)))
+    mark = failing.get(GPT)
+    assert mark is not None and mark.kind is Kind.NOT_FOUND
