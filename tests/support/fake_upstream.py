@@ -73,6 +73,8 @@ class FakeUpstream(ThreadingHTTPServer):
         # Models whose chat requests are refused as OpenAI refuses a model it has no such of: a 404
         # "The model `x` does not exist" (a listed model broken upstream, issue 17).
         self.refused_models: set[str] = set()
+        # A careless gateway: its refusals quote the request's Authorization header (the key).
+        self.refusals_echo_key = False
 
     @property
     def port(self) -> int:
@@ -120,8 +122,10 @@ class _Handler(BaseHTTPRequestHandler):
         exchange = Exchange(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         self.server.exchanges.append(exchange)
         model = body.get("model", "slow")
-        if model in self.server.refused_models:
+        if isinstance(model, str) and model in self.server.refused_models:
             message = f"The model `{model}` does not exist or you do not have access to it."
+            if self.server.refusals_echo_key:
+                message += f" (authorization: {self.headers.get('Authorization')})"
             self._send_json(404, {"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}})
             exchange.finished.set()
             return
