@@ -92,6 +92,19 @@ def component_schemas() -> dict[str, Any]:
     )
     # Answers are whole model_dump()s: every field is there, defaults included.
     schemas = {name: {**schema, "required": list(schema["properties"])} for name, schema in generated["$defs"].items()}
+    # Only on a listed model the gateway refuses (sidecar/failing.py); an ok model has neither.
+    schemas["ModelInfo"]["properties"] |= {
+        "status": {"const": "failing", "description": "Present only while the gateway refuses the model."},
+        "failing": {
+            "type": "object",
+            "required": ["kind", "reason", "since"],
+            "properties": {
+                "kind": {"enum": ["not_found", "not_allowed", "unavailable"]},
+                "reason": {"type": "string", "description": "The gateway's words."},
+                "since": {"type": "number", "description": "Unix time of the first refusal."},
+            },
+        },
+    }
     schemas["Error"] = {
         "description": "An Anthropic API error.",
         "type": "object",
