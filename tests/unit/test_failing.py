@@ -4,6 +4,7 @@ background with backoff, and cleared when the gateway answers; transient trouble
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import anyio
 import pytest
@@ -20,9 +21,12 @@ from sidecar.failing import (
     retry_failing,
 )
 from sidecar.naming import ModelRef
+from sidecar.errors import HttpError
 from sidecar.http.routes import create_app
+from sidecar.resolve import Resolver
 from sidecar.traffic import ModelTraffic
 from tests.support.api_view import view_of
+from tests.unit.test_resolve_names import Applier, Gateway, Reconciler
 
 GPT = ModelRef("litellm", "gpt-5.5")
 
@@ -243,3 +247,26 @@ def test_an_event_marks_like_the_gateway_route() -> None:
     failing.note_event(assistant_update(api_error(404)))
     mark = failing.get(GPT)
     assert mark is not None and mark.kind is Kind.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "answer"),
+    [
+        (404, NOT_FOUND, 404),
+        (401, "team not allowed to access model. Tried to access gpt-5.5", 403),
+        (400, "You passed in model=gpt-5.5. There are no healthy deployments for this model", 503),
+    ],
+)
+def test_the_resolver_refuses_a_failing_model_with_the_gateways_reason(status: int, reason: str, answer: int) -> None:
+    failing, _ = marks()
+    settings = SimpleNamespace(gateways=[], model_aliases={}, default_provider="litellm", unlisted_policy="refuse",
+                               resolve_timeout=1.0)
+    resolving = Resolver(settings, Reconciler(), Applier(), {"litellm": Gateway()}, failing=failing)  # type: ignore[arg-type]
+    assert anyio.run(resolving.resolve, "GPT-5.5").ref == GPT
+    failing.refused("litellm", "gpt-5.5", status, reason)
+    for name in ("gpt-5.5", "GPT-5.5", "litellm/gpt-5.5"):  # by any name that means it
+        with pytest.raises(HttpError) as caught:
+            anyio.run(resolving.resolve, name)
+        assert caught.value.status == answer and reason in caught.value.message and "'litellm/gpt-5.5'" in caught.value.message
+    failing.answered("litellm", "gpt-5.5")
+    assert anyio.run(resolving.resolve, "gpt-5.5").ref == GPT
