@@ -250,11 +250,21 @@ async def retry_failing(
         await sleep(tick if upcoming is None else max(0.0, min(tick, upcoming - clock())))
 
 
+def probe_served(outcome: tuple[int | None, str] | None) -> bool:
+    """Whether a probe's outcome shows the gateway serving the model (pure): it answered, or it
+    refused the request for something else than the model (a gateway that wants more than one
+    token, say). A rate limit, a timeout, the key refused, a 5xx: nothing learnt, still failing."""
+    if outcome is None:
+        return True
+    status, reason = outcome
+    return status is not None and 400 <= status < 500 and status not in (401, 403, 408, 429) and classify(status, reason) is None
+
+
 async def _retry_one(failing: FailingModels, probe: Probe, ref: ModelRef) -> None:
     outcome = await probe(ref)
-    if outcome is None:
+    if probe_served(outcome):
         failing.clear(ref, "retried")
-    else:
+    elif outcome is not None:
         failing.retry_failed(ref, *outcome)
 
 

@@ -15,6 +15,7 @@ from sidecar.failing import (
     FailingModels,
     Kind,
     ListedStatuses,
+    probe_served,
     classify,
     refusal_in_event,
     retry_delay,
@@ -270,3 +271,21 @@ def test_the_resolver_refuses_a_failing_model_with_the_gateways_reason(status: i
         assert caught.value.status == answer and reason in caught.value.message and "'litellm/gpt-5.5'" in caught.value.message
     failing.answered("litellm", "gpt-5.5")
     assert anyio.run(resolving.resolve, "gpt-5.5").ref == GPT
+
+
+@pytest.mark.parametrize(
+    ("outcome", "served"),
+    [
+        (None, True),
+        ((400, "max_tokens: must be at least 16"), True),  # the model is there: the request was refused
+        ((404, NOT_FOUND), False),
+        ((400, "There are no healthy deployments for this model"), False),
+        ((429, "No deployments available for selected model, cooldown"), False),
+        ((401, "Authentication Error, Invalid proxy server token passed"), False),
+        ((403, "Forbidden"), False),
+        ((None, "the gateway could not be asked: timed out after 10s"), False),
+        ((502, "the gateway answered HTTP 502"), False),
+    ],
+)
+def test_what_a_retry_takes_for_served(outcome: tuple[int | None, str] | None, served: bool) -> None:
+    assert probe_served(outcome) is served
