@@ -203,6 +203,28 @@ class TrafficCollector(Collector):
         yield streamed
 
 
+class FailingMarks(Protocol):
+    """Listed models the gateway refuses (sidecar.failing.FailingModels), as (gateway, model, kind)."""
+
+    def failing_series(self) -> Iterable[tuple[str, str, str]]: ...
+
+
+class FailingCollector(Collector):
+    def __init__(self, failing: FailingMarks) -> None:
+        self._failing = failing
+
+    def collect(self) -> Iterator[Metric]:
+        # Only marked models have a series: as many as the marks, which are bounded.
+        gauge = GaugeMetricFamily(
+            f"{PREFIX}_model_failing",
+            "1 while a listed model is marked failing: its gateway refused it (kind: not_found, not_allowed, unavailable)",
+            labels=["gateway", "model", "kind"],
+        )
+        for gateway, model, kind in self._failing.failing_series():
+            gauge.add_metric([gateway, model, kind], 1)
+        yield gauge
+
+
 class Metrics:
     """The sidecar's registry: its own, not the process-wide default, so tests can make many."""
 
@@ -221,6 +243,9 @@ class Metrics:
 
     def watch_traffic(self, traffic: TrafficCounts, buckets: Sequence[float]) -> None:
         self.registry.register(TrafficCollector(traffic, buckets))
+
+    def watch_failing(self, failing: FailingMarks) -> None:
+        self.registry.register(FailingCollector(failing))
 
     def observe_resolve(self, seconds: float, outcome: str) -> None:
         self.resolve_seconds.labels(outcome=outcome).observe(seconds)

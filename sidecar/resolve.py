@@ -17,6 +17,7 @@ from sidecar.catalog import ModelInfo, invalid_model_id_reason
 from sidecar.directories import InvalidDirectory
 from sidecar.directories import check_directory as normal_directory
 from sidecar.errors import HttpError
+from sidecar.failing import FailingModels
 from sidecar.gateway.client import GatewayClient, GatewayError, ModelRejected
 from sidecar.matching import Listed, Match, covered_by_route
 from sidecar.naming import InvalidModelName, ModelRef, expanded_name, normalise_model
@@ -53,8 +54,10 @@ class Resolver:
         gateways: Mapping[str, GatewayClient],
         *,
         observe: Callable[[float, str], None] | None = None,
+        failing: FailingModels | None = None,
     ) -> None:
         self._observe = observe  # (seconds, outcome) of each resolve, for /metrics
+        self._failing = failing  # listed models the gateway refuses: refused here with its reason
         self._settings = settings
         self._reconciler = reconciler
         self._applier = applier
@@ -116,6 +119,9 @@ class Resolver:
             ref, model = await self._match_or_admit(ref, name, gateway)
         else:
             self._reconciler.note_used(ref)
+        if self._failing is not None and (mark := self._failing.get(ref)) is not None:
+            # Before any wait: the gateway's reason now, rather than a session that fails later.
+            raise HttpError(mark.kind.http_status, mark.message(ref))
         try:
             usable = await self._applier.wait_usable(directory, ref, self._settings.resolve_timeout)
         except DirectoryUnusable as exc:

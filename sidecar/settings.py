@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     # Deprecated: `true` is SIDECAR_UNLISTED_MODELS=probe (the supervisor logs a warning).
     probe_models: bool | None = None
     resolve_timeout: Annotated[float, Field(gt=0)] = 120.0
+    # A listed model the gateway refuses (sidecar/failing.py) is retried in the background this
+    # long after the refusal, the wait doubling after each failed retry up to the max.
+    failing_retry_initial: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    failing_retry_max: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     # Models registered on request; past it the least recently used one no session uses makes room.
     max_registered: Annotated[int, Field(ge=1, le=100_000)] = 256
     api_key: ApiKey | None = None

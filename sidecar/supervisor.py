@@ -20,7 +20,8 @@ from sidecar.http.websocket_passthrough import WebSocketPassthrough
 from sidecar.http.routes import create_app
 from sidecar.http.server import ApiServer, bind_socket
 from sidecar.http.view import GatewayUpstream, SidecarView
-from sidecar.gateway.client import GatewayClient
+from sidecar.gateway.client import GatewayClient, GatewayError, ModelRejected
+from sidecar.failing import FailingModels, ListedStatuses, retry_failing
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.apply import Applier
 from sidecar.opencode.attached import AttachedOpencode
@@ -31,6 +32,7 @@ from sidecar.opencode.handle import OpencodeHandle
 from sidecar.opencode.plugin import mark_installed, plugin_path, plugin_source
 from sidecar.opencode.spawn import OpencodeStartError, opencode_config_dir, resolve_binary
 from sidecar.metrics import Metrics
+from sidecar.naming import ModelRef
 from sidecar.pruning import RegistryPruner
 from sidecar.reconcile import Reconciler
 from sidecar.refresh import Refresh
@@ -133,6 +135,13 @@ class Sidecar:
             )
         else:
             self.child = OpencodeChild(self.settings, self.paths.config, self.opencode, activity=activity)
+        redact = Redactor(self.settings.secrets()).text
+        # Listed models the gateway refuses: marked from the gateway route's answers and opencode's
+        # events, refused by the resolver with the gateway's reason, retried in the background.
+        self.failing = FailingModels(
+            self._lists_ref, retry_initial=self.settings.failing_retry_initial,
+            retry_max=self.settings.failing_retry_max, redact=redact,
+        )
         self.applier = Applier(
             self.opencode,
             self.child,
@@ -142,6 +151,7 @@ class Sidecar:
             reload_timeout=self.settings.reload_timeout,
             activity=activity,
             prompt_wait=self.settings.prompt_reload_wait,
+            on_event=self.failing.note_event,
         )
         self.reconciler = Reconciler(
             self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file,
@@ -149,7 +159,8 @@ class Sidecar:
         )
         self.metrics = Metrics()
         self.resolver = Resolver(
-            self.settings, self.reconciler, self.applier, self.gateways, observe=self.metrics.observe_resolve
+            self.settings, self.reconciler, self.applier, self.gateways, observe=self.metrics.observe_resolve,
+            failing=self.failing,
         )
         self.passthrough = Passthrough(
             self.opencode.base_url,
@@ -171,8 +182,8 @@ class Sidecar:
         )
         # What the gateway route forwards, per gateway and model: for /metrics and /v1/status.
         self.traffic = ModelTraffic(
-            self.reconciler.gateways, self._lists_model, redact=Redactor(self.settings.secrets()).text,
-            on_error=self.pruner.refused,
+            self.reconciler.gateways, self._lists_model, redact=redact,
+            on_error=self._refused, on_answer=self.failing.answered,
         )
         token = self.settings.gateway_token
         assert token is not None  # with_gateway_token
@@ -189,6 +200,7 @@ class Sidecar:
         self.api: ApiServer | None = None
         self.metrics.watch(self.reconciler, self.applier, self.child)
         self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
+        self.metrics.watch_failing(self.failing)
 
     def _shared_files(self) -> set[Path]:
         # Attach mode's config and the plugin beside it are read by opencode in another container,
@@ -233,6 +245,27 @@ class Sidecar:
         listed = model_id in self.reconciler.gateways[gateway_id].catalog
         return listed or model_id in self.reconciler.registered.get(gateway_id, {})
 
+    def _lists_ref(self, ref: ModelRef) -> bool:
+        state = self.reconciler.gateways.get(ref.provider_id)
+        return state is not None and ref.model_id in state.catalog
+
+    def _refused(self, gateway: str, model: str, status: int | None, reason: str) -> None:
+        # A registered model refused leaves the registry; a listed one is marked failing.
+        self.pruner.refused(gateway, model, status, reason)
+        self.failing.refused(gateway, model, status, reason)
+
+    async def _probe_failing(self, ref: ModelRef) -> tuple[int | None, str] | None:
+        gateway = self.gateways.get(ref.provider_id)
+        if gateway is None:
+            return None
+        try:
+            await gateway.probe(ref.model_id)
+        except ModelRejected as exc:
+            return exc.status, exc.reason
+        except GatewayError as exc:
+            return None, str(exc)
+        return None
+
     def gateway_reports(self) -> dict[str, dict[str, Any]]:
         now = time.time()
         reports = {}
@@ -270,6 +303,7 @@ class Sidecar:
             "opencode": {**self.child.report(), "url": self.settings.opencode_base},
             "reloads": self.applier.report(),
             "traffic": self.traffic.report(),
+            "failing": self.failing.report(),
             "state_dir": {"path": str(self.settings.state_dir), "write_error": self.reconciler.last_write_error},
         }
 
@@ -294,6 +328,7 @@ class Sidecar:
             started=lambda: self.reconciler.config_on_disk,
             metrics=self.metrics.render,
             api_key=api_key,
+            statuses=ListedStatuses(self.failing, self.reconciler.ref_of),
         )
         browsers = BrowserPolicy.for_listen(host, self.settings.allowed_hosts, self.settings.allowed_origins)
         self.api = ApiServer(create_app(view, browsers), sock, self.settings.connection_limits)
@@ -319,6 +354,7 @@ class Sidecar:
                 group.start_soon(self.reconciler.run, saved)
                 group.start_soon(self._reread_on_sighup)
                 group.start_soon(self.pruner.run)
+                group.start_soon(retry_failing, self.failing, self._probe_failing)
                 if self.settings.base_config is not None:
                     group.start_soon(self._watch_base_config, self.settings.base_config)
                 log.info("sidecar.started", opencode=self.settings.opencode_base, attached=self.settings.attached)

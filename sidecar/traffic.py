@@ -100,9 +100,11 @@ class ModelTraffic:
         max_series: int = MAX_SERIES,
         max_unlisted: int = MAX_UNLISTED,
         on_error: Callable[[str, str, int | None, str], None] | None = None,
+        on_answer: Callable[[str, str], None] | None = None,
     ) -> None:
-        # Told (gateway, model as sent, status, reason) of each failed request: the registry's pruner.
-        self._on_error = on_error
+        # Told (gateway, model as sent, status, reason) of each failed request: the registry's
+        # pruner and the failing marks; and (gateway, model) of each answered one: the marks again.
+        self._on_error, self._on_answer = on_error, on_answer
         self._gateways = tuple(gateways)
         self._lists, self._clock, self._redact = lists, clock, redact
         self._max_series, self._max_unlisted = max_series, max_unlisted
@@ -135,6 +137,8 @@ class ModelTraffic:
             series.last_error = LastError(status, escaped(self._redact(reason), MAX_MESSAGE), self._clock())
             if self._on_error is not None and gateway in self._gateways:
                 self._on_error(gateway, model, status, series.last_error.message)
+        elif status is not None and status < 400 and self._on_answer is not None and gateway in self._gateways:
+            self._on_answer(gateway, model)
 
     def _series_for(self, gateway: str, model: str) -> ModelSeries:
         # The route only forwards to configured gateways; anything else is folded, not trusted.

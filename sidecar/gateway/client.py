@@ -58,7 +58,13 @@ class _NotFound(GatewayError):
 
 
 class ModelRejected(GatewayError):
-    """The gateway refused a probe request for a model; the message carries its reason."""
+    """The gateway refused a probe request for a model; the message carries its reason, and
+    `status` and `reason` the gateway's own (sidecar/failing.py tells a refusal from a rate limit)."""
+
+    def __init__(self, message: str, status: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason or message
 
 
 def auth_headers(gateway: Gateway) -> dict[str, str]:
@@ -313,7 +319,7 @@ class GatewayClient:
                 content = await _read_at_most(response, MAX_PROBE_BYTES)
                 answer = httpx.Response(response.status_code, content=content)
                 reason = server_reason(answer, self._secrets) or f"HTTP {response.status_code}"
-                raise ModelRejected(f"the gateway rejected model {model_id!r}: {reason}")
+                raise ModelRejected(f"the gateway rejected model {model_id!r}: {reason}", response.status_code, reason)
             raise GatewayError(f"the gateway answered HTTP {response.status_code} to a probe of {model_id!r}")
 
 

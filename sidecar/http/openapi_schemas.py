@@ -39,9 +39,22 @@ MODEL_TRAFFIC_SCHEMA: dict[str, Any] = {
     },
 }
 
+MODEL_FAILING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["kind", "reason", "since", "status", "retries", "next_retry"],
+    "properties": {
+        "kind": {"enum": ["not_found", "not_allowed", "unavailable"]},
+        "reason": {"type": "string"},  # the gateway's words, secrets blanked
+        "since": {"type": "number"},  # unix time of the first refusal
+        "status": {"type": "integer"},  # the gateway's HTTP status
+        "retries": {"type": "integer", "minimum": 0},
+        "next_retry": {"type": "number"},  # unix time
+    },
+}
+
 STATUS_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["ready", "models", "gateways", "opencode", "reloads", "traffic", "state_dir"],
+    "required": ["ready", "models", "gateways", "opencode", "reloads", "traffic", "failing", "state_dir"],
     "properties": {
         "ready": {"type": "boolean"},
         "models": {"type": "integer", "minimum": 0},
@@ -61,6 +74,11 @@ STATUS_SCHEMA: dict[str, Any] = {
             "type": "object",
             "additionalProperties": {"type": "object", "additionalProperties": MODEL_TRAFFIC_SCHEMA},
         },
+        # Per gateway, per listed model it refuses (sidecar/failing.py): only those marked.
+        "failing": {
+            "type": "object",
+            "additionalProperties": {"type": "object", "additionalProperties": MODEL_FAILING_SCHEMA},
+        },
         "state_dir": {"type": "object", "required": ["path", "write_error"]},
     },
 }
@@ -74,6 +92,19 @@ def component_schemas() -> dict[str, Any]:
     )
     # Answers are whole model_dump()s: every field is there, defaults included.
     schemas = {name: {**schema, "required": list(schema["properties"])} for name, schema in generated["$defs"].items()}
+    # Only on a listed model the gateway refuses (sidecar/failing.py); an ok model has neither.
+    schemas["ModelInfo"]["properties"] |= {
+        "status": {"const": "failing", "description": "Present only while the gateway refuses the model."},
+        "failing": {
+            "type": "object",
+            "required": ["kind", "reason", "since"],
+            "properties": {
+                "kind": {"enum": ["not_found", "not_allowed", "unavailable"]},
+                "reason": {"type": "string", "description": "The gateway's words."},
+                "since": {"type": "number", "description": "Unix time of the first refusal."},
+            },
+        },
+    }
     schemas["Error"] = {
         "description": "An Anthropic API error.",
         "type": "object",

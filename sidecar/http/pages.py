@@ -62,11 +62,13 @@ class AnswerCache:
 
     def __init__(self) -> None:
         self._catalog: Catalog | None = None
+        self._version = 0
         self._answers: dict[tuple[object, ...], bytes] = {}
 
-    def get(self, catalog: Catalog, key: tuple[object, ...], build: Callable[[], Any]) -> Response:
-        if catalog is not self._catalog or len(self._answers) >= self.MAX_ENTRIES:
-            self._catalog, self._answers = catalog, {}
+    def get(self, catalog: Catalog, key: tuple[object, ...], build: Callable[[], Any], version: int = 0) -> Response:
+        """`version`: what else the answers show (models' failing marks); a new one starts afresh."""
+        if catalog is not self._catalog or version != self._version or len(self._answers) >= self.MAX_ENTRIES:
+            self._catalog, self._version, self._answers = catalog, version, {}
         body = self._answers.get(key)
         if body is None:
             body = self._answers[key] = JSONResponse(build()).body

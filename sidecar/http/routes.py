@@ -47,18 +47,21 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             raise HttpError(400, "after_id and before_id cannot be used together")
         limit = parse_limit(params.get("limit"))
         catalog = view.models.catalog
-        return answers.get(
-            catalog,
-            ("page", limit, after_id, before_id),
-            lambda: page_of(catalog, limit=limit, after_id=after_id, before_id=before_id).model_dump(mode="json"),
-        )
+
+        def build() -> dict[str, Any]:
+            page = page_of(catalog, limit=limit, after_id=after_id, before_id=before_id).model_dump(mode="json")
+            for entry in page["data"]:
+                entry.update(view.statuses.of(entry["id"]) or {})
+            return page
+
+        return answers.get(catalog, ("page", limit, after_id, before_id), build, view.statuses.version)
 
     async def get_model(request: Request) -> Response:
         model_id = request.path_params["model_id"]
         model = view.models.catalog.get(model_id)
         if model is None:
             raise HttpError(404, f"model {model_id!r} is not listed by this sidecar")
-        return JSONResponse(model.model_dump(mode="json"))
+        return JSONResponse({**model.model_dump(mode="json"), **(view.statuses.of(model_id) or {})})
 
     async def delete_model(request: Request) -> Response:
         model_id = request.path_params["model_id"]

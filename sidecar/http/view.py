@@ -58,6 +58,25 @@ class CatalogOwner(Protocol):
     async def unregister(self, listed_id: str) -> None: ...
 
 
+class ModelStatuses(Protocol):
+    """What `/v1/models` adds to a listed model that is failing (sidecar.failing.FailingModels,
+    through the supervisor), and a number that changes whenever any of that does."""
+
+    @property
+    def version(self) -> int: ...
+
+    def of(self, listed_id: str) -> dict[str, Any] | None: ...
+
+
+class NoStatuses:
+    """Every model as listed, nothing added."""
+
+    version = 0
+
+    def of(self, listed_id: str) -> dict[str, Any] | None:
+        return None
+
+
 class Forwarder(Protocol):
     """Answers every request that is not one of the sidecar's own routes (passthrough.Passthrough)."""
 
@@ -142,3 +161,4 @@ class SidecarView:
     metrics: Callable[[], bytes]
     # SIDECAR_API_KEY; None serves without a key (on loopback only, which settings.py checks).
     api_key: str | None = None
+    statuses: ModelStatuses = field(default_factory=NoStatuses)

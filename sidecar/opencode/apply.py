@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,7 +61,10 @@ class Applier:
         sleep: Sleep = anyio.sleep,
         activity: ReloadActivity | None = None,
         prompt_wait: float = PROMPT_WAIT,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        # Told of every event of opencode's stream too (sidecar/failing.py reads models' refusals).
+        self._on_event = on_event
         # Shared with the child's health check: what makes opencode read its config is marked there.
         self.activity = activity or ReloadActivity(clock=clock)
         self._restart = reload == "restart"
@@ -104,6 +108,8 @@ class Applier:
         self._wake.set()
 
     def note_event(self, event: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
         directory, kind = event_directory_and_type(event)
         if kind == "session.status" and (session := event_session(event)) is not None:
             # opencode's busy status now covers a prompt the pass-through started there.

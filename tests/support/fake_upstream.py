@@ -80,6 +80,11 @@ class FakeUpstream(ThreadingHTTPServer):
         # What the TOOL_CALLER model calls: the offered tool whose name ends so, with these arguments.
         self.tool_suffix = "_list_models"
         self.tool_arguments: dict = {}
+        # Models whose chat requests are refused as OpenAI refuses a model it has no such of: a 404
+        # "The model `x` does not exist" (a listed model broken upstream, issue 17).
+        self.refused_models: set[str] = set()
+        # A careless gateway: its refusals quote the request's Authorization header (the key).
+        self.refusals_echo_key = False
 
     @property
     def port(self) -> int:
@@ -127,6 +132,13 @@ class _Handler(BaseHTTPRequestHandler):
         exchange = Exchange(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
         self.server.exchanges.append(exchange)
         model = body.get("model", "slow")
+        if isinstance(model, str) and model in self.server.refused_models:
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            if self.server.refusals_echo_key:
+                message += f" (authorization: {self.headers.get('Authorization')})"
+            self._send_json(404, {"error": {"message": message, "type": "invalid_request_error", "code": "model_not_found"}})
+            exchange.finished.set()
+            return
         try:
             if model == TOOL_CALLER and body.get("stream"):
                 self._stream_script(model, body)

@@ -249,7 +249,9 @@ async def test_openapi_document_describes_our_routes_not_the_pass_through(client
         "/startupz", "/metrics",
     }
     schemas = document["components"]["schemas"]
-    assert set(schemas["ModelInfo"]["properties"]) == set(ModelInfo.model_fields)
+    # The record's fields, always there, and a failing model's two (issue 17), only on one.
+    assert set(schemas["ModelInfo"]["properties"]) == set(ModelInfo.model_fields) | {"status", "failing"}
+    assert set(schemas["ModelInfo"]["required"]) == set(ModelInfo.model_fields)
     assert "securitySchemes" not in document["components"]
     assert "401" not in document["paths"]["/v1/models"]["get"]["responses"]
 

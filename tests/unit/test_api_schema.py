@@ -85,6 +85,8 @@ STATUS = {
                                        "last_error": {"status": 429, "message": "rate limited", "at": 12.5}},
                             "unknown": {"requests": 1, "errors": 1,
                                         "last_error": {"status": None, "message": "no answer", "at": 13.0}}}},
+    "failing": {"litellm": {"gpt-4o": {"kind": "not_found", "reason": "The model `gpt-4o` does not exist",
+                                       "since": 12.0, "status": 404, "retries": 1, "next_retry": 72.0}}},
     "state_dir": {"path": "/state", "write_error": None},
 }
 
