@@ -21,7 +21,8 @@ from sidecar.redact import Redactor
 from sidecar.sdk import RUNTIMES, ModelsError, models
 from sidecar.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from sidecar.statefiles import StatePaths
-from sidecar.supervisor import Sidecar, StartError, gateway_clients
+from sidecar.supervisor import Sidecar, StartError
+from sidecar.wiring import gateway_clients
 
 EXIT_SETTINGS = 2
 EXIT_START = 1

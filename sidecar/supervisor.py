@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -19,8 +17,8 @@ from sidecar.http.passthrough import Passthrough
 from sidecar.http.websocket_passthrough import WebSocketPassthrough
 from sidecar.http.routes import create_app
 from sidecar.http.server import ApiServer, bind_socket
-from sidecar.http.view import GatewayUpstream, SidecarView
-from sidecar.gateway.client import GatewayClient, GatewayError, ModelRejected
+from sidecar.http.view import SidecarView
+from sidecar.gateway.client import GatewayError, ModelRejected
 from sidecar.failing import FailingModels, ListedStatuses, retry_failing
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.apply import Applier
@@ -36,12 +34,14 @@ from sidecar.naming import ModelRef
 from sidecar.pruning import RegistryPruner
 from sidecar.reconcile import Reconciler
 from sidecar.refresh import Refresh
+from sidecar.reports import Reports
 from sidecar.redact import Redactor
 from sidecar.resolve import Resolver
 from sidecar.settings import ENV_PREFIX, Settings
 from sidecar.statedir import PRIVATE_FILE, StateDirError, claim_state_dir
 from sidecar.statefiles import StatePaths
 from sidecar.traffic import FIRST_BYTE_BUCKETS, ModelTraffic
+from sidecar.wiring import gateway_clients, gateway_upstreams
 
 log = structlog.get_logger("sidecar")
 
@@ -52,36 +52,6 @@ DIRECTORY_ATTEMPTS = 6
 
 class StartError(Exception):
     """The sidecar cannot start; the message says why in one line."""
-
-
-def gateway_clients(settings: Settings) -> dict[str, GatewayClient]:
-    """A client per gateway, polling with the settings' timeout, retries and model cap."""
-    return {
-        gateway.id: GatewayClient(
-            gateway,
-            timeout=settings.gateway_timeout,
-            retries=settings.gateway_retries,
-            max_models=settings.max_models,
-            secrets=settings.secrets(),
-        )
-        for gateway in settings.gateways
-    }
-
-
-def gateway_upstreams(settings: Settings) -> list[GatewayUpstream]:
-    """Each gateway as the /gateway/<id>/ route reaches it: its key, its format and headers."""
-    return [
-        GatewayUpstream(
-            id=gateway.id,
-            api_base=gateway.api_base,
-            api_key=gateway.api_key,
-            anthropic=gateway.format == "anthropic" or gateway.speaks_anthropic,
-            portkey=gateway.format == "portkey",
-            headers=gateway.request_headers,
-            secrets=gateway.secret_values,
-        )
-        for gateway in settings.gateways
-    ]
 
 
 class Sidecar:
@@ -198,6 +168,9 @@ class Sidecar:
         # The MCP server at /mcp: the catalog and the resolver as an agent's tools.
         self.mcp = McpEndpoint(ModelTools(self.reconciler, self.resolver))
         self.api: ApiServer | None = None
+        self.reports = Reports(
+            self.settings, self.reconciler, self.gateways, self.child, self.applier, self.traffic, self.failing
+        )
         self.metrics.watch(self.reconciler, self.applier, self.child)
         self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
         self.metrics.watch_failing(self.failing)
@@ -266,47 +239,6 @@ class Sidecar:
             return None, str(exc)
         return None
 
-    def gateway_reports(self) -> dict[str, dict[str, Any]]:
-        now = time.time()
-        reports = {}
-        for gateway in self.settings.gateways:
-            state = self.reconciler.gateways[gateway.id]
-            reports[gateway.id] = {
-                **state.report(now, gateway.poll_interval),
-                "format": self.gateways[gateway.id].detected_format or gateway.format,
-                "poll_interval": gateway.poll_interval,
-            }
-        return reports
-
-    def readiness(self) -> dict[str, Any]:
-        """Ready while opencode is up and has the current config; a stale catalog is reported,
-        not a reason to take the pod out of service."""
-        gateways = self.gateway_reports()
-        report = {
-            "opencode_healthy": self.child.healthy,
-            "opencode_restarts": self.child.restarts,
-            "catalog_applied": self.applier.applied,
-            "models": len(self.reconciler.catalog),
-            "last_poll_ok": self.reconciler.last_poll_ok,
-            "stale_gateways": sorted(gid for gid, report in gateways.items() if report["stale"]),
-            "write_error": self.reconciler.last_write_error,
-            "gateways": gateways,
-        }
-        return {"ready": self.child.healthy and self.applier.applied, **report}
-
-    def status(self) -> dict[str, Any]:
-        """Everything an operator asks when something looks wrong: `GET /v1/status`."""
-        return {
-            "ready": self.child.healthy and self.applier.applied,
-            "models": len(self.reconciler.catalog),
-            "gateways": self.gateway_reports(),
-            "opencode": {**self.child.report(), "url": self.settings.opencode_base},
-            "reloads": self.applier.report(),
-            "traffic": self.traffic.report(),
-            "failing": self.failing.report(),
-            "state_dir": {"path": str(self.settings.state_dir), "write_error": self.reconciler.last_write_error},
-        }
-
     async def run(self) -> None:
         host, port = self.settings.listen_host, self.settings.listen_port
         try:
@@ -323,8 +255,8 @@ class Sidecar:
             mcp=self.mcp,
             instances=self.applier,
             websockets=self.websockets,
-            readiness=self.readiness,
-            status=self.status,
+            readiness=self.reports.readiness,
+            status=self.reports.status,
             started=lambda: self.reconciler.config_on_disk,
             metrics=self.metrics.render,
             api_key=api_key,
