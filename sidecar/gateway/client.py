@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 import structlog
 
 from sidecar.catalog import Catalog, NewestModels, cap
@@ -224,6 +225,12 @@ class GatewayClient:
                 "at the gateway for this key"
             )
         try:
+            # orjson: 10,000 models (0.9 MB) in 3-5 ms, json 10-12 (measured, issue 19).
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            # What orjson refuses and json takes (NaN, a lone surrogate) reads as it always did.
             return json.loads(body)
         except (ValueError, RecursionError):
             raise GatewayError("malformed model list: body is not JSON") from None
