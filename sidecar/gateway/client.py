@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -56,6 +58,29 @@ class ModelRejected(GatewayError):
     """The gateway refused a probe request for a model; the message carries its reason."""
 
 
+# A GET as a poll asks it: the URL and its query parameters.
+_Request = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def _request(url: str, params: dict[str, Any] | None) -> _Request:
+    return url, tuple(sorted((params or {}).items()))
+
+
+def _outcome(got: bytearray | GatewayError) -> str:
+    """What a GET gave, small enough to keep: its body's digest, or the error it ended in."""
+    if isinstance(got, GatewayError):
+        return f"{type(got).__name__}: {got}"
+    return hashlib.sha256(got).hexdigest()
+
+
+@dataclass(frozen=True)
+class _LastPoll:
+    """The requests of the last poll that gave a catalog, what each gave, and that catalog."""
+
+    reads: tuple[tuple[_Request, str], ...]
+    catalog: Catalog
+
+
 def auth_headers(gateway: Gateway) -> dict[str, str]:
     """How each kind of gateway wants its key; the operator's own headers come on top."""
     headers = {"accept": "application/json"}
@@ -98,6 +123,12 @@ class GatewayClient:
         self._format: str | None = None if gateway.format == "auto" else gateway.format
         # The reserved ids last reported as dropped: said again only when they change, not every poll.
         self._dropped_reserved: list[str] = []
+        # A poll whose requests all answer as the last good one's did gives that poll's catalog: no
+        # model is decoded or built again (10,000 models: 1.3 ms of sha256 against ~150 ms).
+        self._last: _LastPoll | None = None
+        # This poll's: answers read while comparing with the last, and what each request gave.
+        self._prefetched: dict[_Request, bytearray | GatewayError] = {}
+        self._reads: list[tuple[_Request, str]] = []
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
             timeout=httpx.Timeout(timeout),
@@ -131,6 +162,34 @@ class GatewayClient:
         return NewestModels(self._max_models, self.gateway.wants)
 
     async def _fetch_once(self) -> Catalog:
+        self._prefetched, self._reads = {}, []
+        try:
+            if self._last is not None and await self._answers_as_before(self._last):
+                log.debug("gateway.answer_unchanged", gateway=self.gateway.id, models=len(self._last.catalog))
+                return self._last.catalog
+            detecting = self._format is None
+            catalog = await self._read_catalog()
+            # A poll that detected the format asked as `auto` does; the next asks as that format.
+            self._last = None if detecting else _LastPoll(tuple(self._reads), catalog)
+            return catalog
+        finally:
+            self._prefetched = {}  # no answer held between polls
+
+    async def _answers_as_before(self, last: _LastPoll) -> bool:
+        """Ask what the last good poll asked, in its order, while every answer is the same as then.
+        What was read is kept for the full read that follows a difference, so nothing is asked twice."""
+        for request, outcome in last.reads:
+            url, params = request
+            try:
+                got: bytearray | GatewayError = await self._ask(url, dict(params) or None)
+            except GatewayError as exc:
+                got = exc
+            self._prefetched[request] = got
+            if _outcome(got) != outcome:
+                return False
+        return True
+
+    async def _read_catalog(self) -> Catalog:
         try:
             parsed = await self._read_list()
         except MalformedModelList as exc:
@@ -236,7 +295,21 @@ class GatewayClient:
             raise GatewayError("malformed model list: body is not JSON") from None
 
     async def _get(self, url: str, params: dict[str, Any] | None) -> bytearray:
-        """The body of a GET, read no further than MAX_LIST_BYTES, headers and body within gateway_timeout."""
+        """The body of a GET, read no further than MAX_LIST_BYTES, headers and body within gateway_timeout;
+        an answer this poll has already read is not asked again. Each outcome is noted for the next poll."""
+        request = _request(url, params)
+        got = self._prefetched.pop(request, None)
+        if got is None:
+            try:
+                got = await self._ask(url, params)
+            except GatewayError as exc:
+                got = exc
+        self._reads.append((request, _outcome(got)))
+        if isinstance(got, GatewayError):
+            raise got
+        return got
+
+    async def _ask(self, url: str, params: dict[str, Any] | None) -> bytearray:
         path = httpx.URL(url).path
         timeout = self._timeout
         try:
