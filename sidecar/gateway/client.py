@@ -18,7 +18,7 @@ from sidecar.catalog import Catalog, NewestModels, cap
 from sidecar.gateway.config import Gateway
 from sidecar.lists.anthropic import ANTHROPIC_VERSION, MAX_PAGE, parse_anthropic_page
 from sidecar.lists.detect import detect_format
-from sidecar.lists.entries import MAX_LIST_BYTES, MalformedModelList, ParsedList
+from sidecar.lists.entries import MAX_LIST_BYTES, KnownEntries, MalformedModelList, ParsedList
 from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_ollama_tags
 from sidecar.lists.litellm import enrich_with_litellm_info, parse_litellm_model_info
 from sidecar.reasons import server_reason
@@ -129,6 +129,9 @@ class GatewayClient:
         # This poll's: answers read while comparing with the last, and what each request gave.
         self._prefetched: dict[_Request, bytearray | GatewayError] = {}
         self._reads: list[tuple[_Request, str]] = []
+        # The last read's verdict on each entry of the list: a changed list reads only what changed.
+        self._known = KnownEntries()
+        self._json_fallback = False  # this poll's list decoded by json, where `known` is not exact
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
             timeout=httpx.Timeout(timeout),
@@ -190,6 +193,7 @@ class GatewayClient:
         return True
 
     async def _read_catalog(self) -> Catalog:
+        self._json_fallback = False
         try:
             parsed = await self._read_list()
         except MalformedModelList as exc:
@@ -236,17 +240,25 @@ class GatewayClient:
         if fmt == "anthropic":
             parsed = await self._anthropic_list(payload)
         else:
-            parsed = parse_models(fmt, payload, self._keep())
+            parsed = self._parse_models(fmt, payload)
         # LiteLLM's list says little; its /model/info says the rest, and tells LiteLLM apart.
         if fmt == "litellm" or (detecting and fmt == "openai"):
             info = await self._litellm_info()
             if info is not None:
                 if fmt != "litellm":
-                    fmt, parsed = "litellm", parse_models("litellm", payload, self._keep())
+                    fmt, parsed = "litellm", self._parse_models("litellm", payload)
                 parsed = enrich_with_litellm_info(parsed, info)
         if detecting:
             self._format = fmt
             log.info("gateway.format_detected", gateway=self.gateway.id, format=fmt)
+        return parsed
+
+    def _parse_models(self, fmt: str, payload: Any) -> ParsedList:
+        if self._json_fallback:
+            return parse_models(fmt, payload, self._keep())
+        parsed = parse_models(fmt, payload, self._keep(), known=self._known)
+        if parsed.known is not None:
+            self._known = parsed.known
         return parsed
 
     async def _litellm_info(self) -> Any:
@@ -287,7 +299,7 @@ class GatewayClient:
             # orjson: 10,000 models (0.9 MB) in 3-5 ms, json 10-12 (measured, issue 19).
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            pass
+            self._json_fallback = True
         try:
             # What orjson refuses and json takes (NaN, a lone surrogate) reads as it always did.
             return json.loads(body)

@@ -124,3 +124,20 @@ def test_the_shrink_guard_passes_the_list_it_holds_without_reading_it() -> None:
     state = GatewayState(catalog, shrink_seen=1, shrink_models=0)
     assert not state.held_by_shrink_guard("gw", catalog, threshold=0.5, confirmations=3)
     assert (state.shrink_seen, state.shrink_models) == (0, None)
+
+
+async def test_a_changed_list_keeps_the_records_of_its_unchanged_entries(tmp_path: Path) -> None:
+    gateway = Gateway({"/v1/models": models("a", "b")})
+    gw = client(tmp_path, gateway, "openai")
+    first = await gw.fetch_catalog()
+    gateway.answers["/v1/models"] = models("a", "b", "c")
+    second = await gw.fetch_catalog()
+    assert second.get("a") is first.get("a") and second.get("b") is first.get("b")
+
+
+async def test_a_list_only_json_decodes_is_read_whole_every_time(tmp_path: Path) -> None:
+    # NaN is not JSON; json takes it, orjson does not, and an entry's text is orjson's: not remembered.
+    body = b'{"data": [{"id": "a", "max_input_tokens": NaN}]}'
+    gw = client(tmp_path, lambda request: httpx.Response(200, content=body), "openai")
+    first = await gw.fetch_catalog()
+    assert first.ids == ["a"] and gw._known.verdicts == {}

@@ -1,0 +1,67 @@
+"""A list read again reads only the entries that changed (issue 19): the others keep the verdict
+of the last read, the same record object, without a reader call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar.catalog import ModelInfo
+from sidecar.lists.entries import KnownEntries, read_entries
+
+
+class CountingReader:
+    """Reads an entry as the OpenAI reader would (chat unless `mode` says otherwise), counting calls."""
+
+    def __init__(self) -> None:
+        self.read: list[str] = []
+
+    def __call__(self, entry: dict[str, Any], model_id: str) -> ModelInfo | None:
+        self.read.append(model_id)
+        if entry.get("mode") == "embedding":
+            return None
+        return ModelInfo(id=model_id, display_name=str(entry.get("name", model_id)))
+
+
+ENTRIES: list[Any] = [
+    {"id": "a"},
+    {"id": "b", "name": "B"},
+    {"id": "embed", "mode": "embedding"},
+    {"id": "constructor"},
+    {"id": ""},
+    "not an object",
+]
+
+
+def test_an_entry_listed_again_as_it_was_is_not_read_again() -> None:
+    reader = CountingReader()
+    first = read_entries(ENTRIES, reader, known=KnownEntries())
+    assert reader.read == ["a", "b", "embed"]
+    second = read_entries([*ENTRIES, {"id": "c"}], reader, known=first.known)
+    assert reader.read == ["a", "b", "embed", "c"]  # only the new entry was read
+    assert [m.id for m in second.models] == ["a", "b", "c"]
+    assert second.models[0] is first.models[0]
+    # Every other verdict is as the first read gave it.
+    assert (second.skipped_non_chat, second.reserved, second.rejected) == (
+        first.skipped_non_chat, first.reserved, first.rejected
+    ) == (["embed"], ["constructor"], ["id is empty", "entry is not an object"])
+
+
+def test_a_changed_entry_is_read_again_and_a_gone_one_forgotten() -> None:
+    reader = CountingReader()
+    first = read_entries(ENTRIES, reader, known=KnownEntries())
+    second = read_entries([{"id": "a"}, {"id": "b", "name": "B2"}], reader, known=first.known)
+    assert reader.read[3:] == ["b"]
+    assert second.models[1].display_name == "B2"
+    assert second.known is not None and len(second.known.verdicts) == 2
+
+
+def test_another_reader_reads_everything() -> None:
+    first = read_entries(ENTRIES, CountingReader(), known=KnownEntries())
+    other = CountingReader()
+    read_entries(ENTRIES, other, known=first.known)
+    assert other.read == ["a", "b", "embed"]
+
+
+def test_without_known_nothing_is_remembered() -> None:
+    parsed = read_entries(ENTRIES, CountingReader())
+    assert parsed.known is None
