@@ -217,7 +217,9 @@ class Catalog:
     def to_json(self) -> str:
         """The records as the state files hold them; made once per catalog, which never changes."""
         if self._json is None:
-            self._json = _RECORDS.dump_json(list(self._models), indent=1).decode()
+            # Without the fields at their defaults, which read back as them: 10,000 bare records
+            # are 0.7 MB to write instead of 3.7 MB, in ~6 ms instead of ~17 (measured, issue 19).
+            self._json = _RECORDS.dump_json(list(self._models), indent=1, exclude_defaults=True).decode()
         return self._json
 
     @classmethod
