@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -75,10 +75,19 @@ def _outcome(got: bytearray | GatewayError) -> str:
 
 @dataclass(frozen=True)
 class _LastPoll:
-    """The requests of the last poll that gave a catalog, what each gave, and that catalog."""
+    """The requests of the last poll that gave a catalog, what each gave, and that catalog; with
+    the ETag and Last-Modified of the answers that had them, to ask the next time whether they changed."""
 
     reads: tuple[tuple[_Request, str], ...]
     catalog: Catalog
+    validators: dict[_Request, dict[str, str]] = field(default_factory=dict)
+
+
+class _NotModified:
+    """A 304 to a conditional request: the answer is the one the validators came with."""
+
+
+NOT_MODIFIED = _NotModified()
 
 
 def auth_headers(gateway: Gateway) -> dict[str, str]:
@@ -129,6 +138,7 @@ class GatewayClient:
         # This poll's: answers read while comparing with the last, and what each request gave.
         self._prefetched: dict[_Request, bytearray | GatewayError] = {}
         self._reads: list[tuple[_Request, str]] = []
+        self._validators: dict[_Request, dict[str, str]] = {}
         # The last read's verdict on each entry of the list: a changed list reads only what changed.
         self._known = KnownEntries()
         self._json_fallback = False  # this poll's list decoded by json, where `known` is not exact
@@ -165,15 +175,16 @@ class GatewayClient:
         return NewestModels(self._max_models, self.gateway.wants)
 
     async def _fetch_once(self) -> Catalog:
-        self._prefetched, self._reads = {}, []
+        self._prefetched, self._reads, self._validators = {}, [], {}
         try:
             if self._last is not None and await self._answers_as_before(self._last):
                 log.debug("gateway.answer_unchanged", gateway=self.gateway.id, models=len(self._last.catalog))
+                self._last = replace(self._last, validators=self._validators)
                 return self._last.catalog
             detecting = self._format is None
             catalog = await self._read_catalog()
             # A poll that detected the format asked as `auto` does; the next asks as that format.
-            self._last = None if detecting else _LastPoll(tuple(self._reads), catalog)
+            self._last = None if detecting else _LastPoll(tuple(self._reads), catalog, self._validators)
             return catalog
         finally:
             self._prefetched = {}  # no answer held between polls
@@ -183,10 +194,17 @@ class GatewayClient:
         What was read is kept for the full read that follows a difference, so nothing is asked twice."""
         for request, outcome in last.reads:
             url, params = request
+            conditional = last.validators.get(request)
             try:
-                got: bytearray | GatewayError = await self._ask(url, dict(params) or None)
+                got: bytearray | GatewayError | _NotModified = await self._ask(url, dict(params) or None, conditional)
             except GatewayError as exc:
                 got = exc
+            if got is NOT_MODIFIED and conditional is not None:
+                # The gateway says it is the same answer (a 304 sends no body, so a full read that
+                # follows another request's difference asks this one again, plainly).
+                self._validators[request] = conditional
+                continue
+            assert not isinstance(got, _NotModified)
             self._prefetched[request] = got
             if _outcome(got) != outcome:
                 return False
@@ -316,26 +334,41 @@ class GatewayClient:
                 got = await self._ask(url, params)
             except GatewayError as exc:
                 got = exc
+        assert not isinstance(got, _NotModified)  # asked without validators
         self._reads.append((request, _outcome(got)))
         if isinstance(got, GatewayError):
             raise got
         return got
 
-    async def _ask(self, url: str, params: dict[str, Any] | None) -> bytearray:
+    async def _ask(
+        self, url: str, params: dict[str, Any] | None, conditional: dict[str, str] | None = None
+    ) -> bytearray | _NotModified:
+        """One GET; with `conditional` (the last answer's validators), NOT_MODIFIED for a 304."""
         path = httpx.URL(url).path
         timeout = self._timeout
         try:
             # httpx's timeout bounds each read, so a gateway dripping a byte at a time would never
             # trip it: the whole request has a deadline of its own.
             with anyio.fail_after(timeout):
-                return await self._read_body(url, params, path)
+                return await self._read_body(url, params, path, conditional)
         except (TimeoutError, httpx.TimeoutException):
             raise _Retryable(f"{path} timed out after {timeout}s") from None
         except httpx.HTTPError as exc:
             raise _Retryable(f"{path}: request failed: {type(exc).__name__}") from None
 
-    async def _read_body(self, url: str, params: dict[str, Any] | None, path: str) -> bytearray:
-        async with self._http.stream("GET", url, params=params) as response:
+    async def _read_body(
+        self, url: str, params: dict[str, Any] | None, path: str, conditional: dict[str, str] | None
+    ) -> bytearray | _NotModified:
+        headers = None
+        if conditional:
+            headers = {
+                name: conditional[key]
+                for name, key in (("if-none-match", "etag"), ("if-modified-since", "last-modified"))
+                if key in conditional
+            }
+        async with self._http.stream("GET", url, params=params, headers=headers) as response:
+            if response.status_code == 304 and headers:
+                return NOT_MODIFIED
             if response.status_code == 429 or response.status_code >= 500:
                 raise _Retryable(f"{path} answered HTTP {response.status_code}")
             if response.status_code == 404:
@@ -347,6 +380,9 @@ class GatewayClient:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_LIST_BYTES:
                 raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
+            validators = {key: response.headers[key] for key in ("etag", "last-modified") if key in response.headers}
+            if validators:
+                self._validators[_request(url, params)] = validators
             # One buffer, not chunks then their join: a 16 MiB list held once, not twice.
             body = bytearray()
             async for chunk in response.aiter_bytes():

@@ -141,3 +141,56 @@ async def test_a_list_only_json_decodes_is_read_whole_every_time(tmp_path: Path)
     gw = client(tmp_path, lambda request: httpx.Response(200, content=body), "openai")
     first = await gw.fetch_catalog()
     assert first.ids == ["a"] and gw._known.verdicts == {}
+
+
+class ConditionalGateway(Gateway):
+    """Answers with an ETag (or a Last-Modified), and a 304 to a request that names the current one."""
+
+    def __init__(self, answers: dict[str, object], validator: str = "etag") -> None:
+        super().__init__(answers)
+        self.validator = validator
+        self.conditional: list[dict[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.asked.append(request.url.path)
+        answer = self.answers.get(request.url.path, 404)
+        if isinstance(answer, int):
+            return httpx.Response(answer)
+        body = json.dumps(answer).encode()
+        tag = f'"{hash(body) & 0xFFFF:x}"' if self.validator == "etag" else f"Sun, 29 Nov 2026 10:{len(body) % 60:02d}:00 GMT"
+        asked = {k: v for k, v in request.headers.items() if k in ("if-none-match", "if-modified-since")}
+        self.conditional.append(asked)
+        if tag in asked.values():
+            return httpx.Response(304)
+        return httpx.Response(200, content=body, headers={self.validator: tag})
+
+
+@pytest.mark.parametrize("validator", ["etag", "last-modified"])
+async def test_a_gateway_that_says_not_modified_sends_no_list_and_the_catalog_stays(
+    tmp_path: Path, validator: str
+) -> None:
+    gateway = ConditionalGateway({"/v1/models": models("a", "b")}, validator)
+    gw = client(tmp_path, gateway, "openai")
+    first = await gw.fetch_catalog()
+    assert (await gw.fetch_catalog()) is first
+    assert (await gw.fetch_catalog()) is first
+    header = "if-none-match" if validator == "etag" else "if-modified-since"
+    assert [list(asked) for asked in gateway.conditional] == [[], [header], [header]]
+    gateway.answers["/v1/models"] = models("a", "b", "c")
+    second = await gw.fetch_catalog()
+    assert "c" in second
+
+
+async def test_a_304_beside_a_changed_answer_is_asked_again_plainly(tmp_path: Path) -> None:
+    info = {"data": [{"model_name": "a", "model_info": {"mode": "chat", "max_input_tokens": 1000}}]}
+    gateway = ConditionalGateway({"/v1/models": models("a"), "/model/info": info})
+    gw = client(tmp_path, gateway, "litellm")
+    first = await gw.fetch_catalog()
+    info["data"][0]["model_info"]["max_input_tokens"] = 2000
+    second = await gw.fetch_catalog()
+    model = second.get("a")
+    assert model is not None and model.max_input_tokens == 2000
+    # /v1/models answered 304, /model/info changed: the full read asked /v1/models again, plainly.
+    assert gateway.asked == ["/v1/models", "/model/info", "/v1/models", "/model/info", "/v1/models"]
+    assert gateway.conditional[-1] == {}
+    assert (await gw.fetch_catalog()) is second
