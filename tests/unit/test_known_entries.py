@@ -65,3 +65,9 @@ def test_another_reader_reads_everything() -> None:
 def test_without_known_nothing_is_remembered() -> None:
     parsed = read_entries(ENTRIES, CountingReader())
     assert parsed.known is None
+
+
+def test_the_entries_are_remembered_as_str() -> None:
+    # Not the bytes orjson returns: each holds ~4 KiB of memory however short it is (issue 19).
+    parsed = read_entries(ENTRIES, CountingReader(), known=KnownEntries())
+    assert parsed.known is not None and {type(text) for text in parsed.known.verdicts} == {str}
