@@ -275,8 +275,7 @@ class GatewayClient:
         if self._json_fallback:
             return parse_models(fmt, payload, self._keep())
         parsed = parse_models(fmt, payload, self._keep(), known=self._known)
-        if parsed.known is not None:
-            self._known = parsed.known
+        self._known = parsed.known or KnownEntries()  # none: a list too long to remember
         return parsed
 
     async def _litellm_info(self) -> Any:

@@ -30,9 +30,12 @@ Verdict = tuple[Literal["model", "skipped", "reserved", "rejected"], Any]
 
 @dataclass
 class KnownEntries:
-    """The verdicts of one reader's last read of a gateway, by each entry's JSON text: an entry
+    """The records of one reader's last read of a gateway, by each entry's JSON text: an entry
     listed again as it was is not read again (no pydantic record built for it). A list with one
-    model more then costs ~2 us an entry instead of ~15 (10,000 models, measured, issue 19)."""
+    model more then costs ~2 us an entry instead of ~15 (10,000 models, measured, issue 19).
+    Only records are kept (an entry that gives none is cheap to read again), and no more than
+    twice the NewestModels bound: a list far over SIDECAR_MAX_MODELS is not remembered, or every
+    one of its records would be held (100,001 models: the sidecar's peak over its 256 MiB limit)."""
 
     read: Reader | None = None  # None: nothing read yet
     verdicts: dict[str, Verdict] = field(default_factory=dict)
@@ -77,6 +80,7 @@ def read_entries(
     parsed = ParsedList(models=[])
     add = parsed.models.append if keep is None else keep.add
     verdicts: dict[str, Verdict] | None = None
+    bound = None if keep is None else 2 * keep.limit
     if known is not None:
         parsed.known = KnownEntries(read)
         verdicts = known.verdicts if known.read is read else {}
@@ -92,7 +96,11 @@ def read_entries(
             # As str, a copy: each bytes orjson returns holds ~4 KiB of memory however short it
             # is (10,000 kept: 39 MiB of RSS; as str, 1.3 MiB; measured, issue 19).
             text = orjson.dumps(entry).decode()
-            kind, value = parsed.known.verdicts[text] = verdicts.get(text) or _verdict(entry, read, id_key)
+            kind, value = verdicts.get(text) or _verdict(entry, read, id_key)
+            if kind == "model":
+                parsed.known.verdicts[text] = kind, value
+                if bound is not None and len(parsed.known.verdicts) > bound:
+                    parsed.known = None
         if kind == "model":
             add(value)
         elif kind == "skipped":

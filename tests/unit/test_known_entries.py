@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar.catalog import ModelInfo
+from sidecar.catalog import ModelInfo, NewestModels
 from sidecar.lists.entries import KnownEntries, read_entries
 
 
@@ -37,7 +37,8 @@ def test_an_entry_listed_again_as_it_was_is_not_read_again() -> None:
     first = read_entries(ENTRIES, reader, known=KnownEntries())
     assert reader.read == ["a", "b", "embed"]
     second = read_entries([*ENTRIES, {"id": "c"}], reader, known=first.known)
-    assert reader.read == ["a", "b", "embed", "c"]  # only the new entry was read
+    # Only the new entry and the one that gave no record (cheap to read again) were read.
+    assert reader.read == ["a", "b", "embed", "embed", "c"]
     assert [m.id for m in second.models] == ["a", "b", "c"]
     assert second.models[0] is first.models[0]
     # Every other verdict is as the first read gave it.
@@ -50,7 +51,7 @@ def test_a_changed_entry_is_read_again_and_a_gone_one_forgotten() -> None:
     reader = CountingReader()
     first = read_entries(ENTRIES, reader, known=KnownEntries())
     second = read_entries([{"id": "a"}, {"id": "b", "name": "B2"}], reader, known=first.known)
-    assert reader.read[3:] == ["b"]
+    assert reader.read[3:] == ["b"]  # "a" remembered, "b" changed
     assert second.models[1].display_name == "B2"
     assert second.known is not None and len(second.known.verdicts) == 2
 
@@ -71,3 +72,12 @@ def test_the_entries_are_remembered_as_str() -> None:
     # Not the bytes orjson returns: each holds ~4 KiB of memory however short it is (issue 19).
     parsed = read_entries(ENTRIES, CountingReader(), known=KnownEntries())
     assert parsed.known is not None and {type(text) for text in parsed.known.verdicts} == {str}
+
+
+def test_a_list_far_over_the_bound_is_not_remembered() -> None:
+    # Twice the NewestModels bound at most: beyond, every record would be held (issue 13's 100,001).
+    entries = [{"id": f"m{i}"} for i in range(10)]
+    parsed = read_entries(entries, CountingReader(), keep=NewestModels(4), known=KnownEntries())
+    assert parsed.known is None and parsed.listed == 10
+    within = read_entries(entries[:8], CountingReader(), keep=NewestModels(4), known=KnownEntries())
+    assert within.known is not None and len(within.known.verdicts) == 8
