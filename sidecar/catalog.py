@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 # The Anthropic Models API says "unknown" with the epoch.
 UNKNOWN_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -162,6 +161,12 @@ class NewestModels:
         return newest_first(self._models)
 
 
+# Whole lists of records written and read in one call to pydantic's core: 10,000 models saved in
+# ~10 ms against ~75 ms a record at a time, read back in ~50 against ~150 (measured, issue 19).
+_RECORDS: TypeAdapter[list[ModelInfo]] = TypeAdapter(list[ModelInfo])
+_NOT_IDENTITY = {"__all__": {"created_at"}}  # ModelInfo.identity's exclusion, for each record
+
+
 def cap(models: Iterable[ModelInfo], limit: int, *, listed: int | None = None) -> Catalog:
     """The first `limit` of `models` as a catalog that remembers how many there were."""
     models = list(models)
@@ -171,17 +176,19 @@ def cap(models: Iterable[ModelInfo], limit: int, *, listed: int | None = None) -
 class Catalog:
     """An immutable set of models, ordered newest first, then by id."""
 
-    __slots__ = ("_models", "_by_id", "fingerprint", "listed")
+    __slots__ = ("_models", "_by_id", "fingerprint", "listed", "_json")
 
     def __init__(self, models: Iterable[ModelInfo] = (), *, listed: int | None = None) -> None:
         unique = {model.id: model for model in models}
-        ordered = sorted(unique.values(), key=lambda m: m.id)
-        ordered.sort(key=lambda m: m.created_at, reverse=True)
+        by_id = sorted(unique.values(), key=lambda m: m.id)
+        # Every record's identity, in the order of the ids (each once): the same models give the
+        # same digest in any order. One call for the whole list: 10,000 models in ~5 ms, where
+        # sorting each record's identity() took ~14 (measured, issue 19).
+        self.fingerprint = hashlib.sha256(_RECORDS.dump_json(by_id, exclude=_NOT_IDENTITY)).hexdigest()
+        ordered = sorted(by_id, key=lambda m: m.created_at, reverse=True)
         self._models: tuple[ModelInfo, ...] = tuple(ordered)
         self._by_id = {model.id: model for model in self._models}
-        identities = sorted(model.identity() for model in self._models)
-        digest = hashlib.sha256(json.dumps(identities, default=str).encode())
-        self.fingerprint = digest.hexdigest()
+        self._json: str | None = None
         # How many models the gateway listed: more than it holds when SIDECAR_MAX_MODELS cut the
         # list. Not in the fingerprint: opencode gets the same models either way.
         self.listed = max(listed or 0, len(self._models))
@@ -215,8 +222,13 @@ class Catalog:
         return self.fingerprint == other.fingerprint
 
     def to_json(self) -> str:
-        return json.dumps([model.model_dump(mode="json") for model in self._models], indent=1)
+        """The records as the state files hold them; made once per catalog, which never changes."""
+        if self._json is None:
+            # Without the fields at their defaults, which read back as them: 10,000 bare records
+            # are 0.7 MB to write instead of 3.7 MB, in ~6 ms instead of ~17 (measured, issue 19).
+            self._json = _RECORDS.dump_json(list(self._models), indent=1, exclude_defaults=True).decode()
+        return self._json
 
     @classmethod
     def from_json(cls, text: str) -> Catalog:
-        return cls(ModelInfo.model_validate(item) for item in json.loads(text))
+        return cls(_RECORDS.validate_json(text))

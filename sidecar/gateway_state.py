@@ -93,6 +93,11 @@ class GatewayState:
 
     def held_by_shrink_guard(self, gateway_id: str, catalog: Catalog, *, threshold: float, confirmations: int) -> bool:
         """Whether `catalog`, just listed, waits for more polls before it replaces the last good list."""
+        if catalog is self.catalog:
+            # The gateway answered as before (GatewayClient gives back the same catalog): nothing
+            # lost, and no per-model work on the ids of 10,000 models every poll.
+            self.shrink_seen, self.shrink_models = 0, None
+            return False
         verdict = shrink_verdict(
             self.catalog.ids, catalog.ids, self.shrink_seen, threshold=threshold, confirmations=confirmations
         )

@@ -19,7 +19,8 @@ def public_id(ref: ModelRef, default_provider: str) -> str:
 def provider_catalog(listed: Catalog, registered: Mapping[str, ModelInfo]) -> Catalog:
     """A gateway's models as opencode gets them: its list and the models registered for it."""
     extra = [model for model_id, model in registered.items() if model_id not in listed]
-    return Catalog([*listed, *extra])
+    # Nothing registered beyond the list (the usual case): the list itself, not a copy of it.
+    return Catalog([*listed, *extra]) if extra else listed
 
 
 class PublicView:
@@ -37,7 +38,8 @@ class PublicView:
             for model in catalog:
                 ref = ModelRef(gateway_id, model.id)
                 listed = public_id(ref, default_provider)
-                records[listed] = model.model_copy(update={"id": listed})
+                # A record listed under its own id is shared, not copied: 10,000 records held once.
+                records[listed] = model if listed == model.id else model.model_copy(update={"id": listed})
                 refs[listed] = ref
                 owners.setdefault(model.id, gateway_id)
                 display = model.display_name if model.display_name != model.id else None

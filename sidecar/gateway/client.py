@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import httpx
+import orjson
 import structlog
 
 from sidecar.catalog import Catalog, NewestModels, cap
 from sidecar.gateway.config import Gateway
 from sidecar.lists.anthropic import ANTHROPIC_VERSION, MAX_PAGE, parse_anthropic_page
 from sidecar.lists.detect import detect_format
-from sidecar.lists.entries import MAX_LIST_BYTES, MalformedModelList, ParsedList
+from sidecar.lists.entries import MAX_LIST_BYTES, KnownEntries, MalformedModelList, ParsedList
 from sidecar.lists.formats import parse_lmstudio_models, parse_models, parse_ollama_tags
 from sidecar.lists.litellm import (
     WILDCARD_ROUTES_PARAM,
@@ -67,6 +70,38 @@ class ModelRejected(GatewayError):
         self.reason = reason or message
 
 
+# A GET as a poll asks it: the URL and its query parameters.
+_Request = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def _request(url: str, params: dict[str, Any] | None) -> _Request:
+    return url, tuple(sorted((params or {}).items()))
+
+
+def _outcome(got: bytearray | GatewayError) -> str:
+    """What a GET gave, small enough to keep: its body's digest, or the error it ended in."""
+    if isinstance(got, GatewayError):
+        return f"{type(got).__name__}: {got}"
+    return hashlib.sha256(got).hexdigest()
+
+
+@dataclass(frozen=True)
+class _LastPoll:
+    """The requests of the last poll that gave a catalog, what each gave, and that catalog; with
+    the ETag and Last-Modified of the answers that had them, to ask the next time whether they changed."""
+
+    reads: tuple[tuple[_Request, str], ...]
+    catalog: Catalog
+    validators: dict[_Request, dict[str, str]] = field(default_factory=dict)
+
+
+class _NotModified:
+    """A 304 to a conditional request: the answer is the one the validators came with."""
+
+
+NOT_MODIFIED = _NotModified()
+
+
 def auth_headers(gateway: Gateway) -> dict[str, str]:
     """How each kind of gateway wants its key; the operator's own headers come on top."""
     headers = {"accept": "application/json"}
@@ -113,6 +148,16 @@ class GatewayClient:
         self.routes: tuple[str, ...] = ()
         # The ids of the last list read that SIDECAR_MAX_MODELS left out of the catalog.
         self.unkept: frozenset[str] = frozenset()
+        # A poll whose requests all answer as the last good one's did gives that poll's catalog: no
+        # model is decoded or built again (10,000 models: 1.3 ms of sha256 against ~150 ms).
+        self._last: _LastPoll | None = None
+        # This poll's: answers read while comparing with the last, and what each request gave.
+        self._prefetched: dict[_Request, bytearray | GatewayError] = {}
+        self._reads: list[tuple[_Request, str]] = []
+        self._validators: dict[_Request, dict[str, str]] = {}
+        # The last read's verdict on each entry of the list: a changed list reads only what changed.
+        self._known = KnownEntries()
+        self._json_fallback = False  # this poll's list decoded by json, where `known` is not exact
         self._http = httpx.AsyncClient(
             headers=auth_headers(gateway),
             timeout=httpx.Timeout(timeout),
@@ -146,6 +191,43 @@ class GatewayClient:
         return NewestModels(self._max_models, self.gateway.wants)
 
     async def _fetch_once(self) -> Catalog:
+        self._prefetched, self._reads, self._validators = {}, [], {}
+        try:
+            if self._last is not None and await self._answers_as_before(self._last):
+                log.debug("gateway.answer_unchanged", gateway=self.gateway.id, models=len(self._last.catalog))
+                self._last = replace(self._last, validators=self._validators)
+                return self._last.catalog
+            detecting = self._format is None
+            catalog = await self._read_catalog()
+            # A poll that detected the format asked as `auto` does; the next asks as that format.
+            self._last = None if detecting else _LastPoll(tuple(self._reads), catalog, self._validators)
+            return catalog
+        finally:
+            self._prefetched = {}  # no answer held between polls
+
+    async def _answers_as_before(self, last: _LastPoll) -> bool:
+        """Ask what the last good poll asked, in its order, while every answer is the same as then.
+        What was read is kept for the full read that follows a difference, so nothing is asked twice."""
+        for request, outcome in last.reads:
+            url, params = request
+            conditional = last.validators.get(request)
+            try:
+                got: bytearray | GatewayError | _NotModified = await self._ask(url, dict(params) or None, conditional)
+            except GatewayError as exc:
+                got = exc
+            if got is NOT_MODIFIED and conditional is not None:
+                # The gateway says it is the same answer (a 304 sends no body, so a full read that
+                # follows another request's difference asks this one again, plainly).
+                self._validators[request] = conditional
+                continue
+            assert not isinstance(got, _NotModified)
+            self._prefetched[request] = got
+            if _outcome(got) != outcome:
+                return False
+        return True
+
+    async def _read_catalog(self) -> Catalog:
+        self._json_fallback = False
         try:
             parsed = await self._read_list()
         except MalformedModelList as exc:
@@ -195,7 +277,7 @@ class GatewayClient:
         if fmt == "anthropic":
             parsed = await self._anthropic_list(payload)
         else:
-            parsed = parse_models(fmt, payload, self._keep())
+            parsed = self._parse_models(fmt, payload)
         # LiteLLM's list says little; its /model/info says the rest, and tells LiteLLM apart.
         if fmt == "litellm" or (detecting and fmt == "openai"):
             info = await self._litellm_info()
@@ -203,7 +285,7 @@ class GatewayClient:
                 if detecting:
                     # Once, when `auto` finds LiteLLM: its wildcard routes come only when asked for.
                     payload = await self._get_json(f"{base}/models", WILDCARD_ROUTES_PARAM)
-                    fmt, parsed = "litellm", parse_models("litellm", payload, self._keep())
+                    fmt, parsed = "litellm", self._parse_models("litellm", payload)
                 parsed = enrich_with_litellm_info(parsed, info)
             elif fmt == "litellm":
                 parsed = without_sentinels(parsed)
@@ -212,6 +294,13 @@ class GatewayClient:
         if detecting:
             self._format = fmt
             log.info("gateway.format_detected", gateway=self.gateway.id, format=fmt)
+        return parsed
+
+    def _parse_models(self, fmt: str, payload: Any) -> ParsedList:
+        if self._json_fallback:
+            return parse_models(fmt, payload, self._keep())
+        parsed = parse_models(fmt, payload, self._keep(), known=self._known)
+        self._known = parsed.known or KnownEntries()  # none: a list too long to remember
         return parsed
 
     async def _litellm_info(self) -> Any:
@@ -249,26 +338,61 @@ class GatewayClient:
                 "at the gateway for this key"
             )
         try:
+            # orjson: 10,000 models (0.9 MB) in 3-5 ms, json 10-12 (measured, issue 19).
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self._json_fallback = True
+        try:
+            # What orjson refuses and json takes (NaN, a lone surrogate) reads as it always did.
             return json.loads(body)
         except (ValueError, RecursionError):
             raise GatewayError("malformed model list: body is not JSON") from None
 
     async def _get(self, url: str, params: dict[str, Any] | None) -> bytearray:
-        """The body of a GET, read no further than MAX_LIST_BYTES, headers and body within gateway_timeout."""
+        """The body of a GET, read no further than MAX_LIST_BYTES, headers and body within gateway_timeout;
+        an answer this poll has already read is not asked again. Each outcome is noted for the next poll."""
+        request = _request(url, params)
+        got = self._prefetched.pop(request, None)
+        if got is None:
+            try:
+                got = await self._ask(url, params)
+            except GatewayError as exc:
+                got = exc
+        assert not isinstance(got, _NotModified)  # asked without validators
+        self._reads.append((request, _outcome(got)))
+        if isinstance(got, GatewayError):
+            raise got
+        return got
+
+    async def _ask(
+        self, url: str, params: dict[str, Any] | None, conditional: dict[str, str] | None = None
+    ) -> bytearray | _NotModified:
+        """One GET; with `conditional` (the last answer's validators), NOT_MODIFIED for a 304."""
         path = httpx.URL(url).path
         timeout = self._timeout
         try:
             # httpx's timeout bounds each read, so a gateway dripping a byte at a time would never
             # trip it: the whole request has a deadline of its own.
             with anyio.fail_after(timeout):
-                return await self._read_body(url, params, path)
+                return await self._read_body(url, params, path, conditional)
         except (TimeoutError, httpx.TimeoutException):
             raise _Retryable(f"{path} timed out after {timeout}s") from None
         except httpx.HTTPError as exc:
             raise _Retryable(f"{path}: request failed: {type(exc).__name__}") from None
 
-    async def _read_body(self, url: str, params: dict[str, Any] | None, path: str) -> bytearray:
-        async with self._http.stream("GET", url, params=params) as response:
+    async def _read_body(
+        self, url: str, params: dict[str, Any] | None, path: str, conditional: dict[str, str] | None
+    ) -> bytearray | _NotModified:
+        headers = None
+        if conditional:
+            headers = {
+                name: conditional[key]
+                for name, key in (("if-none-match", "etag"), ("if-modified-since", "last-modified"))
+                if key in conditional
+            }
+        async with self._http.stream("GET", url, params=params, headers=headers) as response:
+            if response.status_code == 304 and headers:
+                return NOT_MODIFIED
             if response.status_code == 429 or response.status_code >= 500:
                 raise _Retryable(f"{path} answered HTTP {response.status_code}")
             if response.status_code == 404:
@@ -280,6 +404,9 @@ class GatewayClient:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > MAX_LIST_BYTES:
                 raise GatewayError(f"{path}: model list larger than {MAX_LIST_BYTES} bytes")
+            validators = {key: response.headers[key] for key in ("etag", "last-modified") if key in response.headers}
+            if validators:
+                self._validators[_request(url, params)] = validators
             # One buffer, not chunks then their join: a 16 MiB list held once, not twice.
             body = bytearray()
             async for chunk in response.aiter_bytes():

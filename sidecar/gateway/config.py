@@ -152,7 +152,8 @@ class Gateway:
         """The include/exclude globs: included when no include pattern is given or one matches."""
         if self.include and not any(fnmatch.fnmatchcase(model_id, p) for p in self.include):
             return False
-        return not any(fnmatch.fnmatchcase(model_id, p) for p in self.exclude)
+        # No exclude pattern (the usual case): no generator per model.
+        return not self.exclude or not any(fnmatch.fnmatchcase(model_id, p) for p in self.exclude)
 
     def select(self, models: Iterable[ModelInfo]) -> list[ModelInfo]:
         return [model for model in models if self.wants(model.id)]

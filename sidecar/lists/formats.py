@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 from sidecar.catalog import ModelInfo, NewestModels, invalid_model_id_reason
-from sidecar.lists.entries import MalformedModelList, ParsedList, Reader, data_list, read_entries
+from sidecar.lists.entries import KnownEntries, MalformedModelList, ParsedList, Reader, data_list, read_entries
 from sidecar.lists.values import (
     as_dict,
     chat_mode,
@@ -149,18 +149,21 @@ _LIST_READERS: dict[str, Reader] = {
 }
 
 
-def parse_models(fmt: str, payload: Any, keep: NewestModels | None = None) -> ParsedList:
-    """The answer of `GET <base>/models` in format `fmt` (a FORMATS name but "auto" and "anthropic")."""
+def parse_models(
+    fmt: str, payload: Any, keep: NewestModels | None = None, known: KnownEntries | None = None
+) -> ParsedList:
+    """The answer of `GET <base>/models` in format `fmt` (a FORMATS name but "auto" and "anthropic");
+    `known` as read_entries takes it."""
     read = _LIST_READERS.get(fmt)
     if read is None:
         # Our own configuration, not the gateway's answer: a programming error.
         raise ValueError(f"no list parser for format {fmt!r}; known: {', '.join(_LIST_READERS)}")
     if fmt == "together":
         if isinstance(payload, list):
-            return read_entries(payload, read, keep=keep)
+            return read_entries(payload, read, keep=keep, known=known)
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
             raise MalformedModelList("expected a JSON array of models, or an object with a 'data' list")
-    return read_entries(data_list(payload), read, keep=keep)
+    return read_entries(data_list(payload), read, keep=keep, known=known)
 
 
 def parse_model_list(payload: Any) -> ParsedList:

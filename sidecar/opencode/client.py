@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from sidecar.naming import ModelRef
 from sidecar.registry import SessionsUnknown
@@ -140,6 +141,13 @@ class OpencodeClient:
         if response.status_code != 200:
             raise OpencodeError(f"{path} answered HTTP {response.status_code}")
         try:
+            # orjson: `/config/providers` at 10,000 models (6.9 MB) decodes in ~210 ms against
+            # json's ~360 and leaves ~10 MiB less resident (measured, issue 19).
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            pass
+        try:
+            # What orjson refuses and json takes (a lone surrogate JavaScript escaped) reads as before.
             return response.json()
         except ValueError:
             raise OpencodeError(f"{path} did not answer JSON") from None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import json5
+import orjson
 
 from sidecar.catalog import Catalog, ModelInfo, reserved_key_reason
 from sidecar.gateway.config import Gateway
@@ -29,6 +31,12 @@ class Untrusted(str):
     parses the JSON. Writing the braces as JSON escapes (\\u007b, \\u007d) keeps the text the
     same after parsing while leaving nothing for that substitution to match.
     """
+
+
+def untrusted(text: str) -> str:
+    """A gateway's string as the config holds it: Untrusted when it has a brace to escape, else the
+    plain string, which orjson writes itself (and takes as a key, which it refuses an Untrusted)."""
+    return Untrusted(text) if "{" in text or "}" in text else text
 
 
 class BaseConfigError(Exception):
@@ -56,7 +64,7 @@ def load_base_config(path: Path | None) -> dict[str, Any]:
 def render_model(model: ModelInfo, settings: Settings) -> dict[str, Any]:
     """One model in opencode's shape, with every field the gateway published."""
     entry: dict[str, Any] = {
-        "name": Untrusted(model.display_name),
+        "name": untrusted(model.display_name),
         "limit": {
             "context": model.max_input_tokens or settings.default_context_limit,
             "output": model.max_tokens or settings.default_output_limit,
@@ -109,7 +117,7 @@ def render_provider(gateway: Gateway, catalog: Catalog, settings: Settings) -> d
         # The gateway readers, the resolver and the saved-state loader refuse these ids already;
         # one that slipped past them would make opencode answer 500 for every provider.
         "models": {
-            Untrusted(model.id): render_model(model, settings)
+            untrusted(model.id): render_model(model, settings)
             for model in catalog
             if reserved_key_reason(model.id) is None
         },
@@ -148,7 +156,7 @@ def render_config(catalogs: dict[str, Catalog], settings: Settings, base: dict[s
         generated["mcp"] = {MCP_SERVER_NAME: render_mcp_server(settings)}
     default_model = settings.default_model_ref()
     if default_model is not None:
-        generated["model"] = Untrusted(default_model)
+        generated["model"] = untrusted(default_model)
     merged = deep_merge(base, generated)
     if settings.instance_plugin:
         merged["plugin"] = with_plugin(base.get("plugin"))
@@ -157,7 +165,7 @@ def render_config(catalogs: dict[str, Catalog], settings: Settings, base: dict[s
         # opencode lays a configured provider over its built-in one of the same id (`openai`,
         # `anthropic`, ...), whose own models would otherwise show up beside the gateway's.
         if not isinstance(provider.get("whitelist"), list):
-            provider["whitelist"] = [Untrusted(model_id) for model_id in provider["models"]]
+            provider["whitelist"] = [untrusted(model_id) for model_id in provider["models"]]
     return merged
 
 
@@ -187,18 +195,60 @@ def deep_merge(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def dump_config(value: Any, indent: str = "") -> str:
-    """JSON text in which no gateway-provided string can trigger opencode's substitution."""
+def dump_config(value: Any) -> str:
+    """JSON text in which no gateway-provided string can trigger opencode's substitution, indented
+    by two spaces.
+
+    orjson writes it: 10,000 models, a 1.9 MiB config, in ~4 ms against ~165 ms for the walk below
+    (measured on the 2-core bench machine, issue 19), the same text. An Untrusted value becomes a
+    fragment with its braces escaped; non-ASCII characters, which orjson writes as UTF-8, are
+    escaped as json escapes them, so no U+2028 or BOM reaches opencode's parser. An Untrusted key,
+    which orjson cannot take, and what else orjson cannot write (a lone surrogate, an integer
+    beyond 64 bits in the operator's config) are written by the walk, as before.
+    """
+    try:
+        text = orjson.dumps(value, default=_as_json, option=orjson.OPT_INDENT_2 | orjson.OPT_PASSTHROUGH_SUBCLASS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return _dump_json(value)
+    # Outside its strings JSON is ASCII: every other character is inside one.
+    return text if text.isascii() else _NON_ASCII.sub(_ascii_escape, text)
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _ascii_escape(match: re.Match[str]) -> str:
+    """json's escape of a character: \\uXXXX, a surrogate pair beyond the Basic Multilingual Plane."""
+    code = ord(match[0])
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+
+
+def _as_json(value: Any) -> Any:
+    """What orjson writes for the subclasses it passes here: an Untrusted string escaped, any other
+    as its plain type (a base config's dict subclass, say)."""
+    if isinstance(value, Untrusted):
+        return orjson.Fragment(_dump_string(value))
+    for plain in (str, int, dict, list):
+        if isinstance(value, plain):
+            return plain(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _dump_json(value: Any, indent: str = "") -> str:
+    """The same text, walked in Python: json's escapes, Untrusted braces as \\u007b and \\u007d."""
     inner = indent + "  "
     if isinstance(value, dict):
         if not value:
             return "{}"
-        items = [f"{inner}{_dump_string(k)}: {dump_config(v, inner)}" for k, v in value.items()]
+        items = [f"{inner}{_dump_string(k)}: {_dump_json(v, inner)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{indent}}}"
     if isinstance(value, list):
         if not value:
             return "[]"
-        items = [f"{inner}{dump_config(v, inner)}" for v in value]
+        items = [f"{inner}{_dump_json(v, inner)}" for v in value]
         return "[\n" + ",\n".join(items) + f"\n{indent}]"
     if isinstance(value, str):
         return _dump_string(value)

@@ -195,3 +195,24 @@ def test_a_model_named_like_an_object_prototype_property_is_left_out(reserved: s
     assert list(config["provider"][PROVIDER]["models"]) == ["m1"]
     assert config["provider"][PROVIDER]["whitelist"] == ["m1"]
 
+
+
+@BOUNDED
+@given(
+    read=st.sampled_from(READERS),
+    entries=st.lists(st.tuples(gateway_strings, gateway_strings), min_size=1, max_size=6),
+)
+def test_orjsons_text_is_the_python_walks_text(
+    read: Callable[[list[tuple[str, str]]], list[ModelInfo]], entries: list[tuple[str, str]]
+) -> None:
+    # dump_config writes with orjson (issue 19) and falls back to the walk it replaced: whatever a
+    # gateway sends, the two write the same text, byte for byte (a float in exponent form aside:
+    # 1e-6, not 1e-06, the same number).
+    from sidecar.opencode.config import _dump_json
+
+    config = render_config({PROVIDER: Catalog(read(entries))}, SETTINGS, {"theme": "é\u2028", "n": [1.5, None]})
+    assert dump_config(config) == _dump_json(config)
+
+
+def test_what_orjson_cannot_write_is_written_by_the_walk() -> None:
+    assert json.loads(dump_config({"big": 2**70, "surrogate": "\ud800"})) == {"big": 2**70, "surrogate": "\ud800"}
