@@ -197,7 +197,7 @@ include = ["relay"]
         # names only the token), nothing in the log.
         written = (sidecar.state_dir / "opencode.json").read_text()
         assert "ROUTER_KEY" not in written and "TEAM_TAG" not in written
-        assert written.count("{env:OPENCODE_SIDECAR_TOKEN}") == 4
+        assert written.count("{env:OPENCODE_SIDECAR_TOKEN}") == 5  # four providers and the MCP server
         for secret in (ROUTER_KEY, TEAM_TAG, lp.MASTER_KEY):
             assert secret not in written
             assert secret not in sidecar.log_text()
