@@ -75,7 +75,11 @@ def mark_installed(config_dir: Path) -> bool:
     modules = config_dir / "node_modules"
     if modules.exists():
         return False
-    config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Every directory made here is private, parents included (mkdir(parents=True) would make
+    # those with the process's umask: 0755), as opencode itself makes them under umask 077.
+    missing = [directory for directory in (config_dir, *config_dir.parents) if not directory.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700)
     lock = {"lockfileVersion": 3, "packages": {"": {"dependencies": {OPENCODE_PLUGIN_PACKAGE: "*"}}}}
     (config_dir / "package-lock.json").write_text(json.dumps(lock), encoding="utf-8")
     (config_dir / "package-lock.json").chmod(0o600)

@@ -4,6 +4,7 @@ its source free of secrets, opencode's config directory marked so that opencode 
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -70,3 +71,16 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert str(caught.value).startswith(f"{variable}:") and "\n" not in str(caught.value)
+
+
+def test_every_directory_made_for_the_mark_is_private(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    config_dir = state / "opencode" / "config" / "opencode"
+    previous = os.umask(0o022)
+    try:
+        assert mark_installed(config_dir)
+    finally:
+        os.umask(previous)
+    for directory in (state / "opencode", state / "opencode" / "config", config_dir, config_dir / "node_modules"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
