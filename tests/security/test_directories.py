@@ -96,21 +96,6 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory, gateway: fake_upstream.Fak
     process.stop()
 
 
-def opencode_log(sidecar: SidecarProcess) -> str:
-    """opencode's own log: it names each directory it builds an instance for and each failure."""
-    logs = sorted((sidecar.state_dir / "opencode" / "data" / "opencode" / "log").glob("*.log"))
-    return "".join(path.read_text(errors="replace") for path in logs)
-
-
-def barrier(sidecar: SidecarProcess, tmp_path: Path) -> None:
-    """A harmless request opencode logs: once its line is there, so is anything sent before it."""
-    marker = tmp_path / f"barrier-{uuid.uuid4().hex}"
-    marker.mkdir()
-    answer = httpx.get(f"{sidecar.api_url}/session", params={"directory": str(marker)}, timeout=30)
-    assert answer.status_code == 200, answer.text
-    sidecar.wait_for(lambda: f"directory={marker}" in opencode_log(sidecar), 30, "the barrier in opencode's log")
-
-
 def reloads(sidecar: SidecarProcess) -> dict[str, Any]:
     return httpx.get(f"{sidecar.api_url}/v1/status", timeout=10).json()["reloads"]
 
@@ -143,9 +128,9 @@ def test_a_directory_with_a_nul_is_400_and_never_reaches_opencode(
     before = reloads(sidecar)
     sessions = httpx.get(f"{sidecar.opencode_url}/session", auth=("opencode", sidecar.password), timeout=30).json()
     assert_refused(send(sidecar.api_url), "control")
-    barrier(sidecar, tmp_path)
+    sidecar.opencode_barrier(tmp_path)
     # Forwarded, opencode fails in realpath and logs the path: "... without null bytes. Received "/x\u0000y"".
-    assert "u0000y" not in opencode_log(sidecar) and "null bytes" not in opencode_log(sidecar)
+    assert "u0000y" not in sidecar.opencode_log() and "null bytes" not in sidecar.opencode_log()
     after = reloads(sidecar)
     assert after["directories"] == before["directories"] + 1, "only the barrier's directory joined"
     assert not any("\x00" in d for d in after["pending_reloads"] + after["waiting_for_idle"])
@@ -174,8 +159,8 @@ def test_other_bad_directories_are_400_and_never_reach_opencode(
 ) -> None:
     before = reloads(sidecar)
     assert_refused(send(sidecar.api_url, tmp_path), reason)
-    barrier(sidecar, tmp_path)
-    log = opencode_log(sidecar)
+    sidecar.opencode_barrier(tmp_path)
+    log = sidecar.opencode_log()
     # Where opencode would have built an instance (it resolves a path against its own directory).
     for place in (os.path.normpath(f"{tmp_path}/../etc"), f"{sidecar.directory}/etc", "/etc"):
         assert f"directory={place}\n" not in log

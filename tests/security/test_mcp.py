@@ -47,24 +47,10 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory, gateway: FakeUpstream) -> 
     process.stop()
 
 
-def opencode_log(sidecar: SidecarProcess) -> str:
-    logs = sorted((sidecar.state_dir / "opencode" / "data" / "opencode" / "log").glob("*.log"))
-    return "".join(path.read_text(errors="replace") for path in logs)
-
-
 def fresh_directory(tmp_path: Path, name: str) -> Path:
     directory = tmp_path / f"{name}-{uuid.uuid4().hex}"
     directory.mkdir()
     return directory
-
-
-def barrier(sidecar: SidecarProcess, tmp_path: Path) -> None:
-    """A request opencode logs, sent after the attacks: once its line is there, so would theirs be."""
-    marker = fresh_directory(tmp_path, "barrier")
-    answer = httpx.get(f"{sidecar.api_url}/session", params={"directory": str(marker)},
-                       headers={"x-api-key": API_KEY}, timeout=30)
-    assert answer.status_code == 200, answer.text
-    sidecar.wait_for(lambda: f"directory={marker}" in opencode_log(sidecar), 30, "the barrier in opencode's log")
 
 
 def mcp_post(sidecar: SidecarProcess, body: dict, **headers: str) -> httpx.Response:
@@ -128,8 +114,8 @@ def test_the_token_opens_nothing_else(sidecar: SidecarProcess, tmp_path: Path) -
         answer = httpx.request(method, f"{sidecar.api_url}{path}", params={"directory": str(session_dir)},
                                headers=token, json={"model": "slow"} if method == "POST" else None, timeout=30)
         assert_refused(answer, 401)
-    barrier(sidecar, tmp_path)
-    log = opencode_log(sidecar)
+    sidecar.opencode_barrier(tmp_path, {"x-api-key": API_KEY})
+    log = sidecar.opencode_log()
     for directory in (status_dir, add_dir, session_dir):
         assert str(directory) not in log
     assert not (tmp_path / "pwned").exists()

@@ -49,22 +49,10 @@ def pty(sidecar: SidecarProcess, keyed: httpx.Client) -> str:
     return create_pty(keyed, str(sidecar.directory))
 
 
-def opencode_log(sidecar: SidecarProcess) -> str:
-    logs = sorted((sidecar.state_dir / "opencode" / "data" / "opencode" / "log").glob("*.log"))
-    return "".join(path.read_text(errors="replace") for path in logs)
-
-
 def fresh_directory(tmp_path: Path) -> Path:
     directory = tmp_path / f"unseen-{uuid.uuid4().hex}"
     directory.mkdir()
     return directory
-
-
-def barrier(sidecar: SidecarProcess, keyed: httpx.Client, tmp_path: Path) -> None:
-    """Once opencode has logged this request's directory, it has logged anything sent before."""
-    marker = fresh_directory(tmp_path)
-    assert keyed.get("/session", params={"directory": str(marker)}).status_code == 200
-    sidecar.wait_for(lambda: f"directory={marker}" in opencode_log(sidecar), 30, "the barrier in opencode's log")
 
 
 def refused(url: str, headers: dict[str, str]) -> tuple[int, str]:
@@ -131,8 +119,8 @@ def test_a_hostile_upgrade_is_refused_and_never_reaches_opencode(
     got, body = refused(url, headers)
     assert got == status, body
     assert says in body
-    barrier(sidecar, keyed, tmp_path)
-    assert f"directory={unseen}" not in opencode_log(sidecar)
+    sidecar.opencode_barrier(tmp_path, {"x-api-key": KEY})
+    assert f"directory={unseen}" not in sidecar.opencode_log()
     assert pty_ids(keyed, str(sidecar.directory)) == before
 
 
@@ -146,8 +134,8 @@ def test_the_log_would_show_an_upgrade_that_reached_opencode(
     url = ws_url(sidecar.api_url, f"/pty/{pty}/connect?directory={seen}")
     with contextlib.suppress(InvalidStatus, TimeoutError):
         connect(url, additional_headers={"x-api-key": KEY}, proxy=None, open_timeout=2).close()
-    barrier(sidecar, keyed, tmp_path)
-    assert f"directory={seen}" in opencode_log(sidecar)
+    sidecar.opencode_barrier(tmp_path, {"x-api-key": KEY})
+    assert f"directory={seen}" in sidecar.opencode_log()
 
 
 def test_a_message_past_the_frame_bound_closes_the_terminal(sidecar: SidecarProcess, keyed: httpx.Client) -> None:

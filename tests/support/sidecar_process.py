@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,21 @@ class SidecarProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def opencode_log(self) -> str:
+        """opencode's own log: it names each directory it builds an instance for and each request
+        it refuses, so a test can tell that a hostile request never reached it."""
+        logs = sorted((self.state_dir / "opencode" / "data" / "opencode" / "log").glob("*.log"))
+        return "".join(path.read_text(errors="replace") for path in logs)
+
+    def opencode_barrier(self, scratch: Path, headers: dict[str, str] | None = None) -> None:
+        """A harmless request opencode logs, in a fresh directory under `scratch`: once its line is
+        in opencode's log, so is anything sent before it (or it never came)."""
+        marker = scratch / f"barrier-{uuid.uuid4().hex}"
+        marker.mkdir()
+        answer = httpx.get(f"{self.api_url}/session", params={"directory": str(marker)}, headers=headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        self.wait_for(lambda: f"directory={marker}" in self.opencode_log(), 30, "the barrier in opencode's log")
 
     def wait_for(self, predicate, timeout: float = 30.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
