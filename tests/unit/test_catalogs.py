@@ -272,3 +272,12 @@ async def test_a_restored_list_is_served_before_the_first_poll(tmp_path: Path) -
     version = first.served.gateways["litellm"].current.version  # type: ignore[union-attr]
     again = reconciler_of(tmp_path, gateway)
     assert again.served.gateways["litellm"].current.version == version  # type: ignore[union-attr]
+
+
+async def test_an_oversized_if_none_match_is_a_400_not_a_hold() -> None:
+    feeds = ServedCatalogs(["gw"])
+    feeds.update("gw", catalog("a"))
+    async with client_of(feeds) as client:
+        with anyio.fail_after(10):
+            answer = await client.get("/v1/catalogs/gw", params={"wait": "300"}, headers={"if-none-match": "*, " * 4000})
+    assert answer.status_code == 400 and "If-None-Match" in answer.json()["error"]["message"]
