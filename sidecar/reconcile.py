@@ -183,6 +183,13 @@ class Reconciler:
             self._serve(gateway_id)
         return result
 
+    async def _take_and_serve(self, gateway_id: str, got: Catalog | GatewayError) -> PollResult:
+        """A hub's answer applied, and served on to sidecars following this one (a chain of hubs)."""
+        result = await self._take(gateway_id, got)
+        if result.ok:
+            self._serve(gateway_id)
+        return result
+
     def _serve(self, gateway_id: str) -> None:
         """Hand the gateway's good list to `/v1/catalogs` (its waiters woken when it changed): the
         list as held after the cap and the shrink guard, without the models registered on request."""
@@ -387,6 +394,6 @@ class Reconciler:
                 got = await source.long_poll(interval)
             except GatewayError as exc:
                 got = exc
-            result = await self._gate.take(gateway_id, partial(self._take, gateway_id, got))
+            result = await self._gate.take(gateway_id, partial(self._take_and_serve, gateway_id, got))
             if not result.ok:
                 await self._sleep(interval)

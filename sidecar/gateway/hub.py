@@ -26,6 +26,8 @@ from sidecar.retry import RetryPolicy, Transient, retrying
 
 log = structlog.get_logger("sidecar.hub")
 
+# The longest a hub holds a long-poll (the contract's ?wait bound).
+MAX_WAIT = 300.0
 # A Retry-After past this (a hub's 503 before its first list) is not waited for; our backoff is.
 MAX_RETRY_AFTER = 60.0
 
@@ -102,10 +104,12 @@ class HubFedClient(GatewayClient):
                     delay=round(delay, 3), error=str(error))
 
     async def _ask(self, wait: float) -> Catalog:
+        # The contract's range (0-300 s), as a plain decimal: a longer poll interval holds 300 s at a time.
+        wait = round(min(wait, MAX_WAIT), 3)
         self._sent += 1
         order, held = self._sent, self._held
         headers = {"if-none-match": etag_of(held.version)} if held is not None else {}
-        params = {"wait": f"{wait:g}"} if wait > 0 and held is not None else None
+        params = {"wait": f"{wait:.3f}".rstrip("0").rstrip(".")} if wait > 0 and held is not None else None
         # The hub sends nothing while it holds the request: the read deadline is the wait and more.
         deadline = wait + self._timeout
         try:

@@ -203,3 +203,32 @@ async def test_an_answer_sent_before_a_newer_one_never_puts_the_older_list_back(
         release.set()
     assert late[0] is newer and source.version == "v2"
     await source.aclose()
+
+
+@pytest.mark.parametrize(("interval", "sent"), [(30.0, "30"), (0.25, "0.25"), (3600.0, "300"), (1e-9, None)])
+async def test_the_wait_sent_is_a_plain_decimal_within_the_contracts_bound(interval: float, sent: str | None) -> None:
+    hub = FakeHub(answer(["a"]))
+    source = client(hub)
+    await source.fetch_catalog()
+    await source.long_poll(interval)
+    assert hub.requests[-1].url.params.get("wait") == sent
+    await source.aclose()
+
+
+async def test_reads_what_a_hub_serves() -> None:
+    from sidecar.served import served_list
+
+    listed = Catalog([ModelInfo(id="a", display_name="A", max_tokens=10), ModelInfo(id="b", display_name="b")])
+    served = served_list("shared", listed, ["openai/*"])
+
+    def hub(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("if-none-match") == served.etag:
+            return httpx.Response(304, headers={"etag": served.etag})
+        return httpx.Response(200, content=served.body, headers={"etag": served.etag})
+
+    source = client(FakeHub(b""))
+    source._hub._transport = httpx.MockTransport(hub)  # type: ignore[attr-defined]
+    catalog = await source.fetch_catalog()
+    assert catalog.same_models(listed) and source.routes == ("openai/*",) and source.version == served.version
+    assert await source.long_poll(30) is catalog
+    await source.aclose()
