@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from sidecar.settings import Settings
 from tests.support import litellm_proxy as lp
 from tests.support.opencode_api import answer_text, create_session, prompt
 from tests.support.recording_forwarder import RecordingForwarder, start_forwarder
@@ -24,8 +23,6 @@ HUB_KEY = "hub-key-for-the-fleet-test-0123456789abcdef"
 FOLLOWER_INTERVAL = "60"
 # What a follower must never ask the gateway: its list.
 LIST_PATHS = ("/models", "/model/info", "/v1/model/info")
-# Until the hub's catalog-only mode is in, the hub runs as an ordinary sidecar (with an opencode).
-HUB_MODE = {"catalog_only": "true"} if "catalog_only" in Settings.model_fields else {}
 
 
 @pytest.fixture
@@ -63,7 +60,8 @@ def test_a_hub_and_two_followers(
     forwarder_to: Callable[[str], RecordingForwarder],
 ) -> None:
     gateway = make_gateway([lp.mock_model("claude-sonnet-4-5")])
-    hub = make_sidecar(gateway.url, api_key=HUB_KEY, **HUB_MODE)
+    # The hub in catalog-only mode: no opencode of its own.
+    hub = make_sidecar(gateway.url, api_key=HUB_KEY, catalog_only="true", opencode_directory=None)
     forwarder = forwarder_to(gateway.url)
     followers = [
         make_sidecar(
@@ -91,7 +89,7 @@ def test_a_hub_and_two_followers(
     assert any(path.endswith("/chat/completions") for path in paths), paths
     assert not [path for path in paths if path.endswith(LIST_PATHS)], paths
     # The hub did poll LiteLLM for it, straight.
-    assert hub.events("catalog.changed")
+    assert hub.events("catalog.changed") and not hub.events("child.started")
     for follower in followers:
         assert not follower.events("gateway.format_detected")  # no list of the gateway's was ever read
         assert HUB_KEY not in follower.log_text()

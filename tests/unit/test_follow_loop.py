@@ -150,3 +150,14 @@ async def test_a_refresh_asks_the_hub_at_once_while_a_long_poll_is_held(tmp_path
             group.cancel_scope.cancel()
     assert result.changed and result.added == ("new",)
     assert [how for how, _ in hub.asked] == ["long", "now"]
+
+
+async def test_a_follower_serves_the_hubs_list_on(tmp_path: Path) -> None:
+    # Any sidecar can be a hub: one that follows a hub serves what it took (a chain of hubs).
+    clock = Clock()
+    hub = Hub(clock, [(0.0, catalog("a", "b"))])
+    reconciler, _ = make(tmp_path, hub, clock)
+    assert reconciler.served.get("litellm").current is None  # type: ignore[union-attr]
+    await run_until_done(reconciler, hub)
+    served = reconciler.served.get("litellm").current  # type: ignore[union-attr]
+    assert served is not None and served.models == 2
