@@ -83,6 +83,10 @@ def test_a_hub_and_two_followers(
         follower.wait_for(lambda f=follower: "gpt-5.5" in models_of(f), 90, "the new model from the hub")
     for follower in followers:
         assert ask(follower, "litellm/gpt-5.5") == "new model"
+        # A refresh asks the hub at once, beside the long-poll it holds for a minute.
+        with follower.api() as api:
+            refreshed = api.post("/v1/models/refresh")
+        assert refreshed.status_code == 200 and refreshed.json()["gateways"][0]["ok"] is True, refreshed.text
 
     # The followers sent LiteLLM their prompts' model requests, and never asked it for its list.
     paths = forwarder.paths()

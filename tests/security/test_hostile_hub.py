@@ -6,6 +6,7 @@ the saved list and opencode's config), and no key shows in the log or the state 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -168,3 +169,43 @@ def assert_nothing_hostile_or_secret_kept(follower: SidecarProcess, hub: Hostile
             assert HUB_KEY not in text and "stolen" not in text and "__proto__" not in text, path
     # The follower presented the hub's key to the hub, and only there (its gateway is never asked).
     assert set(hub.keys_seen) == {f"Bearer {HUB_KEY}"}
+
+
+def test_the_hubs_key_never_reaches_opencode(tmp_path: Path, hub: HostileHub) -> None:
+    # Its worst case: a [[gateways]] entry naming the hub's key in a variable of its own (not a
+    # SIDECAR_* one, which opencode's environment never has), without key custody, where opencode
+    # is handed the gateway's key variables.
+    host, port = hub.server_address[:2]
+    config = tmp_path / "sidecar.toml"
+    config.write_text(
+        "[[gateways]]\nid = 'litellm'\nurl = 'http://127.0.0.1:9'\napi_key_env = 'GW_KEY'\n"
+        f"catalog_url = 'http://{host}:{port}'\ncatalog_api_key_env = 'FLEET_HUB_KEY'\n"
+    )
+    follower = start_sidecar(
+        tmp_path / "env", None, None, config=str(config), key_custody="false",
+        extra_env={"FLEET_HUB_KEY": HUB_KEY, "GW_KEY": GATEWAY_KEY},
+    )
+    try:
+        assert listed(follower) == sorted(GOOD)
+        leader = follower.opencode_pid()
+        for pid in opencode_processes(leader):
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+            assert HUB_KEY.encode() not in raw and b"FLEET_HUB_KEY" not in raw
+        assert GATEWAY_KEY.encode() in Path(f"/proc/{leader}/environ").read_bytes()  # the check can see a key
+        for path in Path(follower.state_dir).rglob("*.json*"):
+            assert HUB_KEY not in path.read_text(errors="replace") and "FLEET_HUB_KEY" not in path.read_text(errors="replace")
+        assert HUB_KEY not in follower.log_text()
+    finally:
+        follower.stop()
+
+
+def opencode_processes(leader: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == leader:
+                    found.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return found
