@@ -181,6 +181,7 @@ class Sidecar:
         self.metrics.watch(self.reconciler, self.applier, self.child)
         self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
         self.metrics.watch_failing(self.failing)
+        self.metrics.watch_catalogs(self.reconciler.served)
 
     def _shared_files(self) -> set[Path]:
         # Attach mode's config and the plugin beside it are read by opencode in another container,

@@ -130,3 +130,17 @@ def test_a_catalog_only_conflict_exits_2_in_one_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "SIDECAR_RELOAD" in lines[0] and "SIDECAR_CATALOG_ONLY" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_hub_without_a_good_list_is_not_ready_and_says_when_to_ask_again(
+    make_sidecar: Callable[..., SidecarProcess],
+) -> None:
+    hub = make_sidecar("http://127.0.0.1:1", catalog_only="true", opencode_directory=None, api_key=KEY, wait=False)
+    hub.wait_for(lambda: hub.events("gateway.poll_failed"), 60, "a failed poll")
+    with httpx.Client(base_url=hub.api_url, headers=AUTH, timeout=10) as client:
+        assert client.get("/readyz").status_code == 503
+        answer = client.get("/v1/catalogs/litellm")
+        assert answer.status_code == 503 and answer.headers["retry-after"]
+        assert answer.json()["error"]["type"] == "overloaded_error"
+        assert client.get("/v1/catalogs").json() == {"data": [{"gateway": "litellm", "version": None, "models": 0}]}
+    assert descendants(hub.process.pid) == []
