@@ -64,6 +64,7 @@ class ServedGateway:
         self._changed: anyio.Event | None = None
         self.waiting = 0
         self.versions = 0  # versions served so far, the first included
+        self.closed = False
 
     def update(self, catalog: Catalog, routes: Iterable[str] = ()) -> bool:
         """The gateway's good list after a poll; whether what is served changed (waiters woken)."""
@@ -81,10 +82,19 @@ class ServedGateway:
             self._changed = None
         return True
 
+    def close(self) -> None:
+        """The sidecar stops: every wait ends now (answered 304), not cut by the loop's end (500)."""
+        self.closed = True
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
     async def changed_from(self, version: str) -> ServedList | None:
-        """Wait until the served version is not `version` (at once if it is not already); the
-        caller bounds the wait (a deadline, a client gone)."""
+        """Wait until the served version is not `version` (at once if it is not already); None
+        once closed. The caller bounds the wait (a deadline, a client gone)."""
         while self.current is None or self.current.version == version:
+            if self.closed:
+                return None
             if self._changed is None:
                 self._changed = anyio.Event()
             event = self._changed
@@ -107,6 +117,14 @@ class ServedCatalogs:
 
     def update(self, gateway_id: str, catalog: Catalog, routes: Iterable[str] = ()) -> bool:
         return self.gateways[gateway_id].update(catalog, routes)
+
+    def close(self) -> None:
+        for served in self.gateways.values():
+            served.close()
+
+    @property
+    def waiting(self) -> int:
+        return sum(served.waiting for served in self.gateways.values())
 
     def series(self) -> list[tuple[str, int, int]]:
         """For /metrics: each gateway, its long-polls held now, its versions served."""

@@ -52,6 +52,10 @@ log = structlog.get_logger("sidecar")
 DIRECTORY_ATTEMPTS = 6
 
 
+# The longest a stop waits for the held long-polls to be answered.
+HELD_POLLS_GRACE = 1.0
+
+
 class StartError(Exception):
     """The sidecar cannot start; the message says why in one line."""
 
@@ -325,8 +329,21 @@ class Sidecar:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("sidecar.stopping", signal=signal.Signals(signum).name)
+                await self._answer_held_polls()
                 scope.cancel()
                 return
+
+    async def _answer_held_polls(self) -> None:
+        # Followers' held long-polls (GET /v1/catalogs/{id}?wait=) are answered 304 while the
+        # server still runs: cut by the loop's end they would get a 500 and leave a traceback.
+        # Then they ask again and find this hub gone, like any gateway down.
+        served = self.reconciler.served
+        served.close()
+        with anyio.move_on_after(HELD_POLLS_GRACE):
+            while served.waiting:
+                await anyio.sleep(0.005)
+            # Woken, each has its 304 to send: a few turns of the loop.
+            await anyio.sleep(0.05)
 
     async def _reread_on_sighup(self) -> None:
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:

@@ -144,3 +144,31 @@ def test_a_hub_without_a_good_list_is_not_ready_and_says_when_to_ask_again(
         assert answer.json()["error"]["type"] == "overloaded_error"
         assert client.get("/v1/catalogs").json() == {"data": [{"gateway": "litellm", "version": None, "models": 0}]}
     assert descendants(hub.process.pid) == []
+
+
+def test_a_hub_stopping_answers_its_held_long_polls(
+    gateway: lp.LiteLLMProxy, make_sidecar: Callable[..., SidecarProcess]
+) -> None:
+    hub = start_hub(make_sidecar, gateway.url)
+    with httpx.Client(base_url=hub.api_url, headers=AUTH, timeout=30) as client:
+        etag = client.get("/v1/catalogs/litellm").headers["etag"]
+        answers: list[httpx.Response | BaseException] = []
+
+        def long_poll() -> None:
+            try:
+                answers.append(client.get("/v1/catalogs/litellm", params={"wait": "240"},
+                                          headers={"if-none-match": etag}, timeout=60))
+            except httpx.HTTPError as exc:
+                answers.append(exc)
+
+        pollers = [threading.Thread(target=long_poll) for _ in range(3)]
+        for poller in pollers:
+            poller.start()
+        held = 'opencode_sidecar_catalog_long_polls{gateway="litellm"} 3'
+        hub.wait_for(lambda: held in client.get("/metrics").text, 10, "three long-polls held")
+        assert hub.stop() == 0
+        for poller in pollers:
+            poller.join(30)
+    # Answered "not modified" as the hub stops, not cut off (a 500, or no answer at all).
+    assert [getattr(answer, "status_code", answer) for answer in answers] == [304, 304, 304]
+    assert "Traceback" not in hub.log_text() and "Exception in ASGI application" not in hub.log_text()

@@ -288,3 +288,29 @@ async def test_an_oversized_if_none_match_is_a_400_not_a_hold() -> None:
         with anyio.fail_after(10):
             answer = await client.get("/v1/catalogs/gw", params={"wait": "300"}, headers={"if-none-match": "*, " * 4000})
     assert answer.status_code == 400 and "If-None-Match" in answer.json()["error"]["message"]
+
+
+async def test_closing_answers_every_held_long_poll_not_modified() -> None:
+    feeds = ServedCatalogs(["gw"])
+    feeds.update("gw", catalog("a"))
+    etag = feeds.gateways["gw"].current.etag  # type: ignore[union-attr]
+    async with client_of(feeds) as client:
+        statuses: list[int] = []
+
+        async def hold() -> None:
+            answer = await client.get("/v1/catalogs/gw", params={"wait": "300"}, headers={"if-none-match": etag})
+            statuses.append(answer.status_code)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(hold)
+            with anyio.fail_after(10):
+                while feeds.waiting < 3:
+                    await anyio.sleep(0)
+            feeds.close()
+    assert statuses == [304, 304, 304] and feeds.waiting == 0
+    # A request after the close is answered at once, never held.
+    async with client_of(feeds) as client:
+        with anyio.fail_after(10):
+            answer = await client.get("/v1/catalogs/gw", params={"wait": "300"}, headers={"if-none-match": etag})
+    assert answer.status_code == 304
