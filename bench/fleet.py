@@ -1,0 +1,214 @@
+"""9. Fleet: one catalog hub and 1, 100 and 1,000 followers, against as many pods polling LiteLLM.
+
+One sidecar in catalog-only mode (the hub: no opencode, the default 30 s poll interval,
+SIDECAR_MAX_CONNECTIONS above the followers) follows the lab's `Front` over a real LiteLLM proxy,
+whose list the benchmark changes at will. The followers are long-polling clients of the hub's
+`GET /v1/catalogs/<id>?wait=30` (bench/followers.py: raw asyncio streams in a thread of the bench
+process, one keep-alive connection each), which is what a follower sidecar asks. Each change adds
+a model to the front's list and is followed at once by `POST /v1/models/refresh` to the hub (as a
+gateway's deploy pipeline would), so that the times measure the hub, not the wait for its next
+poll; the clock runs from the change to the moment the last follower has read the new version.
+The gateway's requests (`/v1/models` and `/model/info`) are counted at the front, the hub's CPU
+time read from /proc.
+
+The peer: the same number of pods each polling LiteLLM itself every 30 s (the default), compressed
+honestly: each asks `/v1/models` and then `/model/info` once at a random moment of one 30 s window,
+which is the steady-state rate of N/30 polls a second, straight at the real LiteLLM.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+
+from bench.common import Context, Row, benchmark
+from bench.followers import DirectPolls, Swarm, poll_directly
+from bench.lab import Front, lab, percentile
+from bench.servers import group_cpu_seconds, rss_mib
+from sidecar.http.connections import connections_that_fit, open_file_limits, raise_open_file_limit
+from tests.support import litellm_proxy as lp
+from tests.support.sidecar_process import SidecarProcess, start_sidecar
+
+# Held long-polls are connections of the hub's bound: above the largest fleet measured.
+HUB_MAX_CONNECTIONS = 2000
+# What a follower sidecar sends as ?wait=: its poll interval, the default.
+WAIT = 30.0
+POLL_INTERVAL = 30.0  # the direct pollers' (the sidecar's default), and the hub's own
+# The sidecar's default gateway timeout: a direct poll slower than this is a failed poll.
+GATEWAY_TIMEOUT = 10.0
+GIVE_UP_AFTER = 30.0  # seconds one change may take to reach every follower
+
+
+def _catalog(api: httpx.Client) -> tuple[str, str | None]:
+    """The hub's one gateway and the version it serves."""
+    (entry,) = api.get("/v1/catalogs").raise_for_status().json()["data"]
+    return entry["gateway"], entry["version"]
+
+
+def _new_version(api: httpx.Client, old: str | None, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, version = _catalog(api)
+        if version is not None and version != old:
+            return version
+        time.sleep(0.005)
+    raise RuntimeError("the hub's version did not change after a refresh")
+
+
+def _gateway_requests(front: Front) -> int:
+    return front.list_requests + front.forwarded["/model/info"]
+
+
+def _start_hub(ctx: Context, front: Front, key: str) -> SidecarProcess:
+    fit = connections_that_fit(open_file_limits()[1])
+    if fit < HUB_MAX_CONNECTIONS:
+        raise RuntimeError(f"the open-file limit ({open_file_limits()[1]}) holds {fit} connections, below {HUB_MAX_CONNECTIONS}")
+    return start_sidecar(
+        ctx.workdir / "fleet" / "hub", front.url, lp.MASTER_KEY,
+        catalog_only="true", api_key=key, max_connections=str(HUB_MAX_CONNECTIONS),
+        # As an operator runs it: the default poll interval, retries, timeout and log level.
+        poll_interval=None, gateway_retries=None, gateway_timeout=None, log_level=None,
+        # No opencode in catalog-only mode.
+        opencode_port=None, opencode_password=None, opencode_bin=None, opencode_directory=None,
+    )
+
+
+def _follow(ctx: Context, front: Front, hub: SidecarProcess, key: str, followers: int, changes: int) -> Row:
+    quiet = 1.0 if ctx.small else 5.0
+    with httpx.Client(base_url=hub.api_url, headers={"x-api-key": key}, timeout=60, trust_env=False) as api:
+        gateway, version = _catalog(api)
+        assert version is not None
+        requests_before, started = _gateway_requests(front), time.monotonic()
+        swarm = Swarm(hub.api_url, gateway, key, followers, WAIT).start()
+        try:
+            if not swarm.wait_all(version, 60):
+                raise RuntimeError(f"{len(swarm.arrivals(version))} of {followers} followers got the list: {dict(swarm.errors)}")
+            time.sleep(0.5)  # each has sent its next request, which the hub now holds
+            cpu = group_cpu_seconds(hub.process.pid)
+            time.sleep(quiet)
+            held_cpu = group_cpu_seconds(hub.process.pid) - cpu
+            rss = rss_mib(hub.process.pid)
+            last, first, refreshed, lost = [], [], [], 0
+            cpu, changes_started = group_cpu_seconds(hub.process.pid), time.monotonic()
+            for i in range(1, changes + 1):
+                changed = front.set_models([*front.models, f"openai/fleet-{followers}-{i}"])
+                api.post("/v1/models/refresh").raise_for_status()
+                refreshed.append(time.monotonic() - changed)
+                version = _new_version(api, version, GIVE_UP_AFTER)
+                if not swarm.wait_all(version, GIVE_UP_AFTER):
+                    lost += 1
+                    ctx.log(f"fleet: change {i} reached {len(swarm.arrivals(version))} of {followers} followers")
+                    continue
+                arrivals = swarm.arrivals(version)
+                last.append(max(arrivals) - changed)
+                first.append(min(arrivals) - changed)
+                time.sleep(0.1)  # the followers ask again
+            changes_cpu = group_cpu_seconds(hub.process.pid) - cpu
+            changes_s = time.monotonic() - changes_started
+            rss = max(rss, rss_mib(hub.process.pid))
+        finally:
+            swarm.stop()
+        phase = time.monotonic() - started
+        requests = _gateway_requests(front) - requests_before
+    fanout = [a - b for a, b in zip(last, first, strict=True)]
+
+    def ms(values: list[float], p: float) -> float | None:
+        return round(percentile(values, p) * 1000, 1) if values else None
+
+    return Row(
+        "fleet",
+        f"hub, {followers:,} followers, {changes} changes",
+        {
+            "followers": followers,
+            "not_propagated": lost,
+            "change_to_last_p50_ms": ms(last, 0.5),
+            "change_to_last_p99_ms": ms(last, 0.99),
+            "refresh_p50_ms": ms(refreshed, 0.5),
+            "fanout_p50_ms": ms(fanout, 0.5),
+            "fanout_p99_ms": ms(fanout, 0.99),
+            "gateway_requests": requests,
+            "gateway_req_per_min": round(requests / phase * 60, 1),
+            "hub_cpu_ms_per_change": round(1000 * changes_cpu / changes, 1),
+            "hub_cpu_pct_changing": round(100 * changes_cpu / changes_s, 1),
+            "hub_cpu_pct_held": round(100 * held_cpu / quiet, 2),
+            "hub_rss_mib": round(rss, 1),
+            "follower_errors": sum(swarm.errors.values()),
+        },
+        peer=f"{followers:,} pods polling LiteLLM every {POLL_INTERVAL:g} s",
+        note=f"{phase:.0f} s; refresh after each change; hub polls every {POLL_INTERVAL:g} s; ?wait={WAIT:g}",
+    )
+
+
+def _direct_row(result: DirectPolls) -> Row:
+    seconds = result.seconds
+    return Row(
+        "fleet",
+        f"direct, {result.pollers:,} pods polling LiteLLM every {POLL_INTERVAL:g} s",
+        {
+            "pods": result.pollers,
+            "requests": result.requests,
+            "req_per_min": round(result.requests / result.window_s * 60, 1) if result.pollers > 1 else None,
+            "p50_ms": round(percentile(seconds, 0.5) * 1000, 1),
+            "p99_ms": round(percentile(seconds, 0.99) * 1000, 1),
+            "max_ms": round(max(seconds) * 1000, 1),
+            "errors": sum(result.errors.values()),
+        },
+        note=(f"one poll each within {result.window_s:g} s; timeout {GATEWAY_TIMEOUT:g} s (the sidecar's default)"
+              + (f"; errors: {dict(result.errors)}" if result.errors else "")),
+    )
+
+
+@benchmark("fleet")
+def run(ctx: Context) -> list[Row]:
+    sizes = (1, 10) if ctx.small else (1, 100, 1000)
+    changes = 3 if ctx.small else 20
+    window = 1.0 if ctx.small else POLL_INTERVAL
+    raise_open_file_limit()  # the followers' connections are the bench's files
+    key = "bench-hub-" + os.urandom(16).hex()
+    hub_rows, direct_rows = [], []
+    with lab(ctx.workdir / "fleet", ["openai/fleet-0"], ctx.log) as bench_lab:
+        hub = _start_hub(ctx, bench_lab.front, key)
+        try:
+            for followers in sizes:
+                ctx.log(f"fleet: {followers} followers of the hub, {changes} changes")
+                hub_rows.append(_follow(ctx, bench_lab.front, hub, key, followers, changes))
+        finally:
+            hub.stop()
+        for pods in sizes:
+            ctx.log(f"fleet: {pods} pods polling LiteLLM directly within {window:g} s")
+            result = poll_directly(bench_lab.proxy.url, lp.MASTER_KEY, pods, window, GATEWAY_TIMEOUT)
+            direct_rows.append(_direct_row(result))
+    for row, direct in zip(hub_rows, direct_rows, strict=True):
+        ours, theirs = row.number("gateway_req_per_min"), direct.number("req_per_min")
+        row.ratio = round(ours / theirs, 3) if ours and theirs else None
+    return hub_rows + direct_rows
+
+
+def reading(rows: list[Row]) -> str:
+    hubs = [row for row in rows if row.case.startswith("hub")]
+    directs = [row for row in rows if row.case.startswith("direct")]
+    if not hubs or not directs:
+        return ""
+    big, peer = hubs[-1].figures, directs[-1].figures
+    requests = ", ".join(f"{row.figures['gateway_requests']}" for row in hubs)
+    sizes = ", ".join(f"{int(row.number('followers')):,}" for row in hubs)
+    return (
+        f"The gateway saw the same traffic whatever the number of followers: {requests} requests "
+        f"(`/v1/models` and `/model/info`) while {sizes} followers "
+        f"followed {hubs[0].case.rsplit(', ', 1)[1]}, a fetch (two requests) per refresh plus the hub's own poll every "
+        f"{POLL_INTERVAL:g} s (4 requests a minute at rest, per hub replica). {peer['pods']:,} pods polling "
+        f"LiteLLM themselves ask it {float(peer['req_per_min'] or 0):,.0f} times a minute, and it answered them "
+        f"in {float(peer['p50_ms'] or 0):,.0f} ms at the median, {float(peer['p99_ms'] or 0):,.0f} ms at p99, with "
+        f"{peer['errors']} failed polls (timeout {GATEWAY_TIMEOUT:g} s). With {big['followers']:,} followers the last one "
+        f"knew a change {float(big['change_to_last_p50_ms'] or 0):,.0f} ms after it at the median "
+        f"(p99 {float(big['change_to_last_p99_ms'] or 0):,.0f} ms): the refresh, which fetches the list and "
+        f"serialises the answer once, took {float(big['refresh_p50_ms'] or 0):,.0f} ms of it, and writing the held "
+        f"answers out to every follower {float(big['fanout_p50_ms'] or 0):,.0f} ms (first to last, p99 "
+        f"{float(big['fanout_p99_ms'] or 0):,.0f} ms), which includes the followers' own reading in the bench's "
+        f"process on the same two cores. Holding their long-polls cost the hub {float(big['hub_cpu_pct_held'] or 0):.2f} % "
+        f"of a core and each change {float(big['hub_cpu_ms_per_change'] or 0):,.0f} ms of CPU; its memory was "
+        f"{float(big['hub_rss_mib'] or 0):.0f} MiB. Without a refresh a change waits for the hub's next poll, "
+        f"{POLL_INTERVAL / 2:g} s on average at the default interval, then reaches the followers as fast."
+    )
