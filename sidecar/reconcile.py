@@ -33,6 +33,7 @@ from sidecar.opencode.config import (
 from sidecar.polls import PollGate, PollResult
 from sidecar.public_view import PublicView, provider_catalog
 from sidecar.registry import Clock, NoSessions, Registry, SessionModels
+from sidecar.served import ServedCatalogs
 from sidecar.settings import Settings
 from sidecar.statefiles import StateFiles, StatePaths
 
@@ -88,7 +89,11 @@ class Reconciler:
         self.polls: Counter[tuple[str, str]] = Counter()
         self.writes = self._files.writes
         self._lock = anyio.Lock()
-        self._gate = PollGate(self._poll)
+        self._gate = PollGate(self._poll_and_serve)
+        # Each gateway's good list as `/v1/catalogs` serves it to the sidecars following this one.
+        self.served = ServedCatalogs(self.gateways)
+        for gateway_id in self.gateways:
+            self._serve(gateway_id)
         self._wake = anyio.Event()
         self._base_dirty = False
         self._view = PublicView(self._provider_catalogs(), self.default_provider)
@@ -156,6 +161,22 @@ class Reconciler:
     async def refresh(self, gateway_id: str) -> PollResult:
         """A poll of `gateway_id` that starts after this call, shared with callers at the same time."""
         return await self._gate.poll(gateway_id)
+
+    async def _poll_and_serve(self, gateway_id: str) -> PollResult:
+        result = await self._poll(gateway_id)
+        if result.ok:
+            self._serve(gateway_id)
+        return result
+
+    def _serve(self, gateway_id: str) -> None:
+        """Hand the gateway's good list to `/v1/catalogs` (its waiters woken when it changed): the
+        list as held after the cap and the shrink guard, without the models registered on request."""
+        state = self.gateways[gateway_id]
+        if state.last_success is None and not state.restored:
+            return  # no good list yet: served as 503
+        # The gateway client's wildcard routes (LiteLLM's `openai/*`); a source without them has none.
+        routes = getattr(self._sources.get(gateway_id), "routes", ())
+        self.served.update(gateway_id, state.catalog, routes)
 
     async def _poll(self, gateway_id: str) -> PollResult:
         state = self.gateways[gateway_id]

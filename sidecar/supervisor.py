@@ -261,6 +261,7 @@ class Sidecar:
             metrics=self.metrics.render,
             api_key=api_key,
             statuses=ListedStatuses(self.failing, self.reconciler.ref_of),
+            catalogs=self.reconciler.served,
         )
         browsers = BrowserPolicy.for_listen(host, self.settings.allowed_hosts, self.settings.allowed_origins)
         self.api = ApiServer(create_app(view, browsers), sock, self.settings.connection_limits)
