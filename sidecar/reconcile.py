@@ -102,7 +102,10 @@ class Reconciler:
 
     @property
     def config_on_disk(self) -> bool:
-        """This run has written opencode's config (what a pod waits for before starting opencode)."""
+        """This run has written opencode's config (what a pod waits for before starting opencode);
+        in catalog-only mode, which writes none, its saved lists."""
+        if self._settings.catalog_only:
+            return self._files.saved
         return self._files.config_text is not None
 
     @property
@@ -310,8 +313,14 @@ class Reconciler:
         The new catalog is served only once its config is written and the applier told, so
         `/v1/models` never lists a model that `/readyz` would call applied before it is.
         """
-        config = self.render()
         catalogs = {gateway_id: state.catalog for gateway_id, state in self.gateways.items()}
+        if self._settings.catalog_only:
+            # No opencode: the saved lists alone, and no config rendered (at 10,000 models the
+            # render was a third of a poll's cost).
+            if await self._files.write(catalogs, self.registered, None) != "failed":
+                self._view = PublicView(self._provider_catalogs(), self.default_provider)
+            return
+        config = self.render()
         outcome = await self._files.write(catalogs, self.registered, dump_config(config) + "\n")
         if outcome == "failed":
             return

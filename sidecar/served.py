@@ -63,6 +63,7 @@ class ServedGateway:
         # many wait, and none at all while nobody does.
         self._changed: anyio.Event | None = None
         self.waiting = 0
+        self.versions = 0  # versions served so far, the first included
 
     def update(self, catalog: Catalog, routes: Iterable[str] = ()) -> bool:
         """The gateway's good list after a poll; whether what is served changed (waiters woken)."""
@@ -74,6 +75,7 @@ class ServedGateway:
         if self.current is not None and served.version == self.current.version:
             return False
         self.current = served
+        self.versions += 1
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -105,6 +107,10 @@ class ServedCatalogs:
 
     def update(self, gateway_id: str, catalog: Catalog, routes: Iterable[str] = ()) -> bool:
         return self.gateways[gateway_id].update(catalog, routes)
+
+    def series(self) -> list[tuple[str, int, int]]:
+        """For /metrics: each gateway, its long-polls held now, its versions served."""
+        return [(gateway_id, served.waiting, served.versions) for gateway_id, served in self.gateways.items()]
 
     def index(self) -> list[dict[str, object]]:
         """`GET /v1/catalogs`: each gateway, its version (None without a good list yet), its models."""

@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     allowed_hosts: HostList = ()
     allowed_origins: OriginList = ()
     reload: Literal["auto", "restart"] = "auto"
+    # No opencode at all (a fleet's hub): the catalogs are served, opencode's routes answer 404.
+    catalog_only: bool = False
     # The plugin that has each opencode instance announce its directory (opencode/plugin.py). Off:
     # a directory loaded straight on opencode's port is reloaded only once it is seen otherwise.
     instance_plugin: bool = True
@@ -214,6 +216,23 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SIDECAR_RESTART_BACKOFF_MAX must not be below SIDECAR_RESTART_BACKOFF_INITIAL"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _catalog_only(self) -> Settings:
+        if not self.catalog_only:
+            return self
+        for name, value in (
+            ("OPENCODE_URL", self.opencode_url),
+            ("OPENCODE_CONFIG", self.opencode_config),
+            ("OPENCODE_DIRECTORY", self.opencode_directory),
+            ("BASE_CONFIG", self.base_config),
+            ("RELOAD", None if self.reload == "auto" else self.reload),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{ENV_PREFIX}{name}: is for an opencode, and {ENV_PREFIX}CATALOG_ONLY=true runs none; unset one of them"
+                )
         return self
 
     @model_validator(mode="after")

@@ -27,6 +27,9 @@ _WAIT = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 # While no poll has given a gateway a good list: when a follower may ask again.
 RETRY_AFTER = "5"
 MAX_SHOWN_ID = 64
+# A follower sends one tag of ~36 bytes; the server's bound on a whole head (64 KiB, protocol_guard.py)
+# can let more than that through in one read, so this header has a bound of its own.
+MAX_IF_NONE_MATCH = 8 * 1024
 
 
 class CatalogFeeds(Protocol):
@@ -106,7 +109,10 @@ def catalog_endpoints(feeds: CatalogFeeds) -> tuple[Endpoint, Endpoint]:
             raise HttpError(
                 503, f"gateway {gateway_id!r} has no good list yet", headers={"retry-after": RETRY_AFTER}
             )
-        if not matches(request.headers.get("if-none-match"), served.etag):
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None and len(if_none_match) > MAX_IF_NONE_MATCH:
+            raise HttpError(400, f"If-None-Match is longer than {MAX_IF_NONE_MATCH} bytes")
+        if not matches(if_none_match, served.etag):
             return _answer(served)
         if wait <= 0:
             return _not_modified(served)

@@ -16,6 +16,7 @@ from sidecar.gateway.client import GatewayError
 from sidecar.http.catalogs import matches, parse_wait
 from sidecar.http.routes import create_app
 from sidecar.errors import HttpError
+from sidecar.metrics import Metrics
 from sidecar.naming import ModelRef
 from sidecar.reconcile import Reconciler
 from sidecar.served import ServedCatalogs, served_list
@@ -145,7 +146,13 @@ async def test_a_held_long_poll_answers_the_new_version_when_the_list_changes() 
             while feed.waiting < 50:
                 await anyio.sleep(0)
         assert answers == []  # every one is held
+        scrape = Metrics()
+        scrape.watch_catalogs(feeds)
+        assert b'opencode_sidecar_catalog_long_polls{gateway="gw"} 50.0' in scrape.render()
+        assert b'opencode_sidecar_catalog_versions_total{gateway="gw"} 1.0' in scrape.render()
         feeds.update("gw", catalog("a", "b"))
+    assert b'opencode_sidecar_catalog_long_polls{gateway="gw"} 0.0' in scrape.render()
+    assert b'opencode_sidecar_catalog_versions_total{gateway="gw"} 2.0' in scrape.render()
     new = feed.current
     assert new is not None and new.etag != etag
     assert {answer.status_code for answer in answers} == {200}
@@ -272,3 +279,12 @@ async def test_a_restored_list_is_served_before_the_first_poll(tmp_path: Path) -
     version = first.served.gateways["litellm"].current.version  # type: ignore[union-attr]
     again = reconciler_of(tmp_path, gateway)
     assert again.served.gateways["litellm"].current.version == version  # type: ignore[union-attr]
+
+
+async def test_an_oversized_if_none_match_is_a_400_not_a_hold() -> None:
+    feeds = ServedCatalogs(["gw"])
+    feeds.update("gw", catalog("a"))
+    async with client_of(feeds) as client:
+        with anyio.fail_after(10):
+            answer = await client.get("/v1/catalogs/gw", params={"wait": "300"}, headers={"if-none-match": "*, " * 4000})
+    assert answer.status_code == 400 and "If-None-Match" in answer.json()["error"]["message"]
