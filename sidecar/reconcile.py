@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.lowlevel
@@ -40,8 +41,20 @@ from sidecar.statefiles import StateFiles, StatePaths
 log = structlog.get_logger("sidecar.reconcile")
 
 
+# The least time between the starts of two long-polls of a hub: a hub that answers at once every
+# time (broken, or not holding requests) is asked once a second, not in a busy loop.
+MIN_LONG_POLL_GAP = 1.0
+
+
 class CatalogSource(Protocol):
     async def fetch_catalog(self) -> Catalog: ...
+
+
+@runtime_checkable
+class LongPolledSource(Protocol):
+    """A hub (fleet mode): asked again as soon as it answers; it holds each request up to `wait`."""
+
+    async def long_poll(self, wait: float) -> Catalog: ...
 
 
 class ConfigListener(Protocol):
@@ -66,8 +79,10 @@ class Reconciler:
         write: Callable[[Path, str], None] = write_atomically,
         sessions: SessionModels = NoSessions(),
         clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._settings = settings
+        self._clock, self._sleep = clock, sleep
         self._sources = sources
         self._listener = listener
         self.paths = paths
@@ -171,6 +186,13 @@ class Reconciler:
             self._serve(gateway_id)
         return result
 
+    async def _take_and_serve(self, gateway_id: str, got: Catalog | GatewayError) -> PollResult:
+        """A hub's answer applied, and served on to sidecars following this one (a chain of hubs)."""
+        result = await self._take(gateway_id, got)
+        if result.ok:
+            self._serve(gateway_id)
+        return result
+
     def _serve(self, gateway_id: str) -> None:
         """Hand the gateway's good list to `/v1/catalogs` (its waiters woken when it changed): the
         list as held after the cap and the shrink guard, without the models registered on request."""
@@ -182,15 +204,22 @@ class Reconciler:
         self.served.update(gateway_id, state.catalog, routes)
 
     async def _poll(self, gateway_id: str) -> PollResult:
-        state = self.gateways[gateway_id]
         try:
             catalog = await self._sources[gateway_id].fetch_catalog()
         except GatewayError as exc:
+            return await self._take(gateway_id, exc)
+        return await self._take(gateway_id, catalog)
+
+    async def _take(self, gateway_id: str, got: Catalog | GatewayError) -> PollResult:
+        """A poll's outcome applied: a failure keeps the last good list; a list passes the guards."""
+        state = self.gateways[gateway_id]
+        if isinstance(got, GatewayError):
+            exc = got
             self.polls[gateway_id, "failed"] += 1
             state.last_poll_ok, state.last_error = False, str(exc)
             log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
             return PollResult(gateway_id, ok=False, models=len(state.catalog), error=str(exc))
-        catalog = within_cap(catalog, self._settings.max_models)
+        catalog = within_cap(got, self._settings.max_models)
         now = time.time()
         state.last_poll_ok, state.last_error, state.last_success = True, None, now
         unchanged = PollResult(gateway_id, ok=True, models=len(state.catalog))
@@ -339,7 +368,11 @@ class Reconciler:
         async with anyio.create_task_group() as group:
             for gateway in self._settings.gateways:
                 first = 0.0 if gateway.id in poll_now else None
-                group.start_soon(self._poll_forever, gateway.id, gateway.poll_interval, first)
+                source = self._sources[gateway.id]
+                if isinstance(source, LongPolledSource):
+                    group.start_soon(self._follow_forever, gateway.id, source, gateway.poll_interval)
+                else:
+                    group.start_soon(self._poll_forever, gateway.id, gateway.poll_interval, first)
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -354,3 +387,22 @@ class Reconciler:
         while True:
             await self.poll_once(gateway_id)
             await anyio.sleep(interval)
+
+    async def _follow_forever(self, gateway_id: str, source: LongPolledSource, interval: float) -> None:
+        """Fleet mode: the next long-poll goes out as soon as the hub answers (it holds each for
+        up to `interval`: the wait is the interval); after a failure, the interval, as a gateway's
+        poll waits it. The first goes out at once: it carries the version held, if any."""
+        started = -float("inf")
+        while True:
+            early = started + min(MIN_LONG_POLL_GAP, interval) - self._clock()
+            if early > 0:
+                await self._sleep(early)
+            started = self._clock()
+            got: Catalog | GatewayError
+            try:
+                got = await source.long_poll(interval)
+            except GatewayError as exc:
+                got = exc
+            result = await self._gate.take(gateway_id, partial(self._take_and_serve, gateway_id, got))
+            if not result.ok:
+                await self._sleep(interval)

@@ -35,6 +35,8 @@ class Reports:
                 **state.report(now, gateway.poll_interval),
                 "format": self.gateways[gateway.id].detected_format or gateway.format,
                 "poll_interval": gateway.poll_interval,
+                # Fleet mode: the hub sidecar the list comes from (the last_error is then the hub's).
+                **({"catalog_from": gateway.catalog_url} if gateway.catalog_url is not None else {}),
             }
         return reports
 
