@@ -97,6 +97,32 @@ def _start_hub(ctx: Context, front: Front, master_key: str, key: str) -> Sidecar
     )
 
 
+def _change(
+    ctx: Context, front: Front, hub: SidecarProcess, api: httpx.Client, swarm: Swarm, gateway: str, version: str, changes: int
+) -> tuple[list[float], list[float], int]:
+    """`changes` models added one by one, each followed by a refresh of the hub: the times from each
+    change to the first and to the last follower knowing it, and how many never reached them all."""
+    first: list[float] = []
+    last: list[float] = []
+    lost = 0
+    started = time.monotonic()
+    for i in range(1, changes + 1):
+        time.sleep(max(0.0, started + (i - 1) * CHANGE_EVERY - time.monotonic()))
+        changed = front.set_models([*front.models, f"openai/fleet-{swarm.count}-{i}"])
+        api.post("/v1/models/refresh").raise_for_status()
+        version = _new_version(api, version, GIVE_UP_AFTER)
+        if not swarm.wait_all(version, GIVE_UP_AFTER):
+            lost += 1
+            ctx.log(f"fleet: change {i} reached {len(swarm.arrivals(version))} of {swarm.count} followers")
+            continue
+        arrivals = swarm.arrivals(version)
+        first.append(min(arrivals) - changed)
+        last.append(max(arrivals) - changed)
+        if not _wait_held(hub, gateway, swarm.count, GIVE_UP_AFTER):
+            ctx.log(f"fleet: after change {i} the hub holds {_held(hub, gateway)} of {swarm.count} long-polls")
+    return first, last, lost
+
+
 def _follow(ctx: Context, front: Front, hub: SidecarProcess, key: str, followers: int, changes: int) -> Row:
     quiet = 1.0 if ctx.small else 3.0
     with httpx.Client(base_url=hub.api_url, headers={"x-api-key": key}, timeout=60, trust_env=False) as api:
@@ -113,25 +139,9 @@ def _follow(ctx: Context, front: Front, hub: SidecarProcess, key: str, followers
             time.sleep(quiet)
             held_cpu = group_cpu_seconds(hub.process.pid) - cpu
             rss = rss_mib(hub.process.pid)
-            last: list[float] = []
-            first: list[float] = []
-            lost = 0
             requests = _gateway_requests(front)
             cpu, changes_started = group_cpu_seconds(hub.process.pid), time.monotonic()
-            for i in range(1, changes + 1):
-                time.sleep(max(0.0, changes_started + (i - 1) * CHANGE_EVERY - time.monotonic()))
-                changed = front.set_models([*front.models, f"openai/fleet-{followers}-{i}"])
-                api.post("/v1/models/refresh").raise_for_status()
-                version = _new_version(api, version, GIVE_UP_AFTER)
-                if not swarm.wait_all(version, GIVE_UP_AFTER):
-                    lost += 1
-                    ctx.log(f"fleet: change {i} reached {len(swarm.arrivals(version))} of {followers} followers")
-                    continue
-                arrivals = swarm.arrivals(version)
-                last.append(max(arrivals) - changed)
-                first.append(min(arrivals) - changed)
-                if not _wait_held(hub, gateway, followers, GIVE_UP_AFTER):
-                    ctx.log(f"fleet: after change {i} the hub holds {_held(hub, gateway)} of {followers} long-polls")
+            first, last, lost = _change(ctx, front, hub, api, swarm, gateway, version, changes)
             time.sleep(max(0.0, changes_started + changes * CHANGE_EVERY - time.monotonic()))
             changes_cpu = group_cpu_seconds(hub.process.pid) - cpu
             changes_s = time.monotonic() - changes_started
@@ -147,7 +157,7 @@ def _follow(ctx: Context, front: Front, hub: SidecarProcess, key: str, followers
 
     return Row(
         "fleet",
-        f"hub, {followers:,} followers, {changes} changes",
+        f"hub, {_count(followers, 'follower')}, {changes} changes",
         {
             "followers": followers,
             "not_propagated": lost,
@@ -164,17 +174,21 @@ def _follow(ctx: Context, front: Front, hub: SidecarProcess, key: str, followers
             "hub_rss_mib": round(rss, 1),
             "follower_errors": sum(swarm.errors.values()),
         },
-        peer=f"{followers:,} pods polling LiteLLM every {POLL_INTERVAL:g} s",
+        peer=f"{_count(followers, 'pod')} polling LiteLLM every {POLL_INTERVAL:g} s",
         note=(f"{phase:.0f} s; a change every {CHANGE_EVERY:g} s, each followed by a refresh; hub polls every "
               f"{POLL_INTERVAL:g} s; ?wait={WAIT:g}"),
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _direct_row(result: DirectPolls) -> Row:
     seconds = result.seconds
     return Row(
         "fleet",
-        f"direct, {result.pollers:,} pods polling LiteLLM every {POLL_INTERVAL:g} s",
+        f"direct, {_count(result.pollers, 'pod')} polling LiteLLM every {POLL_INTERVAL:g} s",
         {
             "pods": result.pollers,
             "requests": result.requests,
