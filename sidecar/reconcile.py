@@ -204,21 +204,21 @@ class Reconciler:
         self.served.update(gateway_id, state.catalog, routes)
 
     async def _poll(self, gateway_id: str) -> PollResult:
+        got: Catalog | GatewayError
         try:
-            catalog = await self._sources[gateway_id].fetch_catalog()
+            got = await self._sources[gateway_id].fetch_catalog()
         except GatewayError as exc:
-            return await self._take(gateway_id, exc)
-        return await self._take(gateway_id, catalog)
+            got = exc
+        return await self._take(gateway_id, got)
 
     async def _take(self, gateway_id: str, got: Catalog | GatewayError) -> PollResult:
         """A poll's outcome applied: a failure keeps the last good list; a list passes the guards."""
         state = self.gateways[gateway_id]
         if isinstance(got, GatewayError):
-            exc = got
             self.polls[gateway_id, "failed"] += 1
-            state.last_poll_ok, state.last_error = False, str(exc)
-            log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
-            return PollResult(gateway_id, ok=False, models=len(state.catalog), error=str(exc))
+            state.last_poll_ok, state.last_error = False, str(got)
+            log.warning("gateway.poll_failed", gateway=gateway_id, error=str(got), kept_models=len(state.catalog))
+            return PollResult(gateway_id, ok=False, models=len(state.catalog), error=str(got))
         catalog = within_cap(got, self._settings.max_models)
         now = time.time()
         state.last_poll_ok, state.last_error, state.last_success = True, None, now

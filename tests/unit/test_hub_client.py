@@ -232,3 +232,23 @@ async def test_reads_what_a_hub_serves() -> None:
     assert catalog.same_models(listed) and source.routes == ("openai/*",) and source.version == served.version
     assert await source.long_poll(30) is catalog
     await source.aclose()
+
+
+async def test_probes_go_to_the_gateway_with_its_key_never_to_the_hub() -> None:
+    hub = FakeHub(answer(["a"]))
+    asked: list[httpx.Request] = []
+
+    def gateway_side(request: httpx.Request) -> httpx.Response:
+        asked.append(request)
+        return httpx.Response(200, json={"choices": []})
+
+    source = HubFedClient(
+        gateway(), timeout=5, retries=0, max_models=10, secrets=(GATEWAY_KEY, HUB_KEY),
+        transport=httpx.MockTransport(gateway_side), hub_transport=httpx.MockTransport(hub.handle),
+    )
+    await source.probe("some-model")
+    (request,) = asked
+    assert str(request.url) == "http://gw:4000/v1/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {GATEWAY_KEY}" and HUB_KEY not in str(request.headers)
+    assert hub.requests == []
+    await source.aclose()
