@@ -1,26 +1,27 @@
-"""The sync loop: poll each gateway, keep its last good catalog, render and write opencode's config.
+"""The sync loop: each gateway's last good catalog and the models registered for it, rendered and
+written as opencode's config, and the loops that keep them in step.
 
-Beside it: one gateway's record and guards (`gateway_state`), the files (`statefiles`), what
-`/v1/models` lists (`public_view`), and room in a full registry (`admission`).
+Beside it: when each gateway is asked (`poll_loops`), its answers taken in and served on to
+followers (`intake`), models registered on request (`registrations`), one gateway's record and
+guards (`gateway_state`), the files (`statefiles`), what `/v1/models` lists (`public_view`), and
+room in a full registry (`admission`).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from functools import partial
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import anyio
-import anyio.lowlevel
 import structlog
 
 from sidecar.admission import Admission
 from sidecar.catalog import Catalog, ModelInfo
-from sidecar.gateway.client import GatewayError
-from sidecar.gateway_state import GatewayState, polls_ok, within_cap
+from sidecar.gateway_state import GatewayState, polls_ok
+from sidecar.intake import CatalogSource, Intake
 from sidecar.matching import MatchIndex
 from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
@@ -31,30 +32,15 @@ from sidecar.opencode.config import (
     rendered_model_ids,
     write_atomically,
 )
-from sidecar.polls import PollGate, PollResult
+from sidecar.poll_loops import LongPolledSource, follow_forever, poll_forever
+from sidecar.polls import PollResult
 from sidecar.public_view import PublicView, provider_catalog
+from sidecar.registrations import Registrations
 from sidecar.registry import Clock, NoSessions, Registry, SessionModels
-from sidecar.served import ServedCatalogs
 from sidecar.settings import Settings
 from sidecar.statefiles import StateFiles, StatePaths
 
 log = structlog.get_logger("sidecar.reconcile")
-
-
-# The least time between the starts of two long-polls of a hub: a hub that answers at once every
-# time (broken, or not holding requests) is asked once a second, not in a busy loop.
-MIN_LONG_POLL_GAP = 1.0
-
-
-class CatalogSource(Protocol):
-    async def fetch_catalog(self) -> Catalog: ...
-
-
-@runtime_checkable
-class LongPolledSource(Protocol):
-    """A hub (fleet mode): asked again as soon as it answers; it holds each request up to `wait`."""
-
-    async def long_poll(self, wait: float) -> Catalog: ...
 
 
 class ConfigListener(Protocol):
@@ -99,16 +85,20 @@ class Reconciler:
         self.registry = Registry(saved, settings.max_registered, clock)
         # What the config on disk holds (or the write in flight), per gateway.
         self.registered = self.registry.models
-        self._admission = Admission(self.registry, sessions, clock, self._default_models)
-        # For /metrics: polls by gateway and outcome, config writes by result.
-        self.polls: Counter[tuple[str, str]] = Counter()
-        self.writes = self._files.writes
         self._lock = anyio.Lock()
-        self._gate = PollGate(self._poll_and_serve)
+        admission = Admission(self.registry, sessions, clock, self._default_models)
+        self._registrations = Registrations(
+            self.registry, admission, self._lock, self._publish, model=self.model, ref_of=self.ref_of
+        )
+        self._intake = Intake(
+            settings, sources, self.gateways, self.registry, self._lock, self._publish,
+            written=lambda: self.config_on_disk and not self._files.failed,
+        )
+        # For /metrics: polls by gateway and outcome, config writes by result.
+        self.polls = self._intake.polls
+        self.writes = self._files.writes
         # Each gateway's good list as `/v1/catalogs` serves it to the sidecars following this one.
-        self.served = ServedCatalogs(self.gateways)
-        for gateway_id in self.gateways:
-            self._serve(gateway_id)
+        self.served = self._intake.served
         self._wake = anyio.Event()
         self._base_dirty = False
         self._view = PublicView(self._provider_catalogs(), self.default_provider)
@@ -178,137 +168,31 @@ class Reconciler:
 
     async def refresh(self, gateway_id: str) -> PollResult:
         """A poll of `gateway_id` that starts after this call, shared with callers at the same time."""
-        return await self._gate.poll(gateway_id)
+        return await self._intake.refresh(gateway_id)
 
-    async def _poll_and_serve(self, gateway_id: str) -> PollResult:
-        result = await self._poll(gateway_id)
-        if result.ok:
-            self._serve(gateway_id)
-        return result
-
-    async def _take_and_serve(self, gateway_id: str, got: Catalog | GatewayError) -> PollResult:
-        """A hub's answer applied, and served on to sidecars following this one (a chain of hubs)."""
-        result = await self._take(gateway_id, got)
-        if result.ok:
-            self._serve(gateway_id)
-        return result
-
-    def _serve(self, gateway_id: str) -> None:
-        """Hand the gateway's good list to `/v1/catalogs` (its waiters woken when it changed): the
-        list as held after the cap and the shrink guard, without the models registered on request."""
-        state = self.gateways[gateway_id]
-        if state.last_success is None and not state.restored:
-            return  # no good list yet: served as 503
-        # The gateway client's wildcard routes (LiteLLM's `openai/*`); a source without them has none.
-        routes = getattr(self._sources.get(gateway_id), "routes", ())
-        self.served.update(gateway_id, state.catalog, routes)
-
-    async def _poll(self, gateway_id: str) -> PollResult:
-        got: Catalog | GatewayError
-        try:
-            got = await self._sources[gateway_id].fetch_catalog()
-        except GatewayError as exc:
-            got = exc
-        return await self._take(gateway_id, got)
-
-    async def _take(self, gateway_id: str, got: Catalog | GatewayError) -> PollResult:
-        """A poll's outcome applied: a failure keeps the last good list; a list passes the guards."""
-        state = self.gateways[gateway_id]
-        if isinstance(got, GatewayError):
-            self.polls[gateway_id, "failed"] += 1
-            state.last_poll_ok, state.last_error = False, str(got)
-            log.warning("gateway.poll_failed", gateway=gateway_id, error=str(got), kept_models=len(state.catalog))
-            return PollResult(gateway_id, ok=False, models=len(state.catalog), error=str(got))
-        catalog = within_cap(got, self._settings.max_models)
-        now = time.time()
-        state.last_poll_ok, state.last_error, state.last_success = True, None, now
-        unchanged = PollResult(gateway_id, ok=True, models=len(state.catalog))
-        if not len(catalog):
-            log.warning("gateway.list_empty", gateway=gateway_id, kept_models=len(state.catalog))
-        settings = self._settings
-        if state.held_by_shrink_guard(
-            gateway_id, catalog, threshold=settings.shrink_threshold, confirmations=settings.shrink_confirmations
-        ):
-            self.polls[gateway_id, "held"] += 1
-            return unchanged
-        if not len(catalog) and not len(state.catalog):
-            self.polls[gateway_id, "unchanged"] += 1
-            return unchanged
-        state.catalog_time, state.restored = now, False
-        state.note_cap(gateway_id, catalog, settings.max_models)
-        if catalog.same_models(state.catalog) and self.config_on_disk and not self._files.failed:
-            state.catalog = catalog  # the same models; how many the gateway lists may have changed
-            self.polls[gateway_id, "unchanged"] += 1
-            log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
-            return PollResult(gateway_id, ok=True, models=len(catalog))
-        self.polls[gateway_id, "changed"] += 1
-        added = tuple(sorted(set(catalog.ids) - set(state.catalog.ids)))
-        removed = tuple(sorted(set(state.catalog.ids) - set(catalog.ids)))
-        log.info("catalog.changed", gateway=gateway_id, models=len(catalog), added=len(added), removed=len(removed))
-        async with self._lock:
-            now_listed = self.registry.drop_listed(gateway_id, catalog)
-            if now_listed:
-                log.info("registry.now_listed", gateway=gateway_id, models=now_listed)
-            state.catalog = catalog
-            await self._publish()
-        return PollResult(gateway_id, ok=True, changed=True, models=len(catalog), added=added, removed=removed)
-
-    # --- the registry -------------------------------------------------------------------------
+    # --- the registry (sidecar/registrations.py) ---------------------------------------------
 
     def known(self, ref: ModelRef) -> ModelInfo | None:
-        """The model as opencode has it, unless the next write evicts it (then it is registered again)."""
-        return None if self.registry.leaving(ref) else self.model(ref)
+        return self._registrations.known(ref)
 
     def note_used(self, ref: ModelRef) -> None:
-        """A resolve asked for `ref`: the least recently used registered model is evicted first."""
-        self.registry.touch(ref)
+        self._registrations.note_used(ref)
 
     async def register(self, ref: ModelRef) -> ModelInfo:
-        """Add a model its gateway doesn't list. Registrations arriving while a write is in flight
-        share the next one; at SIDECAR_MAX_REGISTERED the least recently used model that no session
-        uses is evicted in that same write, and RegistryFull is raised when every one is in use."""
-        known = self.known(ref)
-        if known is not None:
-            self.registry.touch(ref)
-            return known
-        model = ModelInfo(id=ref.model_id, display_name=ref.model_id, registered=True)
-        await self._admission.admit(ref, model)
-        await self._write_registry(self.registry.changes)
-        return self.model(ref) or model
+        return await self._registrations.register(ref)
+
+    async def unregister(self, listed_id: str) -> None:
+        await self._registrations.unregister(listed_id)
+
+    def is_registered(self, ref: ModelRef) -> bool:
+        return self._registrations.is_registered(ref)
+
+    async def unregister_ref(self, ref: ModelRef) -> bool:
+        return await self._registrations.unregister_ref(ref)
 
     def _default_models(self) -> Iterable[object]:
         """The models a session that names none uses: never evicted."""
         return (self._settings.default_model_ref(), self.base_config.get("model"), self.base_config.get("small_model"))
-
-    async def _write_registry(self, changes: int) -> None:
-        """Write the registry once it holds `changes`: a write already carrying them is waited for,
-        and changes made while one is in flight share the next one (one write, one reload per
-        directory, for any number of registrations arriving together)."""
-        async with self._lock:
-            if self.registry.written >= changes:
-                return
-            # Registrations made in this same turn of the loop join this write.
-            await anyio.lowlevel.checkpoint()
-            self.registry.written = self.registry.apply_pending()
-            await self._publish()
-
-    async def unregister(self, listed_id: str) -> None:
-        ref = self.ref_of(listed_id)
-        if ref is not None:
-            await self.unregister_ref(ref)
-
-    def is_registered(self, ref: ModelRef) -> bool:
-        """Registered on request (not listed by its gateway), and written."""
-        return ref.model_id in self.registered.get(ref.provider_id, {})
-
-    async def unregister_ref(self, ref: ModelRef) -> bool:
-        """Drop a registered model; whether it was one."""
-        async with self._lock:
-            if self.registered.get(ref.provider_id, {}).pop(ref.model_id, None) is None:
-                return False
-            log.info("registry.removed", gateway=ref.provider_id, model=ref.model_id)
-            await self._publish()
-            return True
 
     # --- the operator's config ----------------------------------------------------------------
 
@@ -363,16 +247,17 @@ class Reconciler:
     # --- the loops ----------------------------------------------------------------------------
 
     async def run(self, poll_now: frozenset[str] = frozenset()) -> None:
-        """Poll each gateway at its own interval (those in `poll_now` at once); re-render at once
-        when the operator's config changes."""
+        """Poll each gateway at its own interval (those in `poll_now` at once), or follow its hub
+        (fleet mode); re-render at once when the operator's config changes."""
         async with anyio.create_task_group() as group:
             for gateway in self._settings.gateways:
                 first = 0.0 if gateway.id in poll_now else None
                 source = self._sources[gateway.id]
                 if isinstance(source, LongPolledSource):
-                    group.start_soon(self._follow_forever, gateway.id, source, gateway.poll_interval)
+                    take = partial(self._intake.take_in_turn, gateway.id)
+                    group.start_soon(follow_forever, source, gateway.poll_interval, take, self._clock, self._sleep)
                 else:
-                    group.start_soon(self._poll_forever, gateway.id, gateway.poll_interval, first)
+                    group.start_soon(poll_forever, partial(self.poll_once, gateway.id), gateway.poll_interval, first)
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -381,28 +266,3 @@ class Reconciler:
                     if self.reload_base_config():
                         log.info("base_config.changed", path=str(self._settings.base_config))
                         await self.publish()
-
-    async def _poll_forever(self, gateway_id: str, interval: float, first_delay: float | None = None) -> None:
-        await anyio.sleep(interval if first_delay is None else first_delay)
-        while True:
-            await self.poll_once(gateway_id)
-            await anyio.sleep(interval)
-
-    async def _follow_forever(self, gateway_id: str, source: LongPolledSource, interval: float) -> None:
-        """Fleet mode: the next long-poll goes out as soon as the hub answers (it holds each for
-        up to `interval`: the wait is the interval); after a failure, the interval, as a gateway's
-        poll waits it. The first goes out at once: it carries the version held, if any."""
-        started = -float("inf")
-        while True:
-            early = started + min(MIN_LONG_POLL_GAP, interval) - self._clock()
-            if early > 0:
-                await self._sleep(early)
-            started = self._clock()
-            got: Catalog | GatewayError
-            try:
-                got = await source.long_poll(interval)
-            except GatewayError as exc:
-                got = exc
-            result = await self._gate.take(gateway_id, partial(self._take_and_serve, gateway_id, got))
-            if not result.ok:
-                await self._sleep(interval)

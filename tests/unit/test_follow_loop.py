@@ -12,7 +12,8 @@ import pytest
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.gateway.client import GatewayError
-from sidecar.reconcile import MIN_LONG_POLL_GAP, Reconciler
+from sidecar.poll_loops import MIN_LONG_POLL_GAP
+from sidecar.reconcile import Reconciler
 from sidecar.settings import Settings
 from sidecar.statefiles import StatePaths
 
