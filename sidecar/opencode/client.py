@@ -20,6 +20,8 @@ from sidecar.registry import SessionsUnknown
 # evicts nothing: a model it cannot see unused is kept).
 SESSION_PAGE = 1000
 MAX_SESSION_PAGES = 100
+# Seconds an idle connection to opencode is kept for the next call.
+KEEPALIVE_EXPIRY = 60.0
 
 
 class OpencodeError(Exception):
@@ -36,6 +38,10 @@ class OpencodeClient:
             base_url=self.base_url,
             auth=httpx.BasicAuth("opencode", password) if password is not None else None,
             timeout=httpx.Timeout(10.0),
+            # One connection kept for the health checks (every 5 s by default): httpx's expiry of
+            # 5 s closed it just before each next check, and a new connection each time cost more
+            # of our CPU than the check itself. opencode may close it first; httpx then opens anew.
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
             transport=transport,
         )
 
