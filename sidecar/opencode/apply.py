@@ -34,8 +34,13 @@ log = structlog.get_logger("sidecar.apply")
 
 # An abort this soon after a reload of its directory is counted as the reload's doing.
 ABORT_WINDOW = 10.0
-# How often the applier looks again when nothing woke it: busy directories, a restarted child.
+# How often the applier looks again when nothing woke it while work is outstanding: busy
+# directories, ones backing off, a config not yet confirmed.
 RECHECK_INTERVAL = 1.0
+# ... and when none is: whatever makes work wakes it (a new config, a directory seen, an idle
+# event, a new process's event stream saying `server.connected`); this is only a safety net. A look
+# every second cost an idle sidecar a wake-up a second for nothing (issue 19).
+IDLE_RECHECK = 30.0
 # How often a refresh looks whether the directories are reloaded yet.
 SETTLED_CHECK = 0.05
 
@@ -111,6 +116,9 @@ class Applier:
         if self._on_event is not None:
             self._on_event(event)
         directory, kind = event_directory_and_type(event)
+        if kind == "server.connected":
+            # The stream (re)connected: maybe to a new process, which the loop takes in.
+            self._wake.set()
         if kind == "session.status" and (session := event_session(event)) is not None:
             # opencode's busy status now covers a prompt the pass-through started there.
             self.gate.session_reported(session)
@@ -220,9 +228,15 @@ class Applier:
                         await self._confirm_where_reloaded(self._child.generation)
                 except (OpencodeError, httpx.HTTPError) as exc:
                     log.warning("opencode.reload_failed", error=str(exc) or type(exc).__name__)
-                # Woken by a new config or an idle event; the timeout also notices a new process
-                # and a directory whose backoff has run out.
-                await self._wait_for_work(self._recheck)
+                # Woken by a new config, an idle event or a new process's stream; the timeout also
+                # notices a directory whose backoff has run out.
+                await self._wait_for_work(self._recheck if self._outstanding() else max(self._recheck, IDLE_RECHECK))
+
+    def _outstanding(self) -> bool:
+        """Whether there is work that a timer, not an event, may make ready (a busy directory's or a
+        failed one's retry; a confirmation)."""
+        dirs = self._dirs
+        return bool(dirs.pending or dirs.unverified or dirs.deferred) or bool(self.version and not self.applied)
 
     async def _wait_for_work(self, timeout: float) -> None:
         async with anyio.create_task_group() as group:

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sidecar.naming import ModelRef
-from sidecar.opencode.apply import ABORT_WINDOW, Applier, DirectoryUnusable
+from sidecar.opencode.apply import ABORT_WINDOW, IDLE_RECHECK, Applier, DirectoryUnusable
 from sidecar.opencode.client import OpencodeError
 from sidecar.opencode.confirm import CONFIRM_ATTEMPTS
 from sidecar.opencode.events import event_directory_and_type
@@ -34,6 +34,7 @@ class FakeClock:
         self.now = 1000.0
         self.held = held
         self.sleeps = 0
+        self.asked: list[float] = []  # each wait's length
         self._moved = anyio.Event()
 
     def __call__(self) -> float:
@@ -41,6 +42,7 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps += 1
+        self.asked.append(seconds)
         if not self.held:
             self.now += seconds
             await anyio.lowlevel.checkpoint()
@@ -189,6 +191,24 @@ async def test_new_process_is_confirmed_without_reload(tmp_path: Path) -> None:
         assert not applier.applied
         await wait_until(lambda: applier.applied)
         assert len(opencode.disposed) == reloads
+        group.cancel_scope.cancel()
+
+
+async def test_idle_the_applier_waits_long_and_a_new_process_stream_wakes_it(tmp_path: Path) -> None:
+    clock = FakeClock(held=True)  # time moves only when said: it never does here
+    applier, opencode, child = make(tmp_path, clock)
+    opencode.models = {"m1"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier, clock)
+        applier.config_written({"litellm": {"m1"}})
+        await wait_until(lambda: applier.applied)
+        # Nothing outstanding: not a look every second (RECHECK_INTERVAL) but the safety net's.
+        await wait_until(lambda: clock.asked[-1] == IDLE_RECHECK)
+        child.generation += 1  # opencode crashed and came back, reading the file as it started
+        opencode.loaded_models = {str(tmp_path / "a"): {"m1"}}
+        assert not applier.applied
+        applier.note_event({"directory": "global", "payload": {"type": "server.connected", "properties": {}}})
+        await wait_until(lambda: applier.applied)
         group.cancel_scope.cancel()
 
 
