@@ -30,6 +30,7 @@ from sidecar.opencode.config import (
     rendered_model_ids,
     write_atomically,
 )
+from sidecar.memory import release_free_memory
 from sidecar.polls import PollGate, PollResult
 from sidecar.public_view import PublicView, provider_catalog
 from sidecar.registry import Clock, NoSessions, Registry, SessionModels
@@ -198,6 +199,8 @@ class Reconciler:
                 log.info("registry.now_listed", gateway=gateway_id, models=now_listed)
             state.catalog = catalog
             await self._publish()
+        # What reading, comparing and rendering the new list allocated is freed now (memory.py).
+        release_free_memory()
         return PollResult(gateway_id, ok=True, changed=True, models=len(catalog), added=added, removed=removed)
 
     # --- the registry -------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import httpx
 import structlog
 
 from sidecar.directories import check_directory
+from sidecar.memory import release_free_memory
 from sidecar.naming import ModelRef
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.client import OpencodeClient, OpencodeError
@@ -67,7 +68,9 @@ class Applier:
         activity: ReloadActivity | None = None,
         prompt_wait: float = PROMPT_WAIT,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        release: Callable[[], object] = release_free_memory,
     ) -> None:
+        self._release = release
         # Told of every event of opencode's stream too (sidecar/failing.py reads models' refusals).
         self._on_event = on_event
         # Shared with the child's health check: what makes opencode read its config is marked there.
@@ -212,6 +215,7 @@ class Applier:
             # Which directories opencode has loaded, and when their sessions go idle.
             group.start_soon(follow_events, self._client, self._child, self.note_event, self._sleep)
             seen_generation = 0
+            released = 0
             while True:
                 await self._child.wait_healthy()
                 generation = self._child.generation
@@ -228,6 +232,11 @@ class Applier:
                         await self._confirm_where_reloaded(self._child.generation)
                 except (OpencodeError, httpx.HTTPError) as exc:
                     log.warning("opencode.reload_failed", error=str(exc) or type(exc).__name__)
+                if self.version != released and not self._outstanding():
+                    # A new config is applied: what reading opencode's answers allocated is freed
+                    # now (memory.py).
+                    released = self.version
+                    self._release()
                 # Woken by a new config, an idle event or a new process's stream; the timeout also
                 # notices a directory whose backoff has run out.
                 await self._wait_for_work(self._recheck if self._outstanding() else max(self._recheck, IDLE_RECHECK))

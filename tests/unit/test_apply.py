@@ -108,7 +108,7 @@ class FakeChild:
 
 
 def make(
-    tmp_path: Path, clock: FakeClock | None = None, **settings: Any
+    tmp_path: Path, clock: FakeClock | None = None, release: Callable[[], object] = lambda: None, **settings: Any
 ) -> tuple[Applier, FakeOpencode, FakeChild]:
     clock = clock or FakeClock()
     opencode, child = FakeOpencode(clock), FakeChild()
@@ -116,7 +116,7 @@ def make(
     applier = Applier(
         opencode, child, tmp_path / "a",  # type: ignore[arg-type]
         max_directories=config.max_directories, reload=config.reload, reload_timeout=config.reload_timeout,
-        recheck_interval=1.0, clock=clock, sleep=clock.sleep,
+        recheck_interval=1.0, clock=clock, sleep=clock.sleep, release=release,
     )
     return applier, opencode, child
 
@@ -209,6 +209,26 @@ async def test_idle_the_applier_waits_long_and_a_new_process_stream_wakes_it(tmp
         assert not applier.applied
         applier.note_event({"directory": "global", "payload": {"type": "server.connected", "properties": {}}})
         await wait_until(lambda: applier.applied)
+        group.cancel_scope.cancel()
+
+
+async def test_freed_memory_is_given_back_once_per_config_applied(tmp_path: Path) -> None:
+    clock = FakeClock()
+    released: list[bool] = []
+    applier, opencode, _ = make(tmp_path, clock, release=lambda: released.append(applier.applied))
+    opencode.models = {"m1"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier, clock)
+        assert released == []  # nothing applied yet: nothing read
+        applier.config_written({"litellm": {"m1"}})
+        await wait_until(lambda: released)
+        await passes(clock)  # idle wake-ups give nothing back again
+        assert released == [True]
+        opencode.models = {"m1", "m2"}
+        applier.config_written({"litellm": {"m1", "m2"}})
+        await wait_until(lambda: len(released) == 2)
+        await passes(clock)
+        assert released == [True, True]
         group.cancel_scope.cancel()
 
 
