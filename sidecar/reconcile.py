@@ -99,7 +99,7 @@ class Reconciler:
     @property
     def config_on_disk(self) -> bool:
         """This run has written opencode's config (what a pod waits for before starting opencode)."""
-        return self._files.config_text is not None
+        return self._files.config_digest is not None
 
     @property
     def last_write_error(self) -> str | None:
