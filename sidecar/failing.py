@@ -205,6 +205,11 @@ class FailingModels:
         waiting.sort(key=lambda item: (item[1].next_try, item[0].provider_id, item[0].model_id))
         return [ref for ref, _ in waiting[:limit]]
 
+    @property
+    def first_retry(self) -> float:
+        """Seconds from a mark to its first retry."""
+        return self._initial
+
     def next_due(self) -> float | None:
         return min((mark.next_try for mark in self._marks.values()), default=None)
 
@@ -247,7 +252,12 @@ async def retry_failing(
                     group.start_soon(_retry_one, failing, probe, ref)
             continue
         upcoming = failing.next_due()
-        await sleep(tick if upcoming is None else max(0.0, min(tick, upcoming - clock())))
+        if upcoming is None:
+            # Nothing marked: a mark made meanwhile is first due this long after it is made, so
+            # sleeping as long delays no retry (and spares an idle sidecar a wake-up a second).
+            await sleep(max(tick, failing.first_retry))
+            continue
+        await sleep(max(0.0, min(tick, upcoming - clock())))
 
 
 def probe_served(outcome: tuple[int | None, str] | None) -> bool:

@@ -19,6 +19,7 @@ import structlog
 from sidecar.catalog import Catalog
 from sidecar.gateway.client import GatewayError
 from sidecar.gateway_state import GatewayState, within_cap
+from sidecar.memory import release_free_memory
 from sidecar.polls import PollGate, PollResult
 from sidecar.registry import Registry
 from sidecar.served import ServedCatalogs
@@ -139,4 +140,6 @@ class Intake:
                 log.info("registry.now_listed", gateway=gateway_id, models=now_listed)
             state.catalog = catalog
             await self._publish()
+        # What reading, comparing and rendering the new list allocated is freed now (memory.py).
+        release_free_memory()
         return PollResult(gateway_id, ok=True, changed=True, models=len(catalog), added=added, removed=removed)

@@ -111,7 +111,7 @@ class Reconciler:
         in catalog-only mode, which writes none, its saved lists."""
         if self._settings.catalog_only:
             return self._files.saved
-        return self._files.config_text is not None
+        return self._files.config_digest is not None
 
     @property
     def last_write_error(self) -> str | None:

@@ -7,6 +7,7 @@ Claiming the directory itself (its lock and modes) is `statedir`'s job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
@@ -54,8 +55,10 @@ class StateFiles:
     def __init__(self, paths: StatePaths, write: Callable[[Path, str], None] = write_atomically) -> None:
         self.paths = paths
         self._write = write
-        self._written: dict[Path, str] = {}
-        self.config_text: str | None = None  # the config this run wrote
+        # Digests of what this run wrote, not the texts: at 10,000 models the config is 1.9 MiB
+        # and a saved list 0.7, kept for nothing but the next comparison (issue 19).
+        self._written: dict[Path, bytes] = {}
+        self.config_digest: bytes | None = None  # of the config this run wrote
         # A write that failed (a read-only or full state dir) is tried again by the next one.
         self.failed = False
         self.saved = False  # a write went through this run
@@ -114,14 +117,16 @@ class StateFiles:
             {gid: json.loads(Catalog(models.values()).to_json()) for gid, models in registered.items() if models},
             indent=1,
         )
-        changed = {path: content for path, content in state.items() if self._written.get(path) != content}
+        digests = {path: _digest(content) for path, content in state.items()}
+        changed = {path: content for path, content in state.items() if self._written.get(path) != digests[path]}
+        config_digest = None if config_text is None else _digest(config_text)
         try:
             if changed:
                 # The saved lists can change while the config stays the same (a registered model
                 # that the gateway now lists).
                 await anyio.to_thread.run_sync(self._write_files, changed)
-                self._written.update(changed)
-            if config_text is not None and config_text != self.config_text:
+                self._written.update((path, digests[path]) for path in changed)
+            if config_digest is not None and config_digest != self.config_digest:
                 await anyio.to_thread.run_sync(self._write, self.paths.config, config_text)
         except OSError as exc:
             # The old files stay whole (each write is a rename); opencode and /v1/models keep
@@ -136,15 +141,19 @@ class StateFiles:
             log.info("state.write_recovered", path=str(self.paths.state_dir))
         self.failed, self.last_error = False, None
         self.saved = True
-        if config_text is None or config_text == self.config_text:
+        if config_digest is None or config_digest == self.config_digest:
             return "unchanged"
         self.writes["written"] += 1
-        self.config_text = config_text
+        self.config_digest = config_digest
         return "written"
 
     def _write_files(self, files: dict[Path, str]) -> None:
         for path, content in files.items():
             self._write(path, content)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def without_unusable_ids(catalog: Catalog, path: Path, gateway_id: str) -> Catalog:

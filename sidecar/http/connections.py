@@ -154,6 +154,15 @@ class ConnectionTable(Generic[C]):
                 late.append((conn, reason))
         return late
 
+    def next_deadline(self) -> float | None:
+        """When the first connection in the table falls due, if one can: the oldest of each phase."""
+        heads = [
+            next(iter(phase.values())) + timeout
+            for phase, timeout in ((self._waiting, self.limits.header_timeout), (self._body, self.limits.body_timeout))
+            if phase
+        ]
+        return min(heads, default=None)
+
     def _forget_from_other_phases(self, conn: C) -> bool:
         """Whether the connection was in the table (one closing or evicted is not put back)."""
         if self._waiting.pop(conn, None) is not None:

@@ -17,8 +17,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
-import aiohttp
-
 from sidecar.errors import HttpError
 from sidecar.http.connections import GATEWAY_CONNECTIONS, HOP_BY_HOP as CONNECTION_HEADERS
 from sidecar.http.view import GatewayUpstream
@@ -247,6 +245,8 @@ def failure(
             f"all {exc.connections} connections from the sidecar to the gateways are busy; retry shortly",
             headers={"retry-after": "1"},
         )
+    import aiohttp  # imported already by the exchange that failed (gateway_proxy.py imports it late)
+
     # aiohttp's two timeouts are both ServerTimeoutError: the connect's, and sock_read's (the idle one).
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return HttpError(504, f"gateway {gateway!r} did not accept a connection within {connect_timeout:g} s")

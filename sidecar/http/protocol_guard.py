@@ -40,8 +40,10 @@ from sidecar.http.errors import error_document
 
 log = structlog.get_logger("sidecar.api")
 
-# How often deadlines are checked: a connection is closed at most this late.
-SWEEP_INTERVAL = 0.25
+# The sweep sleeps until the first deadline in the table, so that an idle server is not woken for
+# nothing (a sweep every 0.25 s was four wake-ups a second, idle), but at least this long: a
+# flood's deadlines are closed in batches, each at most this late.
+SWEEP_GRAIN = 0.1
 # The most a request line and headers may take together. h11's bound was 16 KiB; browsers send up
 # to ~8 KiB of cookies, and opencode's clients far less.
 MAX_HEAD_BYTES = 64 * 1024
@@ -58,6 +60,16 @@ def ignore_client_disconnect(app: ASGIApp) -> ASGIApp:
             pass  # a flood makes thousands a second: not even a debug line each
 
     return wrapped
+
+
+def next_sweep(now: float, deadline: float | None, limits: ConnectionLimits) -> float:
+    """Seconds from `now` to the next sweep (pure): to the table's first deadline, but no further
+    than the shortest timeout, since a connection stamped meanwhile falls due no sooner than that
+    from now; and no sooner than SWEEP_GRAIN."""
+    wake = now + min(limits.header_timeout, limits.body_timeout)
+    if deadline is not None:
+        wake = min(wake, deadline)
+    return max(wake - now, SWEEP_GRAIN)
 
 
 class ConnectionGuard:
@@ -78,9 +90,7 @@ class ConnectionGuard:
         """uvicorn's protocol factory (`uvicorn.Config(http=...)`)."""
         return GuardedProtocol(config, server_state, app_state, _loop, guard=self)
 
-    async def run(
-        self, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep, interval: float = SWEEP_INTERVAL
-    ) -> None:
+    async def run(self, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
         before, after = raise_open_file_limit()
         needed = open_files_needed(self.limits.max_connections, self.limits.max_streams, self.limits.max_websockets)
         log.info(
@@ -95,7 +105,7 @@ class ConnectionGuard:
             log.warning("api.open_files_short", open_files=after, needed=needed)
         while True:
             self.close_overdue()
-            await sleep(interval)
+            await sleep(next_sweep(self.clock(), self.table.next_deadline(), self.limits))
 
     def close_overdue(self) -> None:
         now = self.clock()

@@ -20,6 +20,7 @@ import httpx
 import structlog
 
 from sidecar.directories import check_directory
+from sidecar.memory import release_free_memory
 from sidecar.naming import ModelRef
 from sidecar.opencode.activity import ReloadActivity
 from sidecar.opencode.client import OpencodeClient, OpencodeError
@@ -34,8 +35,13 @@ log = structlog.get_logger("sidecar.apply")
 
 # An abort this soon after a reload of its directory is counted as the reload's doing.
 ABORT_WINDOW = 10.0
-# How often the applier looks again when nothing woke it: busy directories, a restarted child.
+# How often the applier looks again when nothing woke it while work is outstanding: busy
+# directories, ones backing off, a config not yet confirmed.
 RECHECK_INTERVAL = 1.0
+# ... and when none is: whatever makes work wakes it (a new config, a directory seen, an idle
+# event, a new process's event stream saying `server.connected`); this is only a safety net. A look
+# every second cost an idle sidecar a wake-up a second for nothing (issue 19).
+IDLE_RECHECK = 30.0
 # How often a refresh looks whether the directories are reloaded yet.
 SETTLED_CHECK = 0.05
 
@@ -62,7 +68,9 @@ class Applier:
         activity: ReloadActivity | None = None,
         prompt_wait: float = PROMPT_WAIT,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        release: Callable[[], object] = release_free_memory,
     ) -> None:
+        self._release = release
         # Told of every event of opencode's stream too (sidecar/failing.py reads models' refusals).
         self._on_event = on_event
         # Shared with the child's health check: what makes opencode read its config is marked there.
@@ -111,6 +119,9 @@ class Applier:
         if self._on_event is not None:
             self._on_event(event)
         directory, kind = event_directory_and_type(event)
+        if kind == "server.connected":
+            # The stream (re)connected: maybe to a new process, which the loop takes in.
+            self._wake.set()
         if kind == "session.status" and (session := event_session(event)) is not None:
             # opencode's busy status now covers a prompt the pass-through started there.
             self.gate.session_reported(session)
@@ -204,6 +215,7 @@ class Applier:
             # Which directories opencode has loaded, and when their sessions go idle.
             group.start_soon(follow_events, self._client, self._child, self.note_event, self._sleep)
             seen_generation = 0
+            released = 0
             while True:
                 await self._child.wait_healthy()
                 generation = self._child.generation
@@ -220,9 +232,20 @@ class Applier:
                         await self._confirm_where_reloaded(self._child.generation)
                 except (OpencodeError, httpx.HTTPError) as exc:
                     log.warning("opencode.reload_failed", error=str(exc) or type(exc).__name__)
-                # Woken by a new config or an idle event; the timeout also notices a new process
-                # and a directory whose backoff has run out.
-                await self._wait_for_work(self._recheck)
+                if self.version != released and not self._outstanding():
+                    # A new config is applied: what reading opencode's answers allocated is freed
+                    # now (memory.py).
+                    released = self.version
+                    self._release()
+                # Woken by a new config, an idle event or a new process's stream; the timeout also
+                # notices a directory whose backoff has run out.
+                await self._wait_for_work(self._recheck if self._outstanding() else max(self._recheck, IDLE_RECHECK))
+
+    def _outstanding(self) -> bool:
+        """Whether there is work that a timer, not an event, may make ready (a busy directory's or a
+        failed one's retry; a confirmation)."""
+        dirs = self._dirs
+        return bool(dirs.pending or dirs.unverified or dirs.deferred) or bool(self.version and not self.applied)
 
     async def _wait_for_work(self, timeout: float) -> None:
         async with anyio.create_task_group() as group:

@@ -29,7 +29,8 @@ BODY_TIMEOUT = 2.0
 MAX_CONNECTIONS = 200
 FLOOD = 1100
 OPEN_FILES = 1024
-# How late the sidecar may close an overdue connection (its sweep runs every 0.25 s; the machine is shared).
+# How late the sidecar may close an overdue connection (its sweep wakes at the first deadline, at most
+# 0.1 s late; the machine is shared).
 SLACK = 2.5
 
 

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from sidecar.naming import ModelRef
-from sidecar.opencode.apply import ABORT_WINDOW, Applier, DirectoryUnusable
+from sidecar.opencode.apply import ABORT_WINDOW, IDLE_RECHECK, Applier, DirectoryUnusable
 from sidecar.opencode.client import OpencodeError
 from sidecar.opencode.confirm import CONFIRM_ATTEMPTS
 from sidecar.opencode.events import event_directory_and_type
@@ -34,6 +34,7 @@ class FakeClock:
         self.now = 1000.0
         self.held = held
         self.sleeps = 0
+        self.asked: list[float] = []  # each wait's length
         self._moved = anyio.Event()
 
     def __call__(self) -> float:
@@ -41,6 +42,7 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps += 1
+        self.asked.append(seconds)
         if not self.held:
             self.now += seconds
             await anyio.lowlevel.checkpoint()
@@ -106,7 +108,7 @@ class FakeChild:
 
 
 def make(
-    tmp_path: Path, clock: FakeClock | None = None, **settings: Any
+    tmp_path: Path, clock: FakeClock | None = None, release: Callable[[], object] = lambda: None, **settings: Any
 ) -> tuple[Applier, FakeOpencode, FakeChild]:
     clock = clock or FakeClock()
     opencode, child = FakeOpencode(clock), FakeChild()
@@ -114,7 +116,7 @@ def make(
     applier = Applier(
         opencode, child, tmp_path / "a",  # type: ignore[arg-type]
         max_directories=config.max_directories, reload=config.reload, reload_timeout=config.reload_timeout,
-        recheck_interval=1.0, clock=clock, sleep=clock.sleep,
+        recheck_interval=1.0, clock=clock, sleep=clock.sleep, release=release,
     )
     return applier, opencode, child
 
@@ -189,6 +191,44 @@ async def test_new_process_is_confirmed_without_reload(tmp_path: Path) -> None:
         assert not applier.applied
         await wait_until(lambda: applier.applied)
         assert len(opencode.disposed) == reloads
+        group.cancel_scope.cancel()
+
+
+async def test_idle_the_applier_waits_long_and_a_new_process_stream_wakes_it(tmp_path: Path) -> None:
+    clock = FakeClock(held=True)  # time moves only when said: it never does here
+    applier, opencode, child = make(tmp_path, clock)
+    opencode.models = {"m1"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier, clock)
+        applier.config_written({"litellm": {"m1"}})
+        await wait_until(lambda: applier.applied)
+        # Nothing outstanding: not a look every second (RECHECK_INTERVAL) but the safety net's.
+        await wait_until(lambda: clock.asked[-1] == IDLE_RECHECK)
+        child.generation += 1  # opencode crashed and came back, reading the file as it started
+        opencode.loaded_models = {str(tmp_path / "a"): {"m1"}}
+        assert not applier.applied
+        applier.note_event({"directory": "global", "payload": {"type": "server.connected", "properties": {}}})
+        await wait_until(lambda: applier.applied)
+        group.cancel_scope.cancel()
+
+
+async def test_freed_memory_is_given_back_once_per_config_applied(tmp_path: Path) -> None:
+    clock = FakeClock()
+    released: list[bool] = []
+    applier, opencode, _ = make(tmp_path, clock, release=lambda: released.append(applier.applied))
+    opencode.models = {"m1"}
+    async with anyio.create_task_group() as group:
+        await start(group, applier, clock)
+        assert released == []  # nothing applied yet: nothing read
+        applier.config_written({"litellm": {"m1"}})
+        await wait_until(lambda: released)
+        await passes(clock)  # idle wake-ups give nothing back again
+        assert released == [True]
+        opencode.models = {"m1", "m2"}
+        applier.config_written({"litellm": {"m1", "m2"}})
+        await wait_until(lambda: len(released) == 2)
+        await passes(clock)
+        assert released == [True, True]
         group.cancel_scope.cancel()
 
 

@@ -112,3 +112,17 @@ def test_the_bound_fits_the_files_it_needs(max_connections: int) -> None:
     assert connections_that_fit(needed) == max_connections
     assert connections_that_fit(needed - 1) == max_connections - 1
     assert connections_that_fit(10) == 0
+
+
+def test_the_next_deadline_is_the_oldest_of_each_phase_by_its_timeout() -> None:
+    table: ConnectionTable[str] = ConnectionTable(LIMITS)
+    assert table.next_deadline() is None  # nothing open: nothing falls due
+    table.admit("a", 5.0)
+    table.admit("b", 7.0)
+    assert table.next_deadline() == 15.0  # a's headers, 10 s after it opened
+    table.body("a", 8.0)
+    assert table.next_deadline() == 17.0  # b's headers now; a's body is due at 38
+    table.busy("b")
+    assert table.next_deadline() == 38.0
+    table.forget("a")
+    assert table.next_deadline() is None  # the application at work for b: no deadline of the client's

@@ -178,6 +178,39 @@ def test_the_retry_loop_probes_at_most_a_few_at_once_and_clears_what_answers() -
     assert all(0 <= seconds <= 5 for seconds in slept)
 
 
+def test_the_retry_loop_sleeps_out_the_first_retry_while_nothing_is_marked_and_is_on_time_for_a_new_mark() -> None:
+    failing, clock = marks({GPT})
+    probed: list[float] = []
+    slept: list[float] = []
+
+    async def probe(ref: ModelRef) -> tuple[int | None, str] | None:
+        probed.append(clock.now)
+        return None
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # a refusal while the idle loop sleeps
+            clock.now += 3
+            failing.refused("litellm", "gpt-5.5", 404, NOT_FOUND)
+            clock.now += seconds - 3
+        else:
+            clock.now += seconds
+        if len(slept) == 5:
+            raise anyio.get_cancelled_exc_class()
+        await anyio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        with pytest.raises(anyio.get_cancelled_exc_class()):
+            await retry_failing(failing, probe, tick=1, clock=clock, sleep=sleep)
+
+    anyio.run(main)
+    # Idle, one sleep of the first retry's delay (not a wake-up a second); the mark made 3 s into it
+    # is probed when due, 3 s after that sleep, and nothing is left to probe.
+    assert slept[0] == failing.first_retry == 10
+    assert probed == [1000 + 3 + 10] and failing.get(GPT) is None
+    assert slept[1:] == [1, 1, 1, 10]
+
+
 def test_the_models_page_shows_the_mark_at_once_despite_its_cache() -> None:
     failing, _ = marks()
     catalog = Catalog([ModelInfo(id="gpt-5.5", display_name="GPT"), ModelInfo(id="other", display_name="Other")])

@@ -13,7 +13,14 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from sidecar.http.connections import ConnectionLimits
-from sidecar.http.protocol_guard import MAX_HEAD_BYTES, ConnectionGuard, GuardedProtocol, ignore_client_disconnect
+from sidecar.http.protocol_guard import (
+    MAX_HEAD_BYTES,
+    SWEEP_GRAIN,
+    ConnectionGuard,
+    GuardedProtocol,
+    ignore_client_disconnect,
+    next_sweep,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -260,3 +267,35 @@ async def test_body_bytes_never_count_against_the_head_bound() -> None:
     assert transport.written.startswith(b"HTTP/1.1 200") and b"%d" % (2 * size) in transport.written
     assert transport.written.count(b"HTTP/1.1 200") == 2 and not transport.closed
     await hang_up(protocol)
+
+
+def test_the_sweep_sleeps_to_the_first_deadline_within_the_shortest_timeout_and_at_least_a_grain() -> None:
+    limits = ConnectionLimits(3, header_timeout=10.0, body_timeout=30.0)
+    assert next_sweep(100.0, None, limits) == 10.0  # idle: one wake-up per header timeout
+    assert next_sweep(100.0, 104.0, limits) == 4.0
+    assert next_sweep(100.0, 125.0, limits) == 10.0  # what opens meanwhile is due no sooner
+    assert next_sweep(100.0, 100.01, limits) == SWEEP_GRAIN
+    assert next_sweep(100.0, 90.0, limits) == SWEEP_GRAIN
+
+
+async def test_the_sweep_wakes_when_a_connection_falls_due_and_not_every_quarter_second() -> None:
+    guard, clock, config = make_guard()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # half a request line, 2 s into the first sleep
+            clock.now += 2
+            connect(guard, config, 50001)[0].data_received(b"GET /li")
+            clock.now += seconds - 2
+        else:
+            clock.now += seconds
+        if len(slept) == 3:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await guard.run(sleep=sleep)
+    # Idle, 10 s; then to the connection's header deadline (opened at 102: due at 112), where the
+    # sweep closes it, and idle again.
+    assert slept == [10.0, 2.0, 10.0]
+    assert len(guard.table) == 0

@@ -3,6 +3,10 @@ split between our server and opencode's own routes, and its answer while the sid
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +21,8 @@ from sidecar.naming import ModelRef
 from tests.support.api_view import CatalogOf, ResolveWith, view_of
 
 pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CATALOG = Catalog([ModelInfo(id="claude-sonnet-4-5", display_name="Claude Sonnet 4.5", max_input_tokens=200000)])
 MCP_HEADERS = {"accept": "application/json, text/event-stream"}
@@ -68,8 +74,23 @@ async def ask_each(client: httpx.AsyncClient) -> list[dict[str, Any]]:
 async def test_opencode_keeps_its_own_mcp_routes(endpoint: McpEndpoint) -> None:
     async with client_of(endpoint) as client, endpoint.running():
         status = await client.get("/mcp", headers={"accept": "application/json"})
+        # The SDK is loaded by the first request for our MCP server, not by opencode's own.
+        assert not endpoint.loaded
+        await client.post("/mcp", json=call("list_models", {}), headers=MCP_HEADERS)
+        assert endpoint.loaded
     # The stand-in pass-through's answer: the request went to opencode, not to the MCP server.
     assert status.status_code == 404 and "no route for GET /mcp" in status.text
+
+
+def test_the_sidecar_does_not_import_the_mcp_sdk_or_aiohttp_until_they_are_used() -> None:
+    # ~24 MiB resident for the SDK: paid at the first MCP request (above), not by every sidecar.
+    code = (
+        "import sys; import sidecar.cli, sidecar.supervisor, sidecar.http.routes; "
+        "print(sorted(m for m in ('mcp', 'aiohttp') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=ROOT)
+    assert loaded.stdout.strip() == "[]"
 
 
 async def test_while_stopping_mcp_requests_are_answered_503(endpoint: McpEndpoint) -> None:

@@ -100,6 +100,19 @@ async def test_a_large_loss_is_held_a_small_one_and_growth_apply_at_once(tmp_pat
     assert await reconciler.poll_once() is True and len(reconciler.catalog) == 10
 
 
+async def test_freed_memory_is_given_back_after_a_changed_list_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[int] = []
+    monkeypatch.setattr("sidecar.intake.release_free_memory", lambda: released.append(len(listener.written)))
+    gateway = Gateway(*MODELS)
+    reconciler, listener = make(tmp_path, gateway)
+    assert await reconciler.poll_once() is True
+    assert released == [1]  # after the config is written
+    assert await reconciler.poll_once() is False  # unchanged: no per-change work, nothing to give back
+    gateway.ids = MODELS + ["m10"]
+    assert await reconciler.poll_once() is True
+    assert released == [1, 2]
+
+
 async def test_one_confirmation_turns_the_guard_off(tmp_path: Path) -> None:
     gateway = Gateway(*MODELS)
     reconciler, _ = make(tmp_path, gateway, shrink_confirmations=1)
