@@ -84,7 +84,7 @@ class FastReads:
         if scope["type"] == "http" and scope["method"] in OPEN_METHODS:
             try:
                 answer = self._answer(scope)
-            except Exception:  # noqa: BLE001 - the app answers it in its error shape, and logs it
+            except Exception:  # the app answers it, in its error shape, and logs it
                 answer = None
             if answer is not None:
                 status, headers, body = answer

@@ -60,10 +60,12 @@ FRAMING: dict[str, list[tuple[str, bytes]]] = {
     "two framings": [("content-length", b"3"), ("transfer-encoding", b"chunked")],
     "huge length": [("content-length", b"999999999")],
 }
+# opencode's `?auth_token=`: base64 of `user:password`, the key as the password.
+AUTH_TOKEN = "auth_token=" + base64.b64encode(f"opencode:{KEY}".encode()).decode()
 QUERIES = [
     "", "limit=1000", "limit=2&after_id=vendor/model-03", "before_id=vendor/model-05", "limit=0", "limit=x",
     "after_id=unknown", "after_id=vendor/model-01&before_id=vendor/model-05", "limit=3&limit=1", f"auth_token={KEY}",
-    "limit=%31",
+    AUTH_TOKEN, "limit=%31",
 ]
 
 
@@ -106,7 +108,7 @@ def targets(paths: list[str]) -> list[str]:
     """The pages' queries where there are pages; elsewhere only the key in the query."""
     found = []
     for path in paths:
-        queries = QUERIES if "models" in path.lower() else ["", f"auth_token={KEY}"]
+        queries = QUERIES if "models" in path.lower() else ["", AUTH_TOKEN]
         found += [f"{path}?{query}" if query else path for query in queries]
     return found
 
