@@ -31,16 +31,21 @@ from sidecar.http.pages import Prepared, parse_limit
 # (RefuseAmbiguousLength, BodyLimit).
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 # Distinct Host/Origin pairs and query strings remembered; a client that sends a new one each time
-# only evicts its own.
+# only evicts its own. Only short ones: a head may be 64 KiB (protocol_guard.MAX_HEAD_BYTES), and
+# 256 of those kept would be 16 MiB.
 _REMEMBERED = 256
+_SHORT = 512
 
 Page = tuple[int, str | None, str | None]
 
 
-@functools.lru_cache(maxsize=_REMEMBERED)
 def page_query(query_string: bytes) -> Page | None:
     """`(limit, after_id, before_id)` of a `/v1/models` query, read as Starlette reads it; None for
     a query the app must answer (an error)."""
+    return _read_page_query(query_string) if len(query_string) > _SHORT else _remembered_page_query(query_string)
+
+
+def _read_page_query(query_string: bytes) -> Page | None:
     params = QueryParams(query_string)
     after_id, before_id = params.get("after_id"), params.get("before_id")
     if after_id is not None and before_id is not None:
@@ -50,6 +55,9 @@ def page_query(query_string: bytes) -> Page | None:
     except HttpError:
         return None
     return limit, after_id, before_id
+
+
+_remembered_page_query = functools.lru_cache(maxsize=_REMEMBERED)(_read_page_query)
 
 
 class FastReads:
@@ -71,9 +79,8 @@ class FastReads:
         self._models_page = models_page
         self._readiness = readiness
         self._livez = _prepared(JSONResponse({"status": "ok"}))
-        self._browser_allowed = functools.lru_cache(maxsize=_REMEMBERED)(
-            lambda hosts, origins: policy.refusal(hosts, origins) is None
-        )
+        self._policy = policy
+        self._remembered_verdict = functools.lru_cache(maxsize=_REMEMBERED)(self._verdict)
 
     @property
     def routes(self) -> list[Any]:
@@ -140,6 +147,15 @@ class FastReads:
             body, headers = _prepared(JSONResponse(report))
             return (200 if report["ready"] else 503), headers, body
         return None  # /startupz and /metrics: rarely asked, the app answers
+
+    def _browser_allowed(self, hosts: tuple[str, ...], origins: tuple[str, ...]) -> bool:
+        """RefuseForeignBrowsers' verdict, remembered: nearly every request has the same headers."""
+        if sum(map(len, hosts)) + sum(map(len, origins)) > _SHORT:
+            return self._verdict(hosts, origins)
+        return self._remembered_verdict(hosts, origins)
+
+    def _verdict(self, hosts: tuple[str, ...], origins: tuple[str, ...]) -> bool:
+        return self._policy.refusal(hosts, origins) is None
 
     def _key_offered(self, keys: list[str], first_authorization: list[str | None]) -> bool:
         """What guards.authorised compares: the first x-api-key, the first Authorization if it is

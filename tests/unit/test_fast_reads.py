@@ -53,6 +53,9 @@ BROWSERS: dict[str, list[tuple[str, bytes]]] = {
     "listed origin": [("host", b"127.0.0.1:4097"), ("origin", b"https://app.example.com")],
     "foreign origin": [("host", b"127.0.0.1:4097"), ("origin", b"https://evil.example")],
     "null origin": [("host", b"127.0.0.1:4097"), ("origin", b"null")],
+    # Past what the front remembers: decided afresh each time, and alike.
+    "long foreign origin": [("host", b"127.0.0.1:4097"), ("origin", b"https://" + b"a" * 600 + b".example")],
+    "long listed host": [("host", b"sidecar.internal:4097"), ("x-pad", b"p"), ("host", b"x" * 600)],
 }
 FRAMING: dict[str, list[tuple[str, bytes]]] = {
     "none": [],
@@ -65,7 +68,7 @@ AUTH_TOKEN = "auth_token=" + base64.b64encode(f"opencode:{KEY}".encode()).decode
 QUERIES = [
     "", "limit=1000", "limit=2&after_id=vendor/model-03", "before_id=vendor/model-05", "limit=0", "limit=x",
     "after_id=unknown", "after_id=vendor/model-01&before_id=vendor/model-05", "limit=3&limit=1", f"auth_token={KEY}",
-    AUTH_TOKEN, "limit=%31",
+    AUTH_TOKEN, "limit=%31", "limit=5&pad=" + "x" * 600,
 ]
 
 
