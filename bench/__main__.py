@@ -40,6 +40,7 @@ MODULES = (
     "bench.streams",
     "bench.registrations",
     "bench.custody",
+    "bench.fleet",
 )
 
 

@@ -76,6 +76,7 @@ class Front(ThreadingHTTPServer):
         self._models = list(models)
         self._lock = threading.Lock()
         self.list_requests = 0
+        self.forwarded: Counter[str] = Counter()  # requests passed to LiteLLM, by path
         # A read timeout above the longest stream's gap between chunks; no proxy from the environment.
         self.http = httpx.Client(timeout=httpx.Timeout(10.0, read=120.0), trust_env=False)
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -129,6 +130,7 @@ class _FrontHandler(BaseHTTPRequestHandler):
         self._forward()
 
     def _forward(self) -> None:
+        self.server.forwarded[self.path.split("?")[0]] += 1
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {name: value for name, value in self.headers.items() if name.lower() not in _HOP}

@@ -225,6 +225,33 @@ class FailingCollector(Collector):
         yield gauge
 
 
+class ServedFeeds(Protocol):
+    """What `/v1/catalogs` serves (sidecar.served.ServedCatalogs): per gateway, the long-polls held
+    now and the versions served so far."""
+
+    def series(self) -> Iterable[tuple[str, int, int]]: ...  # (gateway, held, versions)
+
+
+class CatalogsCollector(Collector):
+    """A hub's followers: how many wait on each gateway's list now, and how often it changed."""
+
+    def __init__(self, served: ServedFeeds) -> None:
+        self._served = served
+
+    def collect(self) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            f"{PREFIX}_catalog_long_polls", "GET /v1/catalogs/{gateway} long-polls held now", labels=["gateway"]
+        )
+        versions = CounterMetricFamily(
+            f"{PREFIX}_catalog_versions", "Versions of each gateway's list served at /v1/catalogs", labels=["gateway"]
+        )
+        for gateway, waiting, count in self._served.series():
+            held.add_metric([gateway], waiting)
+            versions.add_metric([gateway], count)
+        yield held
+        yield versions
+
+
 class Metrics:
     """The sidecar's registry: its own, not the process-wide default, so tests can make many."""
 
@@ -246,6 +273,9 @@ class Metrics:
 
     def watch_failing(self, failing: FailingMarks) -> None:
         self.registry.register(FailingCollector(failing))
+
+    def watch_catalogs(self, served: ServedFeeds) -> None:
+        self.registry.register(CatalogsCollector(served))
 
     def observe_resolve(self, seconds: float, outcome: str) -> None:
         self.resolve_seconds.labels(outcome=outcome).observe(seconds)

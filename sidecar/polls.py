@@ -61,3 +61,10 @@ class PollGate:
             turns.started += 1
             turns.last = await self._poll(gateway_id)
             return turns.last
+
+    async def take(self, gateway_id: str, work: Callable[[], Awaitable[PollResult]]) -> PollResult:
+        """Apply an answer asked for before (a hub's long-poll, held while a refresh may have asked
+        since) in its turn, without counting as a poll a refresh could share: it did not start after one."""
+        turns = self._turns.setdefault(gateway_id, _Turns())
+        async with turns.lock:
+            return await work()

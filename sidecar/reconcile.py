@@ -1,25 +1,27 @@
-"""The sync loop: poll each gateway, keep its last good catalog, render and write opencode's config.
+"""The sync loop: each gateway's last good catalog and the models registered for it, rendered and
+written as opencode's config, and the loops that keep them in step.
 
-Beside it: one gateway's record and guards (`gateway_state`), the files (`statefiles`), what
-`/v1/models` lists (`public_view`), and room in a full registry (`admission`).
+Beside it: when each gateway is asked (`poll_loops`), its answers taken in and served on to
+followers (`intake`), models registered on request (`registrations`), one gateway's record and
+guards (`gateway_state`), the files (`statefiles`), what `/v1/models` lists (`public_view`), and
+room in a full registry (`admission`).
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import anyio.lowlevel
 import structlog
 
 from sidecar.admission import Admission
 from sidecar.catalog import Catalog, ModelInfo
-from sidecar.gateway.client import GatewayError
-from sidecar.gateway_state import GatewayState, polls_ok, within_cap
+from sidecar.gateway_state import GatewayState, polls_ok
+from sidecar.intake import CatalogSource, Intake
 from sidecar.matching import MatchIndex
 from sidecar.naming import ModelRef
 from sidecar.opencode.config import (
@@ -30,17 +32,15 @@ from sidecar.opencode.config import (
     rendered_model_ids,
     write_atomically,
 )
-from sidecar.polls import PollGate, PollResult
+from sidecar.poll_loops import LongPolledSource, follow_forever, poll_forever
+from sidecar.polls import PollResult
 from sidecar.public_view import PublicView, provider_catalog
+from sidecar.registrations import Registrations
 from sidecar.registry import Clock, NoSessions, Registry, SessionModels
 from sidecar.settings import Settings
 from sidecar.statefiles import StateFiles, StatePaths
 
 log = structlog.get_logger("sidecar.reconcile")
-
-
-class CatalogSource(Protocol):
-    async def fetch_catalog(self) -> Catalog: ...
 
 
 class ConfigListener(Protocol):
@@ -65,8 +65,10 @@ class Reconciler:
         write: Callable[[Path, str], None] = write_atomically,
         sessions: SessionModels = NoSessions(),
         clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._settings = settings
+        self._clock, self._sleep = clock, sleep
         self._sources = sources
         self._listener = listener
         self.paths = paths
@@ -83,12 +85,20 @@ class Reconciler:
         self.registry = Registry(saved, settings.max_registered, clock)
         # What the config on disk holds (or the write in flight), per gateway.
         self.registered = self.registry.models
-        self._admission = Admission(self.registry, sessions, clock, self._default_models)
-        # For /metrics: polls by gateway and outcome, config writes by result.
-        self.polls: Counter[tuple[str, str]] = Counter()
-        self.writes = self._files.writes
         self._lock = anyio.Lock()
-        self._gate = PollGate(self._poll)
+        admission = Admission(self.registry, sessions, clock, self._default_models)
+        self._registrations = Registrations(
+            self.registry, admission, self._lock, self._publish, model=self.model, ref_of=self.ref_of
+        )
+        self._intake = Intake(
+            settings, sources, self.gateways, self.registry, self._lock, self._publish,
+            written=lambda: self.config_on_disk and not self._files.failed,
+        )
+        # For /metrics: polls by gateway and outcome, config writes by result.
+        self.polls = self._intake.polls
+        self.writes = self._files.writes
+        # Each gateway's good list as `/v1/catalogs` serves it to the sidecars following this one.
+        self.served = self._intake.served
         self._wake = anyio.Event()
         self._base_dirty = False
         self._view = PublicView(self._provider_catalogs(), self.default_provider)
@@ -97,7 +107,10 @@ class Reconciler:
 
     @property
     def config_on_disk(self) -> bool:
-        """This run has written opencode's config (what a pod waits for before starting opencode)."""
+        """This run has written opencode's config (what a pod waits for before starting opencode);
+        in catalog-only mode, which writes none, its saved lists."""
+        if self._settings.catalog_only:
+            return self._files.saved
         return self._files.config_text is not None
 
     @property
@@ -155,107 +168,31 @@ class Reconciler:
 
     async def refresh(self, gateway_id: str) -> PollResult:
         """A poll of `gateway_id` that starts after this call, shared with callers at the same time."""
-        return await self._gate.poll(gateway_id)
+        return await self._intake.refresh(gateway_id)
 
-    async def _poll(self, gateway_id: str) -> PollResult:
-        state = self.gateways[gateway_id]
-        try:
-            catalog = await self._sources[gateway_id].fetch_catalog()
-        except GatewayError as exc:
-            self.polls[gateway_id, "failed"] += 1
-            state.last_poll_ok, state.last_error = False, str(exc)
-            log.warning("gateway.poll_failed", gateway=gateway_id, error=str(exc), kept_models=len(state.catalog))
-            return PollResult(gateway_id, ok=False, models=len(state.catalog), error=str(exc))
-        catalog = within_cap(catalog, self._settings.max_models)
-        now = time.time()
-        state.last_poll_ok, state.last_error, state.last_success = True, None, now
-        unchanged = PollResult(gateway_id, ok=True, models=len(state.catalog))
-        if not len(catalog):
-            log.warning("gateway.list_empty", gateway=gateway_id, kept_models=len(state.catalog))
-        settings = self._settings
-        if state.held_by_shrink_guard(
-            gateway_id, catalog, threshold=settings.shrink_threshold, confirmations=settings.shrink_confirmations
-        ):
-            self.polls[gateway_id, "held"] += 1
-            return unchanged
-        if not len(catalog) and not len(state.catalog):
-            self.polls[gateway_id, "unchanged"] += 1
-            return unchanged
-        state.catalog_time, state.restored = now, False
-        state.note_cap(gateway_id, catalog, settings.max_models)
-        if catalog.same_models(state.catalog) and self.config_on_disk and not self._files.failed:
-            state.catalog = catalog  # the same models; how many the gateway lists may have changed
-            self.polls[gateway_id, "unchanged"] += 1
-            log.debug("gateway.unchanged", gateway=gateway_id, models=len(catalog))
-            return PollResult(gateway_id, ok=True, models=len(catalog))
-        self.polls[gateway_id, "changed"] += 1
-        added = tuple(sorted(set(catalog.ids) - set(state.catalog.ids)))
-        removed = tuple(sorted(set(state.catalog.ids) - set(catalog.ids)))
-        log.info("catalog.changed", gateway=gateway_id, models=len(catalog), added=len(added), removed=len(removed))
-        async with self._lock:
-            now_listed = self.registry.drop_listed(gateway_id, catalog)
-            if now_listed:
-                log.info("registry.now_listed", gateway=gateway_id, models=now_listed)
-            state.catalog = catalog
-            await self._publish()
-        return PollResult(gateway_id, ok=True, changed=True, models=len(catalog), added=added, removed=removed)
-
-    # --- the registry -------------------------------------------------------------------------
+    # --- the registry (sidecar/registrations.py) ---------------------------------------------
 
     def known(self, ref: ModelRef) -> ModelInfo | None:
-        """The model as opencode has it, unless the next write evicts it (then it is registered again)."""
-        return None if self.registry.leaving(ref) else self.model(ref)
+        return self._registrations.known(ref)
 
     def note_used(self, ref: ModelRef) -> None:
-        """A resolve asked for `ref`: the least recently used registered model is evicted first."""
-        self.registry.touch(ref)
+        self._registrations.note_used(ref)
 
     async def register(self, ref: ModelRef) -> ModelInfo:
-        """Add a model its gateway doesn't list. Registrations arriving while a write is in flight
-        share the next one; at SIDECAR_MAX_REGISTERED the least recently used model that no session
-        uses is evicted in that same write, and RegistryFull is raised when every one is in use."""
-        known = self.known(ref)
-        if known is not None:
-            self.registry.touch(ref)
-            return known
-        model = ModelInfo(id=ref.model_id, display_name=ref.model_id, registered=True)
-        await self._admission.admit(ref, model)
-        await self._write_registry(self.registry.changes)
-        return self.model(ref) or model
+        return await self._registrations.register(ref)
+
+    async def unregister(self, listed_id: str) -> None:
+        await self._registrations.unregister(listed_id)
+
+    def is_registered(self, ref: ModelRef) -> bool:
+        return self._registrations.is_registered(ref)
+
+    async def unregister_ref(self, ref: ModelRef) -> bool:
+        return await self._registrations.unregister_ref(ref)
 
     def _default_models(self) -> Iterable[object]:
         """The models a session that names none uses: never evicted."""
         return (self._settings.default_model_ref(), self.base_config.get("model"), self.base_config.get("small_model"))
-
-    async def _write_registry(self, changes: int) -> None:
-        """Write the registry once it holds `changes`: a write already carrying them is waited for,
-        and changes made while one is in flight share the next one (one write, one reload per
-        directory, for any number of registrations arriving together)."""
-        async with self._lock:
-            if self.registry.written >= changes:
-                return
-            # Registrations made in this same turn of the loop join this write.
-            await anyio.lowlevel.checkpoint()
-            self.registry.written = self.registry.apply_pending()
-            await self._publish()
-
-    async def unregister(self, listed_id: str) -> None:
-        ref = self.ref_of(listed_id)
-        if ref is not None:
-            await self.unregister_ref(ref)
-
-    def is_registered(self, ref: ModelRef) -> bool:
-        """Registered on request (not listed by its gateway), and written."""
-        return ref.model_id in self.registered.get(ref.provider_id, {})
-
-    async def unregister_ref(self, ref: ModelRef) -> bool:
-        """Drop a registered model; whether it was one."""
-        async with self._lock:
-            if self.registered.get(ref.provider_id, {}).pop(ref.model_id, None) is None:
-                return False
-            log.info("registry.removed", gateway=ref.provider_id, model=ref.model_id)
-            await self._publish()
-            return True
 
     # --- the operator's config ----------------------------------------------------------------
 
@@ -289,8 +226,14 @@ class Reconciler:
         The new catalog is served only once its config is written and the applier told, so
         `/v1/models` never lists a model that `/readyz` would call applied before it is.
         """
-        config = self.render()
         catalogs = {gateway_id: state.catalog for gateway_id, state in self.gateways.items()}
+        if self._settings.catalog_only:
+            # No opencode: the saved lists alone, and no config rendered (at 10,000 models the
+            # render was a third of a poll's cost).
+            if await self._files.write(catalogs, self.registered, None) != "failed":
+                self._view = PublicView(self._provider_catalogs(), self.default_provider)
+            return
+        config = self.render()
         outcome = await self._files.write(catalogs, self.registered, dump_config(config) + "\n")
         if outcome == "failed":
             return
@@ -304,12 +247,17 @@ class Reconciler:
     # --- the loops ----------------------------------------------------------------------------
 
     async def run(self, poll_now: frozenset[str] = frozenset()) -> None:
-        """Poll each gateway at its own interval (those in `poll_now` at once); re-render at once
-        when the operator's config changes."""
+        """Poll each gateway at its own interval (those in `poll_now` at once), or follow its hub
+        (fleet mode); re-render at once when the operator's config changes."""
         async with anyio.create_task_group() as group:
             for gateway in self._settings.gateways:
                 first = 0.0 if gateway.id in poll_now else None
-                group.start_soon(self._poll_forever, gateway.id, gateway.poll_interval, first)
+                source = self._sources[gateway.id]
+                if isinstance(source, LongPolledSource):
+                    take = partial(self._intake.take_in_turn, gateway.id)
+                    group.start_soon(follow_forever, source, gateway.poll_interval, take, self._clock, self._sleep)
+                else:
+                    group.start_soon(poll_forever, partial(self.poll_once, gateway.id), gateway.poll_interval, first)
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
@@ -318,9 +266,3 @@ class Reconciler:
                     if self.reload_base_config():
                         log.info("base_config.changed", path=str(self._settings.base_config))
                         await self.publish()
-
-    async def _poll_forever(self, gateway_id: str, interval: float, first_delay: float | None = None) -> None:
-        await anyio.sleep(interval if first_delay is None else first_delay)
-        while True:
-            await self.poll_once(gateway_id)
-            await anyio.sleep(interval)

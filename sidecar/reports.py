@@ -35,12 +35,14 @@ class Reports:
                 **state.report(now, gateway.poll_interval),
                 "format": self.gateways[gateway.id].detected_format or gateway.format,
                 "poll_interval": gateway.poll_interval,
+                # Fleet mode: the hub sidecar the list comes from (the last_error is then the hub's).
+                **({"catalog_from": gateway.catalog_url} if gateway.catalog_url is not None else {}),
             }
         return reports
 
     def readiness(self) -> dict[str, Any]:
-        """Ready while opencode is up and has the current config; a stale catalog is reported,
-        not a reason to take the pod out of service."""
+        """Ready while opencode is up and has the current config (catalog-only mode: once every
+        gateway has a good list); a stale catalog is reported, not a reason to take the pod out of service."""
         gateways = self.gateway_reports()
         report = {
             "opencode_healthy": self.child.healthy,
@@ -52,12 +54,19 @@ class Reports:
             "write_error": self.reconciler.last_write_error,
             "gateways": gateways,
         }
-        return {"ready": self.child.healthy and self.applier.applied, **report}
+        return {"ready": self.ready(), **report}
+
+    def ready(self) -> bool:
+        """opencode up with the current config; in catalog-only mode, every gateway's list served."""
+        if self.settings.catalog_only:
+            return all(served.current is not None for served in self.reconciler.served.gateways.values())
+        return self.child.healthy and self.applier.applied
 
     def status(self) -> dict[str, Any]:
         """Everything an operator asks when something looks wrong: `GET /v1/status`."""
         return {
-            "ready": self.child.healthy and self.applier.applied,
+            "ready": self.ready(),
+            "catalog_only": self.settings.catalog_only,
             "models": len(self.reconciler.catalog),
             "gateways": self.gateway_reports(),
             "opencode": {**self.child.report(), "url": self.settings.opencode_base},

@@ -32,6 +32,7 @@ from sidecar.settings_fields import (
     MAKE_A_KEY,
     ApiKey,
     AtLeastOne,
+    CatalogUrl,
     Directory,
     GatewayToken,
     GatewayUrl,
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     gateway_format: Format = "auto"
     gateway_timeout: Annotated[float, Field(gt=0)] = 10.0
     gateway_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    # Fleet mode for the shorthand's gateway: its list from a hub sidecar, with the hub's key.
+    catalog_url: CatalogUrl | None = None
+    catalog_api_key: Password = None
     provider_id: ProviderId = "litellm"
     provider_name: str = "LiteLLM"
     poll_interval: Annotated[float, Field(gt=0)] = 30.0
@@ -135,6 +139,8 @@ class Settings(BaseSettings):
     allowed_hosts: HostList = ()
     allowed_origins: OriginList = ()
     reload: Literal["auto", "restart"] = "auto"
+    # No opencode at all (a fleet's hub): the catalogs are served, opencode's routes answer 404.
+    catalog_only: bool = False
     # The plugin that has each opencode instance announce its directory (opencode/plugin.py). Off:
     # a directory loaded straight on opencode's port is reloaded only once it is seen otherwise.
     instance_plugin: bool = True
@@ -217,6 +223,23 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _catalog_only(self) -> Settings:
+        if not self.catalog_only:
+            return self
+        for name, value in (
+            ("OPENCODE_URL", self.opencode_url),
+            ("OPENCODE_CONFIG", self.opencode_config),
+            ("OPENCODE_DIRECTORY", self.opencode_directory),
+            ("BASE_CONFIG", self.base_config),
+            ("RELOAD", None if self.reload == "auto" else self.reload),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f"{ENV_PREFIX}{name}: is for an opencode, and {ENV_PREFIX}CATALOG_ONLY=true runs none; unset one of them"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _attach_mode(self) -> Settings:
         if self.opencode_url is None:
             if self.opencode_config is not None:
@@ -245,6 +268,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_source_of_gateways(self) -> Settings:
+        if self.config is not None and self.catalog_url is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}CATALOG_URL: is for the {ENV_PREFIX}GATEWAY_URL shorthand; with {ENV_PREFIX}CONFIG, "
+                "set catalog_url in the gateway's [[gateways]] entry"
+            )
+        if self.catalog_api_key is not None and self.catalog_url is None:
+            raise ValueError(f"{ENV_PREFIX}CATALOG_API_KEY: is the hub's key; set {ENV_PREFIX}CATALOG_URL too")
         if self.config is not None and self.gateway_url is not None:
             raise ValueError(
                 f"set {ENV_PREFIX}GATEWAY_URL or the gateways of {ENV_PREFIX}CONFIG ({self.config}), not both"
@@ -263,6 +293,8 @@ class Settings(BaseSettings):
                     provider_name=self.provider_name,
                     list_format=self.gateway_format,
                     poll_interval=self.poll_interval,
+                    catalog_url=None if self.catalog_url is None else str(self.catalog_url),
+                    catalog_api_key=self.catalog_api_key,
                 ),
             )
         else:

@@ -48,6 +48,14 @@ def _no_key_in_url(url: AnyHttpUrl) -> AnyHttpUrl:
     return url
 
 
+def _hub_url(url: AnyHttpUrl) -> AnyHttpUrl:
+    if carries_credentials(str(url)):
+        raise ValueError("put the hub's key in SIDECAR_CATALOG_API_KEY, not in the URL")
+    if url.query or url.fragment:
+        raise ValueError("must not have a query or a fragment")
+    return url
+
+
 def _at_least_one(value: int) -> int:
     if value < 1:
         raise ValueError("must be at least 1")
@@ -119,6 +127,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 ListenAddress = Annotated[str, AfterValidator(_listen)]
 ReadableFile = Annotated[Path, AfterValidator(_readable)]
 GatewayUrl = Annotated[AnyHttpUrl, AfterValidator(_no_key_in_url)]
+# Fleet mode: the hub sidecar a gateway's list comes from.
+CatalogUrl = Annotated[AnyHttpUrl, AfterValidator(_hub_url)]
 ProviderId = Annotated[str, AfterValidator(check_provider_id)]
 AtLeastOne = Annotated[int, AfterValidator(_at_least_one)]
 # opencode's password: a blank one is none, and the sidecar makes one up.

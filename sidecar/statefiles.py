@@ -58,6 +58,7 @@ class StateFiles:
         self.config_text: str | None = None  # the config this run wrote
         # A write that failed (a read-only or full state dir) is tried again by the next one.
         self.failed = False
+        self.saved = False  # a write went through this run
         self.last_error: str | None = None
         self.writes: Counter[str] = Counter()  # config writes by outcome, for /metrics
 
@@ -104,9 +105,10 @@ class StateFiles:
         self,
         catalogs: Mapping[str, Catalog],
         registered: Mapping[str, Mapping[str, ModelInfo]],
-        config_text: str,
+        config_text: str | None,
     ) -> WriteOutcome:
-        """Write the gateways' lists, the registry and opencode's config, each only if its text changed."""
+        """Write the gateways' lists, the registry and opencode's config, each only if its text
+        changed; `config_text` None (catalog-only mode) writes no config, and says "unchanged"."""
         state = {self.paths.catalog(gateway_id): catalog.to_json() for gateway_id, catalog in catalogs.items()}
         state[self.paths.registered] = json.dumps(
             {gid: json.loads(Catalog(models.values()).to_json()) for gid, models in registered.items() if models},
@@ -119,7 +121,7 @@ class StateFiles:
                 # that the gateway now lists).
                 await anyio.to_thread.run_sync(self._write_files, changed)
                 self._written.update(changed)
-            if config_text != self.config_text:
+            if config_text is not None and config_text != self.config_text:
                 await anyio.to_thread.run_sync(self._write, self.paths.config, config_text)
         except OSError as exc:
             # The old files stay whole (each write is a rename); opencode and /v1/models keep
@@ -133,7 +135,8 @@ class StateFiles:
         if self.failed:
             log.info("state.write_recovered", path=str(self.paths.state_dir))
         self.failed, self.last_error = False, None
-        if config_text == self.config_text:
+        self.saved = True
+        if config_text is None or config_text == self.config_text:
             return "unchanged"
         self.writes["written"] += 1
         self.config_text = config_text

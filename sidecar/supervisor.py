@@ -10,6 +10,7 @@ import httpx
 import structlog
 from watchfiles import awatch
 
+from sidecar.catalog_only import NoDirectories, NoOpencode, OpencodeRoutes
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.gateway_proxy import GatewayProxy
 from sidecar.http.mcp import McpEndpoint, ModelTools
@@ -33,6 +34,7 @@ from sidecar.metrics import Metrics
 from sidecar.naming import ModelRef
 from sidecar.pruning import RegistryPruner
 from sidecar.reconcile import Reconciler
+from sidecar.registry import NoSessions
 from sidecar.refresh import Refresh
 from sidecar.reports import Reports
 from sidecar.redact import Redactor
@@ -50,6 +52,10 @@ log = structlog.get_logger("sidecar")
 DIRECTORY_ATTEMPTS = 6
 
 
+# The longest a stop waits for the held long-polls to be answered.
+HELD_POLLS_GRACE = 1.0
+
+
 class StartError(Exception):
     """The sidecar cannot start; the message says why in one line."""
 
@@ -62,7 +68,8 @@ class Sidecar:
             base = load_base_config(self.settings.base_config)
         except BaseConfigError as exc:
             raise StartError(f"{ENV_PREFIX}BASE_CONFIG: {exc}") from None
-        if not self.settings.attached:
+        catalog_only = self.settings.catalog_only
+        if not self.settings.attached and not catalog_only:
             try:
                 resolve_binary(self.settings.opencode_bin)
             except OpencodeStartError as exc:
@@ -87,7 +94,7 @@ class Sidecar:
                         instead=f"{ENV_PREFIX}UNLISTED_MODELS={self.settings.unlisted_policy}")
         self.gateways = gateway_clients(self.settings)
         self.paths = StatePaths(self.settings.state_dir, self.settings.opencode_config)
-        if self.settings.instance_plugin:
+        if self.settings.instance_plugin and not catalog_only:
             self._install_plugin()
         secret = self.settings.opencode_password
         password = secret.get_secret_value() if secret is not None else None
@@ -95,7 +102,9 @@ class Sidecar:
         self.child: OpencodeHandle
         # The applier marks what makes opencode read its config; the child's health check asks.
         activity = ReloadActivity()
-        if self.settings.attached:
+        if catalog_only:
+            self.child = NoOpencode()
+        elif self.settings.attached:
             learn = self._adopt_opencode_directory if self.settings.opencode_directory is None else None
             self.child = AttachedOpencode(
                 self.opencode,
@@ -125,11 +134,13 @@ class Sidecar:
         )
         self.reconciler = Reconciler(
             self.settings, self.gateways, self.applier, self.paths, base, write=self._write_state_file,
-            sessions=self.opencode,
+            sessions=NoSessions() if catalog_only else self.opencode,
         )
         self.metrics = Metrics()
+        # With no opencode, a model is usable once matched: nothing to wait for.
+        usable = NoDirectories(str(self.directory)) if catalog_only else self.applier
         self.resolver = Resolver(
-            self.settings, self.reconciler, self.applier, self.gateways, observe=self.metrics.observe_resolve,
+            self.settings, self.reconciler, usable, self.gateways,  # type: ignore[arg-type] observe=self.metrics.observe_resolve,
             failing=self.failing,
         )
         self.passthrough = Passthrough(
@@ -174,6 +185,7 @@ class Sidecar:
         self.metrics.watch(self.reconciler, self.applier, self.child)
         self.metrics.watch_traffic(self.traffic, FIRST_BYTE_BUCKETS)
         self.metrics.watch_failing(self.failing)
+        self.metrics.watch_catalogs(self.reconciler.served)
 
     def _shared_files(self) -> set[Path]:
         # Attach mode's config and the plugin beside it are read by opencode in another container,
@@ -246,21 +258,25 @@ class Sidecar:
         except OSError as exc:
             raise StartError(f"{ENV_PREFIX}LISTEN: cannot listen on {host}:{port}: {exc.strerror}") from None
         api_key = self.settings.api_key.get_secret_value() if self.settings.api_key else None
+        catalog_only = self.settings.catalog_only
+        # Catalog-only mode: opencode's routes answer 404, and nothing is forwarded.
+        refused = OpencodeRoutes(self.gateway_token)
         view = SidecarView(
             models=self.reconciler,
             resolver=self.resolver,
-            passthrough=self.passthrough,
-            gateways=self.gateway_proxy,
+            passthrough=refused if catalog_only else self.passthrough,
+            gateways=refused if catalog_only else self.gateway_proxy,
             refresher=Refresh(self.reconciler, self.applier, apply_timeout=self.settings.reload_timeout),
             mcp=self.mcp,
             instances=self.applier,
-            websockets=self.websockets,
+            websockets=refused if catalog_only else self.websockets,
             readiness=self.reports.readiness,
             status=self.reports.status,
             started=lambda: self.reconciler.config_on_disk,
             metrics=self.metrics.render,
             api_key=api_key,
             statuses=ListedStatuses(self.failing, self.reconciler.ref_of),
+            catalogs=self.reconciler.served,
         )
         browsers = BrowserPolicy.for_listen(host, self.settings.allowed_hosts, self.settings.allowed_origins)
         self.api = ApiServer(create_app(view, browsers), sock, self.settings.connection_limits)
@@ -282,14 +298,16 @@ class Sidecar:
                 await self.reconciler.poll_all([gid for gid in self.reconciler.gateways if gid not in saved])
                 await self.reconciler.publish()
                 await group.start(self.child.run)
-                group.start_soon(self.applier.run)
+                if not catalog_only:
+                    group.start_soon(self.applier.run)
                 group.start_soon(self.reconciler.run, saved)
                 group.start_soon(self._reread_on_sighup)
                 group.start_soon(self.pruner.run)
                 group.start_soon(retry_failing, self.failing, self._probe_failing)
                 if self.settings.base_config is not None:
                     group.start_soon(self._watch_base_config, self.settings.base_config)
-                log.info("sidecar.started", opencode=self.settings.opencode_base, attached=self.settings.attached)
+                log.info("sidecar.started", opencode=None if catalog_only else self.settings.opencode_base,
+                         attached=self.settings.attached, catalog_only=catalog_only)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.child.stop()
@@ -311,8 +329,21 @@ class Sidecar:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("sidecar.stopping", signal=signal.Signals(signum).name)
+                await self._answer_held_polls()
                 scope.cancel()
                 return
+
+    async def _answer_held_polls(self) -> None:
+        # Followers' held long-polls (GET /v1/catalogs/{id}?wait=) are answered 304 while the
+        # server still runs: cut by the loop's end they would get a 500 and leave a traceback.
+        # Then they ask again and find this hub gone, like any gateway down.
+        served = self.reconciler.served
+        served.close()
+        with anyio.move_on_after(HELD_POLLS_GRACE):
+            while served.waiting:
+                await anyio.sleep(0.005)
+            # Woken, each has its 304 to send: a few turns of the loop.
+            await anyio.sleep(0.05)
 
     async def _reread_on_sighup(self) -> None:
         with anyio.open_signal_receiver(signal.SIGHUP) as signals:

@@ -4,14 +4,16 @@ route's view of it. Also what `opencode-sidecar render` and the benchmarks build
 from __future__ import annotations
 
 from sidecar.gateway.client import GatewayClient
+from sidecar.gateway.hub import HubFedClient
 from sidecar.http.view import GatewayUpstream
 from sidecar.settings import Settings
 
 
 def gateway_clients(settings: Settings) -> dict[str, GatewayClient]:
-    """A client per gateway, polling with the settings' timeout, retries and model cap."""
+    """A client per gateway, polling with the settings' timeout, retries and model cap; a gateway
+    with a `catalog_url` takes its list from that hub sidecar."""
     return {
-        gateway.id: GatewayClient(
+        gateway.id: (HubFedClient if gateway.catalog_url is not None else GatewayClient)(
             gateway,
             timeout=settings.gateway_timeout,
             retries=settings.gateway_retries,

@@ -60,11 +60,15 @@ class GatewayEntry(BaseModel):
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     aliases: dict[str, str] = Field(default_factory=dict)
+    # Fleet mode: the list comes from another sidecar (the hub) instead of the gateway itself.
+    catalog_url: AnyHttpUrl | None = None
+    catalog_api_key_env: str | None = None
+    catalog_gateway: str | None = None
 
-    @field_validator("id")
+    @field_validator("id", "catalog_gateway")
     @classmethod
-    def _id_shape(cls, value: str) -> str:
-        return check_provider_id(value)
+    def _id_shape(cls, value: str | None) -> str | None:
+        return None if value is None else check_provider_id(value)
 
     @field_validator("url")
     @classmethod
@@ -75,7 +79,18 @@ class GatewayEntry(BaseModel):
             raise ValueError("must not have a query or a fragment")
         return url
 
-    @field_validator("api_key_env")
+    @field_validator("catalog_url")
+    @classmethod
+    def _hub_without_credentials(cls, url: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        if url is None:
+            return None
+        if carries_credentials(str(url)):
+            raise ValueError("put the hub's key in the variable named by catalog_api_key_env, not in the URL")
+        if url.query or url.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return url
+
+    @field_validator("api_key_env", "catalog_api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.fullmatch(value):
@@ -137,6 +152,12 @@ class Gateway:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
+    # Fleet mode: the hub sidecar the list comes from (model traffic still goes to api_base), its
+    # key (never opencode's: not in env_names) and the gateway's id there.
+    catalog_url: str | None = None
+    catalog_api_key_env: str | None = None
+    catalog_api_key: SecretStr | None = field(default=None, repr=False)
+    catalog_gateway: str | None = None
 
     @property
     def root(self) -> str:
@@ -165,16 +186,28 @@ def api_base(url: str) -> str:
     return base if base.endswith("/v1") else f"{base}/v1"
 
 
+def hub_base(url: str) -> str:
+    """The hub sidecar's address, without a trailing `/`: its routes are `<base>/v1/catalogs/...`."""
+    return url.rstrip("/")
+
+
+def _key_from(field_name: str, variable: str | None, environ: Mapping[str, str]) -> SecretStr | None:
+    if variable is None:
+        return None
+    value = environ.get(variable, "")
+    if not value.strip():
+        raise ValueError(f"{field_name}: the variable {variable} is not set")
+    return SecretStr(value)
+
+
 def resolve_entry(entry: GatewayEntry, *, default_poll_interval: float, environ: Mapping[str, str]) -> Gateway:
-    api_key = None
-    if entry.api_key_env is not None:
-        value = environ.get(entry.api_key_env, "")
-        if not value.strip():
-            raise ValueError(f"api_key_env: the variable {entry.api_key_env} is not set")
-        api_key = SecretStr(value)
+    api_key = _key_from("api_key_env", entry.api_key_env, environ)
+    if entry.catalog_url is None and (entry.catalog_api_key_env or entry.catalog_gateway):
+        raise ValueError("catalog_api_key_env and catalog_gateway are for a hub: set catalog_url too")
+    catalog_key = _key_from("catalog_api_key_env", entry.catalog_api_key_env, environ)
     request_headers: dict[str, str] = {}
     referenced: list[str] = []
-    secret_values = [api_key.get_secret_value()] if api_key else []
+    secret_values = [key.get_secret_value() for key in (api_key, catalog_key) if key is not None]
     for name, value in entry.headers.items():
         for ref in ENV_REFERENCE.findall(value):
             if ref not in environ:
@@ -200,6 +233,10 @@ def resolve_entry(entry: GatewayEntry, *, default_poll_interval: float, environ:
         include=tuple(entry.include),
         exclude=tuple(entry.exclude),
         aliases=dict(entry.aliases),
+        catalog_url=None if entry.catalog_url is None else hub_base(str(entry.catalog_url)),
+        catalog_api_key_env=entry.catalog_api_key_env,
+        catalog_api_key=catalog_key,
+        catalog_gateway=None if entry.catalog_url is None else entry.catalog_gateway or entry.id,
     )
 
 

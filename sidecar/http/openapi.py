@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from sidecar.http.catalogs import MAX_WAIT
 from sidecar.http.guards import OWN_BODY_LIMIT
-from sidecar.http.openapi_schemas import STARTUP_SCHEMA, STATUS_SCHEMA, component_schemas
+from sidecar.http.openapi_schemas import (
+    CATALOG_INDEX_SCHEMA,
+    CATALOG_SCHEMA,
+    STARTUP_SCHEMA,
+    STATUS_SCHEMA,
+    component_schemas,
+)
 from sidecar.http.pages import DEFAULT_LIMIT, MAX_LIMIT
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT
 
@@ -136,6 +143,34 @@ def openapi_document(*, protected: bool) -> dict[str, Any]:
                                "reloads still to do, the model requests forwarded to each gateway, the state "
                                "directory", STATUS_SCHEMA)},
                 operationId="getStatus",
+            )
+        },
+        "/v1/catalogs": {
+            "get": operation(
+                "Each gateway's served list: its version (null before a good list) and its number of models",
+                {"200": answer("The gateways", CATALOG_INDEX_SCHEMA)},
+                operationId="listCatalogs",
+            )
+        },
+        "/v1/catalogs/{gateway_id}": {
+            "get": operation(
+                "One gateway's whole list for the sidecars that follow this one (fleet mode). ETag: the "
+                "version; If-None-Match naming it answers 304, held with `wait` until the version changes "
+                "(then 200) or the seconds pass (then 304)",
+                {
+                    "200": answer("The list", CATALOG_SCHEMA),
+                    "304": {"description": "Not modified: If-None-Match names the current version"},
+                    "400": ref["400"],
+                    "404": error("No such gateway (not_found_error)"),
+                    "503": error("The gateway has no good list yet; Retry-After says when to ask again (overloaded_error)"),
+                },
+                operationId="getCatalog",
+                parameters=[
+                    {"name": "gateway_id", "in": "path", "required": True, "schema": {"type": "string"},
+                     "example": "litellm"},
+                    {"name": "wait", "in": "query", "description": "Seconds to hold a 304 for a new version",
+                     "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT, "default": 0}},
+                ],
             )
         },
         "/openapi.json": {

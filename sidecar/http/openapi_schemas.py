@@ -180,3 +180,35 @@ def component_schemas() -> dict[str, Any]:
         "properties": {"ready": {"type": "boolean"}},
     }
     return schemas
+
+
+# `/v1/catalogs`: the records are Catalog.to_json's, which leaves out fields at their defaults.
+CATALOG_INDEX_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["gateway", "version", "models"],
+                "properties": {
+                    "gateway": {"type": "string"},
+                    "version": {"type": ["string", "null"]},
+                    "models": {"type": "integer", "minimum": 0},
+                },
+            },
+        }
+    },
+}
+CATALOG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["gateway", "version", "listed", "models", "wildcards"],
+    "properties": {
+        "gateway": {"type": "string"},
+        "version": {"type": "string", "description": "A hash of the content; the ETag"},
+        "listed": {"type": "integer", "minimum": 0, "description": "How many the gateway listed, before the cap"},
+        "models": {"type": "array", "items": {"type": "object", "required": ["id"]}},
+        "wildcards": {"type": "array", "items": {"type": "string"}, "description": "LiteLLM's wildcard routes"},
+    },
+}

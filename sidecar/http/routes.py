@@ -15,6 +15,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from sidecar.errors import HttpError
 from sidecar.http.announce import ANNOUNCE_PATH, announce_endpoint
+from sidecar.http.catalogs import catalog_endpoints
 from sidecar.http.errors import EXCEPTION_HANDLERS
 from sidecar.http.exposure import BrowserPolicy
 from sidecar.http.guards import (
@@ -130,11 +131,14 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
     async def openapi(_request: Request) -> Response:
         return JSONResponse(document)
 
+    catalogs_index, one_catalog = catalog_endpoints(view.catalogs)
+
     own = OWN_BODY_LIMIT
     forwarded = limited(forward, FORWARDED_BODY_LIMIT)
 
     def probe(path: str, endpoint: Callable[[Request], Any]) -> Route:
-        """A probe path takes every method, so that no method of it falls through to opencode."""
+        """A read-only path (the probes, the catalogs) takes every method, so that no method of it
+        falls through to opencode."""
 
         async def only_reads(request: Request) -> Response:
             if request.method not in OPEN_METHODS:
@@ -164,6 +168,9 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
             Route("/v1/models/refresh", limited(refresh, own), methods=["POST"]),
             Route("/v1/models/{model_id:path}", limited(get_model, own), methods=["GET"]),
             Route("/v1/models/{model_id:path}", limited(delete_model, own), methods=["DELETE"]),
+            probe("/v1/catalogs", catalogs_index),
+            # `:path`, so that an id with a slash in it (`..%2f`) is this route's 404, never opencode's.
+            probe("/v1/catalogs/{gateway_id:path}", one_catalog),
             probe("/livez", livez),
             probe("/readyz", readyz),
             probe("/startupz", startupz),

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.catalog import Catalog
 from sidecar.http.announce import InstanceDirectories
+from sidecar.http.catalogs import CatalogFeeds, NoCatalogs
 from sidecar.naming import ModelRef
 
 
@@ -162,3 +163,5 @@ class SidecarView:
     # SIDECAR_API_KEY; None serves without a key (on loopback only, which settings.py checks).
     api_key: str | None = None
     statuses: ModelStatuses = field(default_factory=NoStatuses)
+    # Each gateway's list for the sidecars that follow this one (`/v1/catalogs`, fleet mode).
+    catalogs: CatalogFeeds = field(default_factory=NoCatalogs)

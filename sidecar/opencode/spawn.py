@@ -102,6 +102,11 @@ def child_environment(settings: Settings, config_path: Path) -> dict[str, str]:
     # shell nothing it has not already.
     assert settings.gateway_token is not None
     env[OPENCODE_TOKEN_ENV] = settings.gateway_token.get_secret_value()
+    # A hub's key (fleet mode) is the sidecar's alone, with or without key custody: opencode never
+    # asks the hub anything.
+    for gateway in settings.gateways:
+        if gateway.catalog_api_key_env is not None and gateway.catalog_api_key_env not in gateway.env_names:
+            env.pop(gateway.catalog_api_key_env, None)
     if settings.key_custody:
         # The sidecar alone holds the gateways' keys: opencode's shell may read anything here.
         for gateway in settings.gateways:

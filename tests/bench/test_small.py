@@ -40,6 +40,11 @@ EXPECTED = {
     "registrations": {
         "10 resolves of new names": {"resolves", "ok", "total_s", "config_writes", "reloads", "max_reloads_per_directory"},
     },
+    "fleet": {
+        "hub": {"followers", "change_to_last_p50_ms", "change_to_last_p99_ms", "fanout_p50_ms", "gateway_requests",
+                "gateway_req_per_min", "hub_cpu_ms_per_change", "hub_cpu_pct_held", "hub_rss_mib", "not_propagated"},
+        "direct": {"pods", "req_per_min", "p50_ms", "p99_ms", "errors"},
+    },
 }
 
 
@@ -78,5 +83,19 @@ def test_small_mode_writes_every_row_with_numbers(tmp_path: Path) -> None:
                 assert row["case"] in markdown
         if name in EXPECTED:
             assert outcome["reading"], f"{name} has no reading"
+    check_fleet(report["benchmarks"].get("fleet"))
     # The published run is never replaced by a small one.
     assert f"wrote {tmp_path / 'benchmarks.md'}" in result.stdout
+
+
+def check_fleet(outcome: dict | None) -> None:
+    """What the fleet's figures must say whatever the machine's speed: every follower learnt every
+    change, and the followers cost the gateway nothing (the hub's requests are the same for 1 and
+    for 10 followers, but for one poll of its own, two requests, landing in one phase)."""
+    if outcome is None:
+        return
+    hubs = [row["figures"] for row in outcome["rows"] if row["case"].startswith("hub")]
+    assert len(hubs) >= 2
+    assert all(row["not_propagated"] == 0 and row["follower_errors"] == 0 for row in hubs)
+    requests = [row["gateway_requests"] for row in hubs]
+    assert max(requests) - min(requests) <= 2, requests

@@ -23,6 +23,15 @@ from tests.deploy.support import DEPLOY, ROOT, load_documents, project_version, 
 KUBERNETES = DEPLOY / "kubernetes"
 BASE = KUBERNETES / "base"
 OVERLAY = KUBERNETES / "overlays" / "single-container"
+# The catalog hub and the fleet that follows it: tests/deploy/test_kubernetes_fleet.py checks them.
+HUB = KUBERNETES / "hub"
+FLEET = KUBERNETES / "overlays" / "fleet"
+KINDS = {
+    "base": {"Deployment", "Service", "ConfigMap"},
+    "single-container": {"Deployment", "Service", "ConfigMap"},
+    "hub": {"Deployment", "Service", "PodDisruptionBudget"},
+    "fleet": {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget"},
+}
 # The native sidecar (an init container's restartPolicy) needs 1.29.
 KUBERNETES_VERSION = "1.29.0"
 UID = 10001
@@ -40,7 +49,7 @@ def kustomize(directory: Path) -> str:
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("kustomize")
     paths = {}
-    for name, directory in (("base", BASE), ("single-container", OVERLAY)):
+    for name, directory in (("base", BASE), ("single-container", OVERLAY), ("hub", HUB), ("fleet", FLEET)):
         paths[name] = out / f"{name}.yaml"
         paths[name].write_text(kustomize(directory))
     return paths
@@ -99,7 +108,7 @@ def mount_holding(of: dict[str, Any], path: str) -> dict[str, Any] | None:
 
 def manifest_files() -> list[Path]:
     """Whole resources: not the kustomizations, not the overlay's patches (checked in the output)."""
-    return [*sorted(BASE.glob("*.yaml")), KUBERNETES / "secret.example.yaml"]
+    return [*sorted(BASE.glob("*.yaml")), *sorted(HUB.glob("*.yaml")), KUBERNETES / "secret.example.yaml"]
 
 
 # --- schemas ------------------------------------------------------------------------------------
@@ -107,25 +116,26 @@ def manifest_files() -> list[Path]:
 
 def test_every_manifest_validates_strictly() -> None:
     files = [path for path in manifest_files() if path.name != "kustomization.yaml"]
-    assert len(files) >= 4
+    assert len(files) >= 7
     done = tool("kubernetes-validate", "--strict", "-k", KUBERNETES_VERSION, "--quiet", *files)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("name", ["base", "single-container"])
+@pytest.mark.parametrize("name", sorted(KINDS))
 def test_the_kustomize_output_validates_strictly(rendered: dict[str, Path], name: str) -> None:
     done = tool("kubernetes-validate", "--strict", "-k", KUBERNETES_VERSION, "--quiet", rendered[name])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert {doc["kind"] for doc in load_documents(rendered[name])} == {"Deployment", "Service", "ConfigMap"}
+    assert {doc["kind"] for doc in load_documents(rendered[name])} == KINDS[name]
 
 
 def test_kustomizations_use_labels_and_the_project_version() -> None:
-    for path in (BASE / "kustomization.yaml", OVERLAY / "kustomization.yaml"):
-        kustomization = yaml.safe_load(path.read_text())
-        assert "commonLabels" not in kustomization, path
-    base = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    assert base["labels"]
-    assert base["images"] == [{"name": "opencode-sidecar", "newTag": project_version()}]
+    for directory in (BASE, OVERLAY, HUB, FLEET):
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert "commonLabels" not in kustomization, directory
+    for directory in (BASE, HUB):
+        own = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert own["labels"]
+        assert own["images"] == [{"name": "opencode-sidecar", "newTag": project_version()}]
 
 
 # --- the base: native sidecar in attach mode, opencode as the main container ---------------------

@@ -13,6 +13,7 @@ from sidecar.errors import HttpError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sidecar.http.announce import InstanceDirectories
+from sidecar.http.catalogs import CatalogFeeds, NoCatalogs
 from sidecar.http.errors import error_response
 from sidecar.http.view import CatalogOwner, Forwarder, GatewayRoute, McpRoute, ModelResolver, Refresher, SidecarView
 from sidecar.naming import ModelRef
@@ -124,6 +125,7 @@ def view_of(
     started: Callable[[], bool] = lambda: True,
     metrics: Callable[[], bytes] = bytes,
     api_key: str | None = None,
+    catalogs: CatalogFeeds | None = None,
 ) -> SidecarView:
     return SidecarView(
         models=models or CatalogOf(catalog),
@@ -139,4 +141,5 @@ def view_of(
         started=started,
         metrics=metrics,
         api_key=api_key,
+        catalogs=catalogs or NoCatalogs(),
     )

@@ -245,7 +245,7 @@ async def test_openapi_document_describes_our_routes_not_the_pass_through(client
     assert document["openapi"].startswith("3.")
     assert set(document["paths"]) == {
         "/v1/models", "/v1/models/{model_id}", "/v1/models/resolve", "/v1/models/refresh", "/v1/status", "/openapi.json",
-        "/livez", "/readyz",
+        "/v1/catalogs", "/v1/catalogs/{gateway_id}", "/livez", "/readyz",
         "/startupz", "/metrics",
     }
     schemas = document["components"]["schemas"]

@@ -24,6 +24,7 @@ from sidecar.matching import Listed, MatchIndex
 from sidecar.http.routes import create_app
 from sidecar.naming import ModelRef
 from sidecar.resolve import Resolver
+from sidecar.served import ServedCatalogs
 from tests.support.api_view import view_of
 
 KEY = "schema-test-key-0123456789abcdef0123"
@@ -93,6 +94,8 @@ STATUS = {
 
 def build_app() -> Any:
     reconciler = FakeReconciler()
+    served = ServedCatalogs(["litellm"])
+    served.update("litellm", CATALOG, ["wildcard/*"])
     # The real Resolver, so that hostile names go through the real normalisation.
     resolver = Resolver(
         SimpleNamespace(gateways=[], model_aliases={"sonnet": "claude-sonnet-4-5"}, default_provider="litellm",
@@ -108,6 +111,7 @@ def build_app() -> Any:
         api_key=KEY,
         status=lambda: STATUS,
         metrics=lambda: b"# TYPE opencode_sidecar_opencode_up gauge\nopencode_sidecar_opencode_up 1.0\n",
+        catalogs=served,
     )
     return create_app(view)
 
