@@ -13,6 +13,9 @@ from sidecar.errors import HttpError
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 
+# An answer's body and its headers, made once and sent as they are.
+Prepared = tuple[bytes, list[tuple[bytes, bytes]]]
+
 
 def page_of(catalog: Catalog, *, limit: int, after_id: str | None, before_id: str | None) -> ModelList:
     """One page of the catalog, newest first, paginated by model id like Anthropic's API."""
@@ -56,20 +59,24 @@ def parse_limit(raw: str | None) -> int:
 
 class AnswerCache:
     """Encoded answers of one catalog: the catalog changes once per poll at most, and it is read
-    far more often than that, so each page is serialised once per catalog, not once per request."""
+    far more often than that, so each page is serialised once per catalog, not once per request,
+    and its headers with it (fast_reads.py sends both as they are)."""
 
     MAX_ENTRIES = 512
 
     def __init__(self) -> None:
         self._catalog: Catalog | None = None
         self._version = 0
-        self._answers: dict[tuple[object, ...], bytes] = {}
+        self._answers: dict[tuple[object, ...], Prepared] = {}
 
-    def get(self, catalog: Catalog, key: tuple[object, ...], build: Callable[[], Any], version: int = 0) -> Response:
+    def prepared(
+        self, catalog: Catalog, key: tuple[object, ...], build: Callable[[], Any], version: int = 0
+    ) -> Prepared:
         """`version`: what else the answers show (models' failing marks); a new one starts afresh."""
         if catalog is not self._catalog or version != self._version or len(self._answers) >= self.MAX_ENTRIES:
             self._catalog, self._version, self._answers = catalog, version, {}
-        body = self._answers.get(key)
-        if body is None:
-            body = self._answers[key] = JSONResponse(build()).body
-        return Response(body, media_type="application/json")
+        answer = self._answers.get(key)
+        if answer is None:
+            response = Response(JSONResponse(build()).body, media_type="application/json")
+            answer = self._answers[key] = (response.body, response.raw_headers)
+        return answer

@@ -37,6 +37,7 @@ from sidecar.http.connections import (
     raise_open_file_limit,
 )
 from sidecar.http.errors import error_document
+from sidecar.http.head_with_body import HeadWithBody
 
 log = structlog.get_logger("sidecar.api")
 
@@ -148,6 +149,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Every write of the connection, its request cycles' included (they take the protocol's).
+        self.transport = HeadWithBody(transport, self.loop)  # type: ignore[assignment]
         table = self._guard.table
         admission = table.admit(self, self._guard.clock())
         if not admission.admitted:
@@ -227,8 +230,12 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def handle_websocket_upgrade(self) -> None:
-        # Another protocol takes the transport over, and uvicorn stops counting it too.
+        # Another protocol takes the transport over, and uvicorn stops counting it too. It gets
+        # the socket's own transport: a WebSocket's frames are not answers with heads.
         self._guard.table.forget(self)
+        if isinstance(self.transport, HeadWithBody):
+            self.transport.flush()
+            self.transport = self.transport.transport
         super().handle_websocket_upgrade()
 
     def _note_phase(self, *, progress: bool) -> None:

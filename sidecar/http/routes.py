@@ -26,36 +26,42 @@ from sidecar.http.guards import (
     RequireKey,
     limited,
 )
+from sidecar.http.fast_reads import FastReads, Page
 from sidecar.http.mcp import McpOrOpencode
 from sidecar.http.mcp_route import MCP_PATH
 from sidecar.http.openapi import openapi_document
-from sidecar.http.pages import AnswerCache, page_of, parse_limit
+from sidecar.http.pages import AnswerCache, Prepared, page_of, parse_limit
 from sidecar.http.passthrough_limits import FORWARDED_BODY_LIMIT
 from sidecar.http.view import SidecarView
 
 EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> Starlette:
+def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> FastReads:
     """`browsers`: which Host and Origin headers to serve. The default is a sidecar's beyond
-    loopback without listed hosts (no Host check, the Origin check); the supervisor passes its own."""
+    loopback without listed hosts (no Host check, the Origin check); the supervisor passes its own.
+    The hot reads are answered in front of the Starlette app (fast_reads.py), past the same guards."""
     answers = AnswerCache()
+
+    def models_page(page: Page) -> Prepared:
+        limit, after_id, before_id = page
+        catalog = view.models.catalog
+
+        def build() -> dict[str, Any]:
+            chosen = page_of(catalog, limit=limit, after_id=after_id, before_id=before_id).model_dump(mode="json")
+            for entry in chosen["data"]:
+                entry.update(view.statuses.of(entry["id"]) or {})
+            return chosen
+
+        return answers.prepared(catalog, ("page", limit, after_id, before_id), build, view.statuses.version)
 
     async def list_models(request: Request) -> Response:
         params = request.query_params
         after_id, before_id = params.get("after_id"), params.get("before_id")
         if after_id is not None and before_id is not None:
             raise HttpError(400, "after_id and before_id cannot be used together")
-        limit = parse_limit(params.get("limit"))
-        catalog = view.models.catalog
-
-        def build() -> dict[str, Any]:
-            page = page_of(catalog, limit=limit, after_id=after_id, before_id=before_id).model_dump(mode="json")
-            for entry in page["data"]:
-                entry.update(view.statuses.of(entry["id"]) or {})
-            return page
-
-        return answers.get(catalog, ("page", limit, after_id, before_id), build, view.statuses.version)
+        body, _ = models_page((parse_limit(params.get("limit")), after_id, before_id))
+        return Response(body, media_type="application/json")
 
     async def get_model(request: Request) -> Response:
         model_id = request.path_params["model_id"]
@@ -148,7 +154,7 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
         Middleware(RefuseAmbiguousLength),
         Middleware(RequireKey, api_key=view.api_key or None, gateway_token=view.gateways.token),
     ]
-    return Starlette(
+    app = Starlette(
         routes=[
             # opencode's model requests, to the real gateway with the real key; the app bounds and
             # streams its body itself. First, since they are most of the traffic (routes are tried
@@ -179,4 +185,12 @@ def create_app(view: SidecarView, browsers: BrowserPolicy = BrowserPolicy()) -> 
         ],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
+    )
+    return FastReads(
+        app,
+        policy=browsers,
+        api_key=view.api_key or None,
+        gateway_token=view.gateways.token,
+        models_page=models_page,
+        readiness=view.readiness,
     )
