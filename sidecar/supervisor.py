@@ -140,7 +140,8 @@ class Sidecar:
         # With no opencode, a model is usable once matched: nothing to wait for.
         usable = NoDirectories(str(self.directory)) if catalog_only else self.applier
         self.resolver = Resolver(
-            self.settings, self.reconciler, usable, self.gateways,  # type: ignore[arg-type] observe=self.metrics.observe_resolve,
+            self.settings, self.reconciler, usable, self.gateways,  # type: ignore[arg-type]
+            observe=self.metrics.observe_resolve,
             failing=self.failing,
         )
         self.passthrough = Passthrough(
