@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import platform
+import weakref
 
 import pytest
 
@@ -17,3 +19,21 @@ def test_free_memory_is_given_back_with_glibc() -> None:
 def test_without_malloc_trim_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
     assert memory.release_free_memory() is False
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: object = self  # a reference cycle: only the cyclic collector frees it
+
+
+def test_garbage_in_reference_cycles_is_collected_first() -> None:
+    gc.disable()  # no automatic collection in between: only release_free_memory's can free it
+    try:
+        node = _Node()
+        alive = weakref.ref(node)
+        del node
+        assert alive() is not None
+        memory.release_free_memory()
+        assert alive() is None
+    finally:
+        gc.enable()
