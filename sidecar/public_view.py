@@ -3,6 +3,7 @@ id to the gateway's model. Rebuilt whole by the reconciler after each write of o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from sidecar.catalog import Catalog, ModelInfo
@@ -30,30 +31,44 @@ class PublicView:
     def __init__(self, catalogs: Mapping[str, Catalog], default_provider: str) -> None:
         self.default_provider = default_provider
         records: dict[str, ModelInfo] = {}
-        refs: dict[str, ModelRef] = {}
+        # Listed id -> its gateway's id (a string every entry shares): the ModelRef is made when
+        # asked for, not held for each of 10,000 models (issue 19, RSS).
+        gateways: dict[str, str] = {}
         owners: dict[str, str] = {}
-        matchable: list[Listed] = []
         # The first gateway first: a qualified id of another gateway wins a clash with it.
         for gateway_id, catalog in catalogs.items():
             for model in catalog:
-                ref = ModelRef(gateway_id, model.id)
-                listed = public_id(ref, default_provider)
+                listed = public_id(ModelRef(gateway_id, model.id), default_provider)
                 # A record listed under its own id is shared, not copied: 10,000 records held once.
                 records[listed] = model if listed == model.id else model.model_copy(update={"id": listed})
-                refs[listed] = ref
+                gateways[listed] = gateway_id
                 owners.setdefault(model.id, gateway_id)
-                display = model.display_name if model.display_name != model.id else None
-                matchable.append(Listed(listed, model.id, gateway_id, display, model.canonical_slug))
         self.catalog = Catalog(records.values())
-        self._refs = refs
+        self._gateways = gateways
+        self._catalogs = catalogs
         # Bare model id -> the first gateway (in the operator's order) that has it.
         self.owners = owners
-        # Indexed per matching step on first use: most requests name a listed id exactly.
-        self.names = MatchIndex(tuple(matchable))
+
+    @functools.cached_property
+    def names(self) -> MatchIndex:
+        """The match index, made by the first request whose name is not a listed id exactly (most
+        are): until then, no Listed is held for each of 10,000 models (issue 19, RSS)."""
+        matchable: list[Listed] = []
+        for gateway_id, catalog in self._catalogs.items():
+            for model in catalog:
+                listed = public_id(ModelRef(gateway_id, model.id), self.default_provider)
+                display = model.display_name if model.display_name != model.id else None
+                matchable.append(Listed(listed, model.id, gateway_id, display, model.canonical_slug))
+        return MatchIndex(tuple(matchable))
 
     def ref_of(self, listed_id: str) -> ModelRef | None:
         """The opencode model behind an id of `/v1/models`."""
-        return self._refs.get(listed_id)
+        gateway_id = self._gateways.get(listed_id)
+        if gateway_id is None:
+            return None
+        if gateway_id == self.default_provider:
+            return ModelRef(gateway_id, listed_id)
+        return ModelRef(gateway_id, listed_id[len(gateway_id) + 1 :])  # public_id's `provider/model`
 
     def model(self, ref: ModelRef) -> ModelInfo | None:
         """The listed record of a gateway's model, as `/v1/models` shows it."""
