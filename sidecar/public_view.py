@@ -4,7 +4,7 @@ id to the gateway's model. Rebuilt whole by the reconciler after each write of o
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from sidecar.catalog import Catalog, ModelInfo
 from sidecar.matching import Listed, MatchIndex
@@ -22,6 +22,24 @@ def provider_catalog(listed: Catalog, registered: Mapping[str, ModelInfo]) -> Ca
     extra = [model for model_id, model in registered.items() if model_id not in listed]
     # Nothing registered beyond the list (the usual case): the list itself, not a copy of it.
     return Catalog([*listed, *extra]) if extra else listed
+
+
+class _OneGateway(Mapping[str, str]):
+    """Every model id of one catalog -> its gateway, without a dict entry for each."""
+
+    def __init__(self, catalog: Catalog, gateway_id: str) -> None:
+        self._catalog, self._gateway_id = catalog, gateway_id
+
+    def __getitem__(self, model_id: str) -> str:
+        if model_id not in self._catalog:
+            raise KeyError(model_id)
+        return self._gateway_id
+
+    def __iter__(self) -> Iterator[str]:
+        return (model.id for model in self._catalog)
+
+    def __len__(self) -> int:
+        return len(self._catalog)
 
 
 class PublicView:
@@ -43,11 +61,21 @@ class PublicView:
                 records[listed] = model if listed == model.id else model.model_copy(update={"id": listed})
                 gateways[listed] = gateway_id
                 owners.setdefault(model.id, gateway_id)
-        self.catalog = Catalog(records.values())
-        self._gateways = gateways
         self._catalogs = catalogs
+        self.catalog: Catalog
         # Bare model id -> the first gateway (in the operator's order) that has it.
-        self.owners = owners
+        self.owners: Mapping[str, str]
+        if len(catalogs) == 1 and default_provider in catalogs:
+            # One gateway, listed under its own ids (the usual case): its catalog is the view's,
+            # and the maps say the same gateway for every id, so none is held (10,000 models:
+            # 1.2 MiB of dicts and the catalog's copy; issue 19, RSS).
+            self.catalog = catalogs[default_provider]
+            self._gateways = None
+            self.owners = _OneGateway(self.catalog, default_provider)
+        else:
+            self.catalog = Catalog(records.values())
+            self._gateways = gateways
+            self.owners = owners
 
     @functools.cached_property
     def names(self) -> MatchIndex:
@@ -63,7 +91,10 @@ class PublicView:
 
     def ref_of(self, listed_id: str) -> ModelRef | None:
         """The opencode model behind an id of `/v1/models`."""
-        gateway_id = self._gateways.get(listed_id)
+        if self._gateways is None:
+            gateway_id = self.default_provider if listed_id in self.catalog else None
+        else:
+            gateway_id = self._gateways.get(listed_id)
         if gateway_id is None:
             return None
         if gateway_id == self.default_provider:
