@@ -48,9 +48,22 @@ class PublicView:
 
     def __init__(self, catalogs: Mapping[str, Catalog], default_provider: str) -> None:
         self.default_provider = default_provider
-        records: dict[str, ModelInfo] = {}
+        self._catalogs = catalogs
+        self.catalog: Catalog
+        # Bare model id -> the first gateway (in the operator's order) that has it.
+        self.owners: Mapping[str, str]
         # Listed id -> its gateway's id (a string every entry shares): the ModelRef is made when
         # asked for, not held for each of 10,000 models (issue 19, RSS).
+        self._gateways: dict[str, str] | None
+        if len(catalogs) == 1 and default_provider in catalogs:
+            # One gateway, listed under its own ids (the usual case): its catalog is the view's,
+            # and the maps would say the same gateway for every id, so none is made (10,000
+            # models: 1.2 MiB of dicts and the catalog's copy; issue 19, RSS).
+            self.catalog = catalogs[default_provider]
+            self._gateways = None
+            self.owners = _OneGateway(self.catalog, default_provider)
+            return
+        records: dict[str, ModelInfo] = {}
         gateways: dict[str, str] = {}
         owners: dict[str, str] = {}
         # The first gateway first: a qualified id of another gateway wins a clash with it.
@@ -61,21 +74,9 @@ class PublicView:
                 records[listed] = model if listed == model.id else model.model_copy(update={"id": listed})
                 gateways[listed] = gateway_id
                 owners.setdefault(model.id, gateway_id)
-        self._catalogs = catalogs
-        self.catalog: Catalog
-        # Bare model id -> the first gateway (in the operator's order) that has it.
-        self.owners: Mapping[str, str]
-        if len(catalogs) == 1 and default_provider in catalogs:
-            # One gateway, listed under its own ids (the usual case): its catalog is the view's,
-            # and the maps say the same gateway for every id, so none is held (10,000 models:
-            # 1.2 MiB of dicts and the catalog's copy; issue 19, RSS).
-            self.catalog = catalogs[default_provider]
-            self._gateways = None
-            self.owners = _OneGateway(self.catalog, default_provider)
-        else:
-            self.catalog = Catalog(records.values())
-            self._gateways = gateways
-            self.owners = owners
+        self.catalog = Catalog(records.values())
+        self._gateways = gateways
+        self.owners = owners
 
     @functools.cached_property
     def names(self) -> MatchIndex:
