@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -28,6 +28,11 @@ class ModelCost(BaseModel):
     output: float = Field(ge=0)
     cache_read: float | None = Field(default=None, ge=0)
     cache_write: float | None = Field(default=None, ge=0)
+
+
+# The fields sets ModelInfo's records share, one per combination of names given (of its fifteen
+# fields: a handful in practice).
+_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 
 
 class ModelInfo(BaseModel):
@@ -55,6 +60,16 @@ class ModelInfo(BaseModel):
     # OpenRouter's stable name for the model (`anthropic/claude-4.5-sonnet-20250929`): matched
     # when a caller writes it (sidecar/matching.py).
     canonical_slug: str | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Every record holds the set of the fields its gateway gave, 216 bytes each, and a gateway
+        # gives the same few fields for every model: records with the same names share one set
+        # (10,000 records: 2.1 MiB less; issue 19, RSS). Never changed in place: the record is
+        # frozen, and model_copy copies the set before it adds to it.
+        fields_set = self.__pydantic_fields_set__
+        shared = _FIELDS_SETS.setdefault(frozenset(fields_set), fields_set)
+        if shared is not fields_set:
+            object.__setattr__(self, "__pydantic_fields_set__", shared)
 
     def identity(self) -> str:
         """What makes two records the same model for opencode: everything but the volatile date."""

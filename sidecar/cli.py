@@ -14,6 +14,7 @@ import httpx
 from sidecar.catalog import ModelList
 from sidecar.gateway.client import GatewayError
 from sidecar.log import configure_logging
+from sidecar.memory import fix_mmap_threshold
 from sidecar.opencode.spawn import OpencodeStartError
 from sidecar.opencode.config import BaseConfigError, dump_config, load_base_config
 from sidecar.reconcile import Reconciler
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         return _fail(str(exc), EXIT_SETTINGS)
     configure_logging(settings.log_level, settings.secrets())
+    fix_mmap_threshold()  # big blocks given back when freed (sidecar/memory.py)
     try:
         sidecar = Sidecar(settings)
     except StartError as exc:

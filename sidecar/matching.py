@@ -98,7 +98,9 @@ def display_key(name: str) -> str:
     return loosest(_VENDOR_LABEL.sub("", name))
 
 
-@dataclass(frozen=True)
+# Slotted: one is held per listed model in the match index, 72 bytes without a __dict__, one
+# allocation instead of two (issue 19, RSS).
+@dataclass(frozen=True, slots=True)
 class Listed:
     """One listed model: the id the caller gets back, the gateway's own id (what is compared), and
     what its gateway says of it beside."""

@@ -17,7 +17,9 @@ class InvalidModelName(ValueError):
     """The name can't be a model; the message says why and is safe to show the caller."""
 
 
-@dataclass(frozen=True)
+# Slotted: one is held per listed model (10,000 of them in PublicView), each 48 bytes without a
+# __dict__, one allocation instead of two (issue 19, RSS).
+@dataclass(frozen=True, slots=True)
 class ModelRef:
     provider_id: str
     model_id: str

@@ -129,7 +129,7 @@ class Reconciler:
         return self._view.catalog
 
     @property
-    def owners(self) -> dict[str, str]:
+    def owners(self) -> Mapping[str, str]:
         """Bare model id -> the first gateway (in the operator's order) that has it."""
         return self._view.owners
 

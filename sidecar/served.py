@@ -8,9 +8,10 @@ and every follower then gets those same bytes: a thousand followers cost no per-
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import orjson
@@ -24,31 +25,40 @@ class ServedList:
 
     version: str
     models: int
-    body: bytes
+    gateway_id: str = field(repr=False)
+    catalog: Catalog = field(repr=False)
+    listed: bytes = field(repr=False)
+    wildcards: bytes = field(repr=False)
 
     @property
     def etag(self) -> str:
         return f'"{self.version}"'
 
+    @functools.cached_property
+    def body(self) -> bytes:
+        """Made by the first request for this version, then the same bytes for every follower: a
+        sidecar no follower asks holds no copy of its lists beside the catalogs' own text
+        (10,000 models: 0.7 MiB; issue 19, RSS)."""
+        return b"".join(
+            (
+                b'{"gateway":', orjson.dumps(self.gateway_id), b',"version":"', self.version.encode(),
+                b'","listed":', self.listed, b',"models":', self.catalog.to_json().encode(),
+                b',"wildcards":', self.wildcards, b"}",
+            )
+        )
+
 
 def served_list(gateway_id: str, catalog: Catalog, routes: Iterable[str]) -> ServedList:
-    """The body and version of `catalog`. The version hashes what the body says but the gateway's
-    id, so two hubs (replicas) holding the same list give the same version. The records are
-    Catalog.to_json's text, made once per catalog and shared with the state files."""
-    records = catalog.to_json().encode()
+    """The version of `catalog`, its body made when first asked for. The version hashes what the
+    body says but the gateway's id, so two hubs (replicas) holding the same list give the same
+    version. The records are Catalog.to_json's text, made once per catalog and shared with the
+    state files."""
     wildcards = orjson.dumps(list(routes))
     listed = str(catalog.listed).encode()
     digest = hashlib.blake2b(digest_size=16)
-    for part in (listed, b"\0", records, b"\0", wildcards):
+    for part in (listed, b"\0", catalog.to_json().encode(), b"\0", wildcards):
         digest.update(part)
-    version = digest.hexdigest()
-    body = b"".join(
-        (
-            b'{"gateway":', orjson.dumps(gateway_id), b',"version":"', version.encode(),
-            b'","listed":', listed, b',"models":', records, b',"wildcards":', wildcards, b"}",
-        )
-    )
-    return ServedList(version, len(catalog), body)
+    return ServedList(digest.hexdigest(), len(catalog), gateway_id, catalog, listed, wildcards)
 
 
 class ServedGateway:

@@ -74,3 +74,16 @@ def test_the_fingerprint_is_the_models_in_any_order_but_not_their_dates() -> Non
     assert Catalog([one, two]).fingerprint == Catalog([two, one]).fingerprint
     assert Catalog([one]).same_models(Catalog([one.model_copy(update={"created_at": two.created_at})]))
     assert not Catalog([one]).same_models(Catalog([one.model_copy(update={"display_name": "A"})]))
+
+
+def test_records_given_the_same_fields_share_one_fields_set() -> None:
+    first = ModelInfo(id="a", display_name="A", max_tokens=5)
+    second = ModelInfo.model_validate_json('{"id": "b", "display_name": "B", "max_tokens": 7}')
+    other = ModelInfo(id="c", display_name="C")
+    assert first.model_fields_set is second.model_fields_set
+    assert first.model_fields_set == {"id", "display_name", "max_tokens"}
+    assert other.model_fields_set == {"id", "display_name"}
+    # A copy with more fields gets a set of its own: the shared one is left as it was.
+    copied = first.model_copy(update={"reasoning": True})
+    assert copied.model_fields_set == {"id", "display_name", "max_tokens", "reasoning"}
+    assert first.model_fields_set == second.model_fields_set == {"id", "display_name", "max_tokens"}

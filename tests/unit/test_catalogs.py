@@ -314,3 +314,11 @@ async def test_closing_answers_every_held_long_poll_not_modified() -> None:
         with anyio.fail_after(10):
             answer = await client.get("/v1/catalogs/gw", params={"wait": "300"}, headers={"if-none-match": etag})
     assert answer.status_code == 304
+
+
+def test_a_versions_body_is_made_by_its_first_request_then_shared() -> None:
+    # A sidecar no follower asks holds no served copy of its lists (issue 19, RSS).
+    served = served_list("hub-a", catalog("a", "b"), [])
+    assert "body" not in vars(served)
+    first = served.body
+    assert served.body is first and json.loads(first)["version"] == served.version

@@ -53,7 +53,7 @@ def test_a_changed_entry_is_read_again_and_a_gone_one_forgotten() -> None:
     second = read_entries([{"id": "a"}, {"id": "b", "name": "B2"}], reader, known=first.known)
     assert reader.read[3:] == ["b"]  # "a" remembered, "b" changed
     assert second.models[1].display_name == "B2"
-    assert second.known is not None and len(second.known.verdicts) == 2
+    assert second.known is not None and len(second.known.records) == 2
 
 
 def test_another_reader_reads_everything() -> None:
@@ -68,10 +68,13 @@ def test_without_known_nothing_is_remembered() -> None:
     assert parsed.known is None
 
 
-def test_the_entries_are_remembered_as_str() -> None:
-    # Not the bytes orjson returns: each holds ~4 KiB of memory however short it is (issue 19).
-    parsed = read_entries(ENTRIES, CountingReader(), known=KnownEntries())
-    assert parsed.known is not None and {type(text) for text in parsed.known.verdicts} == {str}
+def test_the_entries_are_remembered_by_a_short_digest() -> None:
+    # Not the bytes orjson returns (each holds ~4 KiB of memory however short it is), nor the text
+    # (a LiteLLM entry runs to kilobytes): 16 bytes an entry (issue 19).
+    long = {"id": "long", "model_info": {"note": "x" * 4000}}
+    parsed = read_entries([*ENTRIES, long], CountingReader(), known=KnownEntries())
+    assert parsed.known is not None
+    assert {(type(key), len(key)) for key in parsed.known.records} == {(bytes, 16)}
 
 
 def test_a_list_far_over_the_bound_is_not_remembered() -> None:
@@ -80,4 +83,4 @@ def test_a_list_far_over_the_bound_is_not_remembered() -> None:
     parsed = read_entries(entries, CountingReader(), keep=NewestModels(4), known=KnownEntries())
     assert parsed.known is None and parsed.listed == 10
     within = read_entries(entries[:8], CountingReader(), keep=NewestModels(4), known=KnownEntries())
-    assert within.known is not None and len(within.known.verdicts) == 8
+    assert within.known is not None and len(within.known.records) == 8

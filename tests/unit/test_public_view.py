@@ -52,3 +52,29 @@ def test_a_gateways_models_are_its_list_and_those_registered_for_it() -> None:
 def test_an_empty_view() -> None:
     view = PublicView({}, "litellm")
     assert len(view.catalog) == 0 and view.owners == {} and view.ref_of("a") is None
+
+
+def test_the_match_index_is_made_by_the_first_inexact_name_only() -> None:
+    # Most requests name a listed id exactly: no Listed is held per model until one does not (issue 19).
+    view = PublicView({"litellm": catalog("gpt-4o", "other/x"), "other": catalog("x")}, "litellm")
+    assert "names" not in vars(view)
+    match = view.names.match("GPT 4o")
+    assert "names" in vars(view) and view.names is view.names
+    assert match.unique is not None and (match.unique.public_id, match.unique.gateway) == ("gpt-4o", "litellm")
+    # Both models that clash on `other/x` are in the index, each with its own gateway, as before.
+    assert sorted((listed.public_id, listed.model_id, listed.gateway) for listed in view.names.listed) == [
+        ("gpt-4o", "gpt-4o", "litellm"), ("other/x", "other/x", "litellm"), ("other/x", "x", "other")
+    ]
+
+
+def test_one_gateway_is_listed_through_its_own_catalog_not_a_copy() -> None:
+    # The usual sidecar: one gateway, its ids bare. Nothing is held per model beside its catalog (issue 19).
+    listed = catalog("a", "b")
+    view = PublicView({"litellm": listed}, "litellm")
+    assert view.catalog is listed
+    assert view.ref_of("a") == ModelRef("litellm", "a") and view.ref_of("litellm/a") is None
+    assert view.ref_of("c") is None
+    assert view.owners == {"a": "litellm", "b": "litellm"} and "c" not in view.owners
+    assert view.owners.get("b") == "litellm" and view.owners.get("c") is None and len(view.owners) == 2
+    record = view.model(ModelRef("litellm", "b"))
+    assert record is not None and record.id == "b"

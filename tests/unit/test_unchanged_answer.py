@@ -140,7 +140,7 @@ async def test_a_list_only_json_decodes_is_read_whole_every_time(tmp_path: Path)
     body = b'{"data": [{"id": "a", "max_input_tokens": NaN}]}'
     gw = client(tmp_path, lambda request: httpx.Response(200, content=body), "openai")
     first = await gw.fetch_catalog()
-    assert first.ids == ["a"] and gw._known.verdicts == {}
+    assert first.ids == ["a"] and gw._known.records == {}
 
 
 class ConditionalGateway(Gateway):
