@@ -146,9 +146,11 @@ def reading(rows: list[Row]) -> str:
         )
         p99s = [row.number("p99_of_floor") for row in ours if row.figures.get("p99_of_floor") is not None]
         parts.append(
-            f"Our list is served from memory, each page encoded once per catalog, so what is left per request is "
-            f"Starlette's routing, the body-limit and key checks and a dict lookup, in the sidecar's one process "
-            f"(uvicorn's httptools protocol on uvloop), which also polls and supervises. It reaches "
+            f"Our list is served from memory, each page prepared (body and headers) once per catalog, and a read of "
+            f"it is answered in front of Starlette's middleware and router (sidecar/http/fast_reads.py) once the same "
+            f"Host/Origin and key checks pass, head and body in one write; what is left per request is those checks, "
+            f"a dict lookup and uvicorn's httptools protocol on uvloop, in the sidecar's one process, which also polls "
+            f"and supervises. It reaches "
             f"{min(shares):.0%} to {max(shares):.0%} of the fastest floor's rate at each load (the floors peak at "
             f"{peaks} req/s; ours at {max(row.number('rps') for row in ours):,.0f}), with a p99 "
             f"{min(p99s, default=0):.1f} to {max(p99s, default=0):.1f} times the fastest floor's; at "
