@@ -217,8 +217,10 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(chunks):
                 if i:
                     time.sleep(self.server.delay)
-                self._event(chunk({"content": f"chunk {i} "}))
+                # Recorded before the write: a client may read the event and look here before
+                # this thread runs again (a busy machine's scheduling, seen in a full run).
                 exchange.sent_at.append(time.time())
+                self._event(chunk({"content": f"chunk {i} "}))
             self._event(chunk({}, "stop", usage=_usage(chunks)))
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
