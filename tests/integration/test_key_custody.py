@@ -24,6 +24,7 @@ from tests.support import fake_upstream
 from tests.support import litellm_proxy as lp
 from tests.support.fake_upstream import Exchange, FakeUpstream
 from tests.support.opencode_api import answer_text, create_session, prompt
+from tests.support.opencode_process import opencode_processes
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -101,18 +102,6 @@ def custody(
     # user may read it): gone, so that tests/integration/test_zz_secrets.py audits for leaks only.
     shutil.rmtree(sidecar.state_dir / "opencode", ignore_errors=True)
 
-
-def opencode_processes(leader: int) -> list[int]:
-    """opencode and every process of its group (what it started)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == leader:
-                    found.append(int(entry.name))
-            except ProcessLookupError:
-                continue
-    return found
 
 
 def environ(pid: int) -> dict[str, str]:

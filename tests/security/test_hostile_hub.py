@@ -6,7 +6,6 @@ the saved list and opencode's config), and no key shows in the log or the state 
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.opencode_process import opencode_processes
 from tests.support.sidecar_process import SidecarProcess, start_sidecar
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -198,14 +198,3 @@ def test_the_hubs_key_never_reaches_opencode(tmp_path: Path, hub: HostileHub) ->
     finally:
         follower.stop()
 
-
-def opencode_processes(leader: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == leader:
-                    found.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                continue
-    return found

@@ -82,3 +82,16 @@ def start_opencode(workdir: Path, config_path: Path, password: str, env: dict[st
             raise RuntimeError(f"opencode did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
         time.sleep(0.2)
     return opencode
+
+
+def opencode_processes(leader: int) -> list[int]:
+    """opencode and every process of its group (what it started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == leader:
+                    found.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return found
